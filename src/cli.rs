@@ -1,0 +1,5 @@
+//! Command line definitions (clap).
+
+pub fn run() -> anyhow::Result<()> {
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! The compose pipeline: runs the stages in order, handing typed values on.

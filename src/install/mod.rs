@@ -1,0 +1,1 @@
+//! Install packages into a fresh root through the host's dnf (`--installroot`).

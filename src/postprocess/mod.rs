@@ -1,0 +1,2 @@
+//! Post-processing steps that turn an installed root into an OSTree tree.
+//! One file per concern; each step is a small function with its own test.

@@ -1,0 +1,1 @@
+//! Progress reporting: phase announcements, terminal bars, JSON-lines events.

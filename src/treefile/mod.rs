@@ -1,0 +1,1 @@
+//! The treefile: model, include/variable resolution, validation, serialization.
