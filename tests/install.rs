@@ -231,6 +231,28 @@ fn resolve_then_install_into_a_fresh_root() {
     want.sort();
     assert_eq!(qa, want, "the root has exactly the resolved set");
 
+    // Nothing but package payload (and the rpmdb) lands in the root.
+    let out = Command::new("rpm")
+        .arg("--root")
+        .arg(&root)
+        .args(["--dbpath", "/usr/share/rpm", "-qal"])
+        .output()
+        .unwrap();
+    let owned: std::collections::BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let mut stray = Vec::new();
+    walk_non_dirs(&root, &root, &mut |rel| {
+        if !owned.contains(&rel)
+            && !rel.starts_with("/usr/share/rpm/")
+            && rel != "/var/lib/app/post-marker"
+        {
+            stray.push(rel);
+        }
+    });
+    assert!(stray.is_empty(), "files no package owns: {stray:?}");
+
     let installed = install::installed_packages(&root).unwrap();
     let got: Vec<(String, String, String)> = installed
         .iter()
@@ -564,4 +586,63 @@ fn walk_count(dir: &Path, suffix: &str) -> usize {
         }
     }
     n
+}
+
+/// Timing of resolve + install for a `make-rpm-corpus` output directory:
+/// `CORPUS_DIR=/var/tmp/corpus-small cargo test --test install -- --ignored --nocapture`.
+#[test]
+#[ignore = "needs CORPUS_DIR from ../shared/bench/make-rpm-corpus"]
+fn corpus_resolve_install_timing() {
+    let Some(dir) = std::env::var_os("CORPUS_DIR").map(PathBuf::from) else {
+        panic!("set CORPUS_DIR");
+    };
+    let manifest: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("manifest.yaml")).unwrap()).unwrap();
+    let packages: Vec<String> = manifest["packages"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let req = InstallRequest {
+        repos_dir: dir.clone(),
+        repos: Some(vec!["corpus".into()]),
+        basearch: "x86_64".into(),
+        packages,
+        recommends: false,
+        documentation: true,
+        cachedir: tmp.path().join("cache"),
+        ..Default::default()
+    };
+    for round in ["cold cache", "warm cache"] {
+        let t = std::time::Instant::now();
+        let res = install::resolve(&req).unwrap();
+        let resolved = t.elapsed();
+        let root = tmp.path().join(format!("root-{}", round.replace(' ', "-")));
+        install::install(&req, &res, &root).unwrap();
+        let total = t.elapsed();
+        let n = install::installed_packages(&root).unwrap().len();
+        eprintln!(
+            "{round}: resolve {:.2}s, resolve+install {:.2}s, {} packages ({} bytes to download), {n} in rpmdb",
+            resolved.as_secs_f64(),
+            total.as_secs_f64(),
+            res.packages.len(),
+            res.download_size()
+        );
+        assert_eq!(n, res.packages.len());
+    }
+}
+
+/// Call `f` with the root-relative path ("/usr/bin/x") of every non-directory under `dir`.
+fn walk_non_dirs(root: &Path, dir: &Path, f: &mut dyn FnMut(String)) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        if meta.is_dir() {
+            walk_non_dirs(root, &p, f);
+        } else {
+            f(format!("/{}", p.strip_prefix(root).unwrap().display()));
+        }
+    }
 }
