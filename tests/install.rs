@@ -143,6 +143,7 @@ fn version_of(res: &Resolution, name: &str) -> Option<String> {
 
 fn err_text<T: std::fmt::Debug>(r: anyhow::Result<T>) -> (String, i32) {
     let e = r.expect_err("expected an error");
+    eprintln!("expected error (exit {}): {e:#}", exit_code_for(&e));
     (format!("{e:#}"), exit_code_for(&e))
 }
 
@@ -488,6 +489,7 @@ fn lockfile_write_read_strict_and_relaxed() {
 struct HttpServer {
     child: std::process::Child,
     port: u16,
+    log: tempfile::NamedTempFile,
 }
 
 impl HttpServer {
@@ -497,6 +499,7 @@ impl HttpServer {
             .local_addr()
             .unwrap()
             .port();
+        let log = tempfile::NamedTempFile::new().unwrap();
         let server = HttpServer {
             child: Command::new("/usr/bin/python3")
                 .args([
@@ -509,10 +512,11 @@ impl HttpServer {
                 ])
                 .arg(dir)
                 .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
+                .stderr(log.reopen().unwrap())
                 .spawn()
                 .unwrap(),
             port,
+            log,
         };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -522,6 +526,17 @@ impl HttpServer {
         }
         drop(server);
         panic!("http.server did not start");
+    }
+}
+
+impl HttpServer {
+    /// Request paths served so far (from the access log).
+    fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(self.log.path())
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split('"').nth(1).map(str::to_string))
+            .collect()
     }
 }
 
@@ -552,6 +567,21 @@ fn cache_is_reused_offline() {
         cached_rpms,
         res.packages.len(),
         "download-only filled the cache"
+    );
+    let served = server.requests().len();
+    assert!(
+        server.requests().iter().any(|r| r.contains("primary")),
+        "{:?}",
+        server.requests()
+    );
+
+    // Online again: only repomd.xml is checked; metadata and RPMs come from the cache.
+    let res2 = install::resolve(&req).unwrap();
+    install::download(&req, &res2).unwrap();
+    let new: Vec<String> = server.requests()[served..].to_vec();
+    assert!(
+        !new.is_empty() && new.iter().all(|r| r.contains("repomd.xml")),
+        "{new:?}"
     );
     drop(server);
 

@@ -96,7 +96,10 @@ def setup_base(req, installroot, metadata_from_cache):
     try:
         base.fill_sack(load_system_repo=False, load_available_repos=True)
     except dnf.exceptions.RepoError as e:
-        raise Failure("Loading rpm-md repositories: %s" % e)
+        hint = ""
+        if cache_only:
+            hint = " (cache-only: run once without --cache-only to fill the cache in %s)" % conf.cachedir
+        raise Failure("Loading rpm-md repositories: %s%s" % (e, hint))
     return base
 
 
@@ -183,7 +186,7 @@ def depsolve(base):
     try:
         base.resolve(allow_erasing=False)
     except dnf.exceptions.DepsolveError as e:
-        raise Failure("Depsolve failed: %s" % e)
+        raise Failure("Depsolve failed:\n%s" % str(e).strip())
     return sorted(base.transaction.install_set, key=functools.cmp_to_key(pkg_cmp))
 
 
