@@ -53,7 +53,7 @@ fn app(version: &str) -> Pkg {
         .entry(Entry::owned_dir("/var/lib/app", 0o750, "demo", "demo"))
         .script(
             "post",
-            &format!("echo post-ran {version} > /var/lib/app/post-marker"),
+            &format!("echo post-ran {version} > /var/lib/app/post-marker; echo to-stdout"),
         )
 }
 
@@ -117,15 +117,10 @@ impl Setup {
     }
     fn request(&self, packages: &[&str]) -> InstallRequest {
         InstallRequest {
-            repos_dir: self.manifest_dir(),
             repos: Some(vec!["base".into()]),
-            basearch: "x86_64".into(),
             releasever: Some("40".into()),
             packages: packages.iter().map(|s| s.to_string()).collect(),
-            recommends: true,
-            documentation: true,
-            cachedir: self.path("cache"),
-            ..Default::default()
+            ..InstallRequest::new(&self.manifest_dir(), &self.path("cache"), "x86_64")
         }
     }
 }

@@ -347,24 +347,31 @@ def cmd_install(req):
         base.close()
 
 
-def main():
-    req = json.load(sys.stdin)
-    action = req["action"]
+def run(req):
     try:
-        reply = {"resolve": cmd_resolve, "download": cmd_download, "install": cmd_install}[action](req)
+        action = {"resolve": cmd_resolve, "download": cmd_download, "install": cmd_install}[req["action"]]
+        return 0, action(req)
     except Failure as e:
-        json.dump({"error": str(e), "class": e.cls}, sys.stdout)
-        return 1
+        return 1, {"error": str(e), "class": e.cls}
     except dnf.exceptions.Error as e:
-        json.dump({"error": str(e), "class": "failed"}, sys.stdout)
-        return 1
+        return 1, {"error": str(e), "class": "failed"}
     except Exception as e:
         traceback.print_exc()
-        json.dump({"error": "Internal error in the dnf helper: %s: %s" % (type(e).__name__, e),
-                   "class": "failed"}, sys.stdout)
-        return 1
-    json.dump(reply, sys.stdout)
-    return 0
+        return 1, {"error": "Internal error in the dnf helper: %s: %s" % (type(e).__name__, e),
+                   "class": "failed"}
+
+
+def main():
+    req = json.load(sys.stdin)
+    # The reply owns stdout; anything else that writes to fd 1 (rpm, a
+    # scriptlet, a library) goes to stderr with the other progress output.
+    reply_fd = os.dup(1)
+    os.dup2(2, 1)
+    status, reply = run(req)
+    sys.stdout.flush()
+    with os.fdopen(reply_fd, "w") as out:
+        json.dump(reply, out)
+    return status
 
 
 if __name__ == "__main__":

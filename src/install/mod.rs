@@ -59,6 +59,21 @@ pub struct InstallRequest {
     pub proxy: Option<String>,
 }
 
+impl InstallRequest {
+    /// A request with the treefile defaults (`recommends` and `documentation`
+    /// on, no packages, all `enabled=1` repositories).
+    pub fn new(repos_dir: &Path, cachedir: &Path, basearch: &str) -> InstallRequest {
+        InstallRequest {
+            repos_dir: repos_dir.to_path_buf(),
+            cachedir: cachedir.to_path_buf(),
+            basearch: basearch.to_string(),
+            recommends: true,
+            documentation: true,
+            ..Default::default()
+        }
+    }
+}
+
 /// One package of the depsolved transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResolvedPackage {
