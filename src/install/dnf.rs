@@ -7,9 +7,11 @@
 //! checksums, apply lockfile excludes to the sack, and see a failing `%post`
 //! (the CLI exits 0 after a scriptlet error).
 //!
-//! dnf 5 (Fedora ≥ 41 with no dnf 4): detected, and refused with a clear
-//! "unsupported" error for now — its CLI cannot be exercised on this build
-//! host, so a path we cannot test is not shipped. See [`Backend::Dnf5`].
+//! dnf 5 (Fedora ≥ 41): python3-dnf (dnf 4) is still packaged there and is
+//! used when present. A host with only dnf5 is detected and refused with a
+//! clear "unsupported" error: a dnf5 driver (libdnf5 bindings or its CLI)
+//! cannot be exercised on this build host, and an untested path is not
+//! shipped. See [`Backend::Dnf5`].
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -58,18 +60,34 @@ fn python_from_shebang(script: &[u8]) -> Option<PathBuf> {
 }
 
 impl Backend {
-    /// Find dnf 4 (a Python script) or dnf 5 on `PATH`.
+    /// Find dnf 4's Python: the interpreter of the `dnf` script (Debian,
+    /// Fedora ≤ 40) or of `dnf-3` (Fedora ≥ 41 with python3-dnf beside
+    /// dnf5), else a `python3` that can `import dnf`; failing that, dnf 5.
     pub fn detect() -> Result<Backend> {
-        if let Some(dnf) = find_in_path("dnf") {
-            let head = std::fs::read(&dnf).with_context(|| format!("Reading {}", dnf.display()))?;
+        for name in ["dnf", "dnf-3"] {
+            let Some(script) = find_in_path(name) else {
+                continue;
+            };
+            let head =
+                std::fs::read(&script).with_context(|| format!("Reading {}", script.display()))?;
             if let Some(python) = python_from_shebang(&head[..head.len().min(256)]) {
                 return Ok(Backend::Dnf4 { python });
             }
         }
+        let python = PathBuf::from("/usr/bin/python3");
+        let has_dnf_module = Command::new(&python)
+            .args(["-c", "import dnf"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if has_dnf_module {
+            return Ok(Backend::Dnf4 { python });
+        }
         if let Some(dnf5) = find_in_path("dnf5") {
             return Ok(Backend::Dnf5 { dnf5 });
         }
-        bail!("dnf was not found on PATH: install dnf (dnf 4 with python3-dnf) on the build host")
+        bail!("dnf was not found: install dnf 4 (the python3-dnf package) on the build host")
     }
 
     pub fn resolve(&self, req: &InstallRequest) -> Result<Resolution> {
@@ -124,8 +142,8 @@ impl Backend {
         if let Backend::Dnf5 { dnf5 } = self {
             // DNF5-ONLY HOSTS: see the module comment.
             return Err(unsupported(format!(
-                "Only dnf5 was found ({}); ostree-composer needs dnf 4 with its Python API \
-                 (python3-dnf) on the build host",
+                "Only dnf5 was found ({}); ostree-composer needs dnf 4's Python API: \
+                 install python3-dnf (Fedora still packages it beside dnf5)",
                 dnf5.display()
             )));
         }
