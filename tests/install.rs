@@ -227,6 +227,18 @@ fn resolve_then_install_into_a_fresh_root() {
     want.sort();
     assert_eq!(qa, want, "the root has exactly the resolved set");
 
+    let out = Command::new("rpm")
+        .arg("--root")
+        .arg(&root)
+        .args(["--dbpath", "/usr/share/rpm", "-qc", "app"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "/etc/app.conf\n",
+        "%config recorded"
+    );
+
     // Nothing but package payload (and the rpmdb) lands in the root.
     let out = Command::new("rpm")
         .arg("--root")
@@ -398,13 +410,13 @@ fn gpgcheck_rejects_unsigned_packages() {
 #[test]
 fn releasever_and_repovars_in_baseurl() {
     let s = Setup::new();
-    let versioned = s.path("mirror/40/stable");
+    let versioned = s.path("mirror/40/x86_64/stable");
     std::fs::create_dir_all(versioned.parent().unwrap()).unwrap();
     std::os::unix::fs::symlink(&repos().main, &versioned).unwrap();
     std::fs::write(
         s.manifest_dir().join("base.repo"),
         format!(
-            "[base]\nbaseurl=file://{}/mirror/$releasever/$channel\ngpgcheck=0\n",
+            "[base]\nbaseurl=file://{}/mirror/$releasever/$basearch/$channel\ngpgcheck=0\n",
             s.tmp.path().display()
         ),
     )
