@@ -437,7 +437,8 @@ fn scripts_cannot_write_outside_the_root() {
     let outside = tempfile::tempdir().unwrap();
     let host_file = outside.path().join("escaped");
     let body = format!(
-        "#!/bin/sh\nset -e\nmkdir -p {d}\necho escaped > {f}\necho root > /root-marker\n",
+        "#!/bin/sh\nset -e\nmkdir -p {d}\necho escaped > {f}\necho root > /root-marker\n\
+         cat </dev/null > /devnull-read\necho discarded > /dev/null\n",
         d = outside.path().display(),
         f = host_file.display()
     );
@@ -458,6 +459,13 @@ fn scripts_cannot_write_outside_the_root() {
     let inside = root.join(host_file.strip_prefix("/").unwrap());
     assert_eq!(read(&inside), "escaped\n");
     assert_eq!(read(&root.join("root-marker")), "root\n");
+    // The /dev/null stand-in read as empty and is gone again.
+    assert_eq!(read(&root.join("devnull-read")), "");
+    assert!(!exists(&root.join("dev/null")));
+    assert!(
+        is_real_dir(&root.join("dev")),
+        "dev came from the filesystem package"
+    );
 }
 
 #[test]

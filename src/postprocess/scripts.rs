@@ -9,8 +9,9 @@
 //! if set, `SYSTEMD_OFFLINE=1`), `/etc` present through the temp-etc guard, and
 //! deleted afterwards. stdout/stderr pass through.
 //!
-//! Differences from bubblewrap, by construction: there is no private `/dev`,
-//! `/proc`, `/run` or `/tmp` (a script sees what is in the root), `/var` is
+//! Differences from bubblewrap, by construction: there is no private `/dev`
+//! (only an empty regular file standing in for `/dev/null` while a script
+//! runs), `/proc`, `/run` or `/tmp` (a script sees what is in the root), `/var` is
 //! writable, and a root-privileged script that deliberately breaks out of a
 //! chroot is not contained. Ordinary writes to absolute paths land inside the
 //! root. Not for RPM scriptlets (the installer runs those through rpm).
@@ -20,6 +21,7 @@ use std::process::{Command, ExitStatus, Stdio};
 
 use anyhow::{Context, Result};
 use cap_std_ext::cap_std::fs::Dir;
+use cap_std_ext::dirext::CapStdExtDirExt;
 
 use super::fsutil;
 use super::treefile_steps::TempEtcGuard;
@@ -150,8 +152,10 @@ pub fn run_script_in_root(root_path: &Path, script: &Script<'_>, env: &ScriptEnv
             script.label
         ));
     }
+    let dev_null = DevNullShim::new(&root)?;
     let status = run_chrooted(root_path, &format!("/{}", script.path_in_root), env)
         .with_context(|| format!("Running {}", script.label))?;
+    dev_null.remove()?;
     guard.undo()?;
     staged.remove()?;
     if !status.success() {
@@ -219,6 +223,66 @@ pub fn interpreter_of(contents: &[u8]) -> std::result::Result<String, String> {
         ));
     }
     Ok(interp.to_string())
+}
+
+/// Without mount namespaces we cannot give scripts a real `/dev`, and a
+/// rootless container may not create device nodes. So that the ubiquitous
+/// `>/dev/null` and `</dev/null` work, an empty regular file stands in for
+/// `/dev/null` while a script runs: reads see EOF until the script itself
+/// writes to it, and what it wrote is discarded with the file afterwards.
+/// Only what this shim created is removed again.
+struct DevNullShim {
+    root: Option<Dir>,
+    created_dev: bool,
+}
+
+impl DevNullShim {
+    fn new(root: &Dir) -> Result<Self> {
+        if fsutil::exists_nofollow(root, "dev/null")? {
+            return Ok(DevNullShim {
+                root: None,
+                created_dev: false,
+            });
+        }
+        let created_dev = !fsutil::exists_nofollow(root, "dev")?;
+        if created_dev {
+            fsutil::ensure_dir_mode(root, "dev", 0o755)?;
+        }
+        let shim = DevNullShim {
+            root: Some(
+                root.try_clone()
+                    .context("Duplicating root directory handle")?,
+            ),
+            created_dev,
+        };
+        fsutil::write_file_mode(root, "dev/null", b"", 0o666)?;
+        Ok(shim)
+    }
+
+    fn remove(mut self) -> Result<()> {
+        self.remove_now()
+    }
+
+    fn remove_now(&mut self) -> Result<()> {
+        let Some(root) = self.root.take() else {
+            return Ok(());
+        };
+        root.remove_all_optional("dev/null")
+            .context("Removing the /dev/null stand-in")?;
+        if self.created_dev {
+            root.remove_dir("dev")
+                .context("Removing the /dev directory made for scripts")?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DevNullShim {
+    fn drop(&mut self) {
+        if let Err(e) = self.remove_now() {
+            eprintln!("error: {e:#}");
+        }
+    }
 }
 
 /// A script written into the root; removed by [`StagedScript::remove`] or on drop.

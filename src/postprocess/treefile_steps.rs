@@ -512,16 +512,12 @@ pub fn remove_from_package(
     let mut candidates: std::collections::BTreeSet<&str> =
         matching_files(files, &regexes).into_iter().collect();
     // A matched directory drops everything of this package beneath it.
-    let matched_dirs: Vec<String> = candidates
-        .iter()
-        .filter(|f| {
-            on_disk(&root, f)
-                .ok()
-                .flatten()
-                .is_some_and(|(_, m)| m.is_dir())
-        })
-        .map(|d| format!("{d}/"))
-        .collect();
+    let mut matched_dirs = Vec::new();
+    for f in &candidates {
+        if on_disk(&root, f)?.is_some_and(|(_, m)| m.is_dir()) {
+            matched_dirs.push(format!("{f}/"));
+        }
+    }
     for f in files {
         if matched_dirs.iter().any(|d| f.starts_with(d.as_str())) {
             candidates.insert(f);
