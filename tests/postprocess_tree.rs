@@ -15,7 +15,7 @@ use ostree_composer::exit::exit_code_for;
 use ostree_composer::postprocess::common as pcommon;
 use ostree_composer::postprocess::fsutil::open_root;
 use ostree_composer::postprocess::prepare_rootfs::{
-    prepare_rootfs, OptUsrLocal, PrepareRootfsOptions, RootfsLayout,
+    prepare_rootfs, prepare_rootfs_at, OptUsrLocal, PrepareRootfsOptions, RootfsLayout,
 };
 use ostree_composer::postprocess::scripts::{
     run_postprocess_scripts, PostprocessScript, PostprocessScripts, ScriptEnv,
@@ -797,6 +797,23 @@ fn prepare_rootfs_strict_layouts() {
         assert_eq!(read(&dest.join("boot/vmlinuz-1")), "k");
         assert!(is_real_dir(&dest.join("usr/etc")));
     }
+}
+
+#[test]
+fn prepare_rootfs_by_path_removes_rootfs_tmp() {
+    let td = tempfile::tempdir().unwrap();
+    let src = rootfs_tmp(td.path());
+    let dest = td.path().join("rootfs");
+    let layout = prepare_rootfs_at(&src, &dest, &PrepareRootfsOptions::default()).unwrap();
+    assert_eq!(layout, RootfsLayout::Strict);
+    assert!(!exists(&src));
+    assert!(is_real_dir(&dest.join("usr/etc")));
+    assert_eq!(link(&dest.join("tmp")), "sysroot/tmp");
+    // A non-empty target is refused.
+    let src = rootfs_tmp(td.path());
+    let err = prepare_rootfs_at(&src, &dest, &PrepareRootfsOptions::default()).unwrap_err();
+    assert!(format!("{err:#}").contains("not empty"), "{err:#}");
+    assert!(is_real_dir(&src.join("usr")));
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! `/usr/local` or `/var` content (the final steps handle those).
 
 use std::ffi::OsString;
+use std::path::Path;
 use std::str::FromStr;
 
 use anyhow::{Context, Result};
@@ -113,6 +114,28 @@ pub fn prepare_rootfs(src: &Dir, dest: &Dir, opts: &PrepareRootfsOptions) -> Res
         RootfsLayout::Strict
     };
     discard_rest(src)?;
+    Ok(layout)
+}
+
+/// [`prepare_rootfs`] by path: create `dest` (0755; it may exist if empty),
+/// move `src` into it, and remove the emptied `src` directory. Both must be
+/// on the same filesystem (entries are renamed, not copied).
+pub fn prepare_rootfs_at(
+    src: &Path,
+    dest: &Path,
+    opts: &PrepareRootfsOptions,
+) -> Result<RootfsLayout> {
+    match std::fs::create_dir(dest) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("Creating {}", dest.display())),
+    }
+    let src_dir = fsutil::open_root(src)?;
+    let dest_dir = fsutil::open_root(dest)?;
+    let layout = prepare_rootfs(&src_dir, &dest_dir, opts)
+        .with_context(|| format!("Preparing {} from {}", dest.display(), src.display()))?;
+    drop(src_dir);
+    std::fs::remove_dir(src).with_context(|| format!("Removing {}", src.display()))?;
     Ok(layout)
 }
 
