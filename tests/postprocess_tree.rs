@@ -616,6 +616,9 @@ fn treefile_steps_state_overlay_and_bad_input() {
         "graphical.target"
     );
     assert_eq!(link(&p.join("var/lib/rpm")), "../../usr/share/rpm");
+    assert_eq!(link(&p.join("usr/lib/sysimage/rpm")), "../../share/rpm");
+    // No usr/share/rpm existed: the populated var/lib/rpm became the database.
+    assert_eq!(read(&p.join("usr/share/rpm/stale")), "x");
     // Idempotent: a second run keeps the existing unit link.
     run_treefile_steps(p, &opts).unwrap();
     assert_eq!(

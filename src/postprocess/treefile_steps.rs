@@ -164,13 +164,34 @@ impl Drop for TempEtcGuard {
 
 /// §4.4 b: `var/lib/rpm -> ../../usr/share/rpm` and
 /// `usr/lib/sysimage/rpm -> ../../share/rpm`, replacing whatever was there.
+/// Safety net beyond rpm-ostree: if `usr/share/rpm` does not exist yet, a
+/// database found at `usr/lib/sysimage/rpm` or `var/lib/rpm` (an installer
+/// run with rpm's default `_dbpath`) is moved there instead of deleted.
 pub fn link_rpmdb(root: &Dir) -> Result<()> {
+    if !fsutil::exists_nofollow(root, RPMDB_DIR)? {
+        for old in [SYSIMAGE_RPMDB, TRADITIONAL_RPMDB_DIR] {
+            if fsutil::is_real_dir(root, old)? && !dir_is_empty(root, old)? {
+                eprintln!("Moving the rpm database from /{old} to /{RPMDB_DIR}");
+                fsutil::ensure_dir_all(root, "usr/share", 0o755)?;
+                root.rename(old, root, RPMDB_DIR)
+                    .with_context(|| format!("Moving {old} to {RPMDB_DIR}"))?;
+                break;
+            }
+        }
+    }
     fsutil::ensure_dir_all(root, "var/lib", 0o755)?;
     fsutil::replace_symlink(root, TRADITIONAL_RPMDB_LINK, TRADITIONAL_RPMDB_DIR)?;
     fsutil::ensure_dir_all(root, "usr/lib/sysimage", 0o755)?;
     fsutil::replace_symlink(root, SYSIMAGE_RPMDB_LINK, SYSIMAGE_RPMDB)?;
-    debug_assert_eq!(RPMDB_DIR, "usr/share/rpm");
     Ok(())
+}
+
+fn dir_is_empty(root: &Dir, path: &str) -> Result<bool> {
+    Ok(root
+        .read_dir(path)
+        .with_context(|| format!("Reading {path}"))?
+        .next()
+        .is_none())
 }
 
 /// §4.4 c: `usr/lib/rpm/macros.d/macros.rpm-ostree` = `%_dbpath /usr/share/rpm`.
