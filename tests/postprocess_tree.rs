@@ -638,8 +638,9 @@ fn treefile_steps_state_overlay_and_bad_input() {
         assert!(is_real_dir(&p.join("usr/etc")));
         assert!(!exists(&p.join("etc")));
     }
-    // Bad add-files destination.
+    // Bad add-files destination: rejected before remove-files runs.
     let opts = TreefileStepsOptions {
+        remove_files: vec!["usr/share".into()],
         add_files: vec![AddFile {
             dest: "/var/lib/foo.txt".into(),
             contents: vec![],
@@ -651,7 +652,20 @@ fn treefile_steps_state_overlay_and_bad_input() {
     assert_eq!(exit_code_for(&err), 3);
     assert!(format!("{err:#}").contains("Unsupported path in add-files: /var/lib/foo.txt"));
     assert!(!exists(&p.join("var/lib/foo.txt")));
+    assert!(exists(&p.join("usr/share")));
     assert!(is_real_dir(&p.join("usr/etc")));
+    // Likewise a script without a shebang.
+    let opts = TreefileStepsOptions {
+        remove_files: vec!["usr/share".into()],
+        scripts: PostprocessScripts {
+            inline: vec!["echo no shebang".into()],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let err = run_treefile_steps(p, &opts).unwrap_err();
+    assert_eq!(exit_code_for(&err), 3);
+    assert!(exists(&p.join("usr/share")));
 
     // mutate-os-release without a version is skipped.
     std::fs::write(p.join("usr/etc/os-release"), "VERSION=1\n").unwrap();

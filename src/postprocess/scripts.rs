@@ -91,10 +91,8 @@ impl Default for ScriptEnv {
     }
 }
 
-/// Run all inline scripts, then the `postprocess-script`, inside `root_path`.
-pub fn run_postprocess_scripts(root_path: &Path, scripts: &PostprocessScripts) -> Result<()> {
-    // Check every inline script before running any, so a bad one later in the
-    // list does not leave a half-processed root.
+/// Check that every script has a usable shebang line (invalid input if not).
+pub fn check_scripts(scripts: &PostprocessScripts) -> Result<()> {
     for (i, body) in scripts.inline.iter().enumerate() {
         interpreter_of(body.as_bytes())
             .map_err(|m| invalid_input(format!("postprocess[{i}]: {m}")))?;
@@ -103,6 +101,14 @@ pub fn run_postprocess_scripts(root_path: &Path, scripts: &PostprocessScripts) -
         interpreter_of(&s.contents)
             .map_err(|m| invalid_input(format!("postprocess-script {}: {m}", s.name)))?;
     }
+    Ok(())
+}
+
+/// Run all inline scripts, then the `postprocess-script`, inside `root_path`.
+pub fn run_postprocess_scripts(root_path: &Path, scripts: &PostprocessScripts) -> Result<()> {
+    // Check every script before running any, so a bad one later in the list
+    // does not leave a half-processed root.
+    check_scripts(scripts)?;
     for (i, body) in scripts.inline.iter().enumerate() {
         eprintln!("Executing `postprocess` inline script '{i}'");
         let script = Script {

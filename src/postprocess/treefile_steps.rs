@@ -77,8 +77,31 @@ pub struct TreefileStepsOptions {
     pub scripts: PostprocessScripts,
 }
 
-/// Run §4.4 a-m in order on the installed root at `root_path`.
+impl TreefileStepsOptions {
+    /// Check every input up front (unit names, paths, script shebangs) so a
+    /// bad value fails before the root is touched. Errors are invalid input.
+    pub fn validate(&self) -> Result<()> {
+        for unit in &self.units {
+            check_unit_name(unit).map_err(|m| invalid_input(format!("units: {m}")))?;
+        }
+        if let Some(t) = &self.default_target {
+            check_unit_name(t).map_err(|m| invalid_input(format!("default-target: {m}")))?;
+        }
+        for p in &self.remove_files {
+            fsutil::check_relative_inside(p)
+                .map_err(|m| invalid_input(format!("remove-files: {m}")))?;
+        }
+        for f in &self.add_files {
+            check_add_files_dest(&f.dest).map_err(invalid_input)?;
+        }
+        scripts::check_scripts(&self.scripts)
+    }
+}
+
+/// Run §4.4 a-m in order on the installed root at `root_path` (inputs are
+/// validated first, see [`TreefileStepsOptions::validate`]).
 pub fn run_treefile_steps(root_path: &Path, opts: &TreefileStepsOptions) -> Result<()> {
+    opts.validate()?;
     let root = fsutil::open_root(root_path)?;
     common::move_etc_to_usr_etc(&root)?;
     link_rpmdb(&root)?;
@@ -127,8 +150,12 @@ impl TempEtcGuard {
             .context("Renaming usr/etc to etc")?;
         if let Err(e) = root.symlink_contents("../etc", "usr/etc") {
             // Put things back before reporting.
-            let _ = root.rename("etc", &root, "usr/etc");
-            return Err(e).context("Symlinking usr/etc -> ../etc");
+            let back = root.rename("etc", &root, "usr/etc");
+            let err = anyhow::Error::new(e).context("Symlinking usr/etc -> ../etc");
+            return Err(match back {
+                Ok(()) => err,
+                Err(b) => err.context(format!("and moving etc back to usr/etc failed: {b}")),
+            });
         }
         Ok(TempEtcGuard { root: Some(root) })
     }
