@@ -1,3 +1,8 @@
 //! Post-processing steps that turn an installed root into an OSTree tree.
 //! One file per concern; each step is a small function with its own test.
+pub mod common;
+pub mod fsutil;
+pub mod prepare_rootfs;
 pub mod rpmdb;
+pub mod scripts;
+pub mod treefile_steps;
