@@ -178,11 +178,17 @@ pub fn process_devices(root: &Dir, ignore_devices: bool) -> Result<(Vec<String>,
         },
     )
     .context("Walking the tree for device files")?;
-    let mut removed = Vec::new();
-    let mut renamed = Vec::new();
+    // Decide everything first: an error must leave the tree untouched.
+    let mut planned = Vec::with_capacity(found.len());
     for (path, is_char, rdev) in found {
         let p = path.to_string_lossy().into_owned();
-        match device_action(&p, is_char, rdev, ignore_devices)? {
+        let action = device_action(&p, is_char, rdev, ignore_devices)?;
+        planned.push((path, p, action));
+    }
+    let mut removed = Vec::new();
+    let mut renamed = Vec::new();
+    for (path, p, action) in planned {
+        match action {
             DeviceAction::RenameWhiteout => {
                 let name = path
                     .file_name()

@@ -12,7 +12,6 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -58,43 +57,36 @@ pub enum OptUsrLocal {
     StateOverlay,
 }
 
-/// Escape a path for a tmpfiles.d line: whitespace, quotes, backslashes,
-/// control bytes and bytes of non-UTF-8 names become `\xNN` (systemd-tmpfiles
-/// C-unescapes the path field); `%` becomes `%%` (specifier syntax).
-pub fn escape_tmpfiles_path(path: &OsStr) -> String {
-    let bytes = path.as_bytes();
-    let utf8 = std::str::from_utf8(bytes).is_ok();
-    let mut out = String::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        match b {
-            b'%' => out.push_str("%%"),
-            b'\\' | b'"' | b'\'' => out.push_str(&format!("\\x{b:02x}")),
-            0x00..=0x20 | 0x7f => out.push_str(&format!("\\x{b:02x}")),
-            0x21..=0x7e => out.push(b as char),
-            _ if utf8 => {
-                // Copy the whole UTF-8 sequence unchanged.
-                let len = utf8_seq_len(b);
-                let end = (i + len).min(bytes.len());
-                out.push_str(std::str::from_utf8(&bytes[i..end]).unwrap_or("\u{fffd}"));
-                i = end;
-                continue;
-            }
-            _ => out.push_str(&format!("\\x{b:02x}")),
+/// Quote a path for the path field of a tmpfiles.d line. systemd-tmpfiles
+/// splits fields with shell-like unquoting (v252: double quotes and backslash,
+/// no C escapes), so a path with whitespace, quotes, backslashes or control
+/// characters is written in double quotes with `"` and `\` backslash-escaped.
+/// `%` is doubled everywhere (specifier syntax). A newline or a non-UTF-8 name
+/// cannot be expressed and is an error.
+pub fn escape_tmpfiles_path(path: &OsStr) -> Result<String> {
+    let Some(s) = path.to_str() else {
+        bail!("path {path:?} is not UTF-8; tmpfiles.d cannot express it (remove it, e.g. with remove-files)");
+    };
+    if s.contains('\n') {
+        bail!("path {s:?} contains a newline; tmpfiles.d cannot express it (remove it, e.g. with remove-files)");
+    }
+    let s = s.replace('%', "%%");
+    let needs_quotes = s
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '\\'));
+    if !needs_quotes {
+        return Ok(s);
+    }
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
         }
-        i += 1;
+        out.push(c);
     }
-    out
-}
-
-fn utf8_seq_len(first: u8) -> usize {
-    match first {
-        0xc0..=0xdf => 2,
-        0xe0..=0xef => 3,
-        0xf0..=0xf7 => 4,
-        _ => 1,
-    }
+    out.push('"');
+    Ok(out)
 }
 
 /// Escape a symlink target for the argument field of an `L` line. That field
@@ -146,7 +138,7 @@ pub fn entry_paths(content: &str) -> Vec<String> {
 /// One translated /var entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct VarEntry {
-    /// Escaped absolute path (`/var/...`), also the sort key.
+    /// Absolute path (`/var/...`), unescaped; the sort key.
     path: String,
     line: String,
 }
@@ -196,22 +188,25 @@ impl Walker<'_> {
             .unwrap_or_else(|| gid.to_string())
     }
 
-    fn walk(&mut self, dir: &Dir, prefix: &str) -> Result<()> {
+    fn walk(&mut self, dir: &Dir, prefix: &Path) -> Result<()> {
         let mut names: Vec<_> = dir
             .entries()
-            .with_context(|| format!("Reading {prefix}"))?
+            .with_context(|| format!("Reading {}", prefix.display()))?
             .map(|e| e.map(|e| e.file_name()))
             .collect::<std::io::Result<_>>()
-            .with_context(|| format!("Reading {prefix}"))?;
+            .with_context(|| format!("Reading {}", prefix.display()))?;
         names.sort();
         for name in names {
-            let escaped = format!("{prefix}/{}", escape_tmpfiles_path(&name));
+            let full = prefix.join(&name);
+            let raw = full.to_string_lossy().into_owned();
+            let escaped = escape_tmpfiles_path(full.as_os_str())
+                .with_context(|| format!("Translating {raw}"))?;
             let meta = dir
                 .symlink_metadata(&name)
                 .with_context(|| format!("Querying {escaped}"))?;
             let ft = meta.file_type();
-            let in_nfs = escaped.starts_with("/var/lib/nfs/");
-            let known = self.known.contains(&escaped);
+            let in_nfs = raw.starts_with("/var/lib/nfs/");
+            let known = self.known.contains(&raw);
             if known {
                 self.report.already_known += 1;
             }
@@ -224,17 +219,17 @@ impl Walker<'_> {
                         &self.group(meta.gid()),
                     );
                     self.entries.push(VarEntry {
-                        path: escaped.clone(),
+                        path: raw.clone(),
                         line,
                     });
                 }
-                if self.known_subtrees.contains(&escaped) {
+                if self.known_subtrees.contains(&raw) {
                     continue;
                 }
                 let sub = dir
                     .open_dir(&name)
                     .with_context(|| format!("Opening {escaped}"))?;
-                self.walk(&sub, &escaped)?;
+                self.walk(&sub, &full)?;
             } else if ft.is_symlink() {
                 if !known {
                     let target = dir
@@ -243,7 +238,7 @@ impl Walker<'_> {
                     let target = escape_tmpfiles_argument(target.as_os_str())
                         .with_context(|| format!("Translating {escaped}"))?;
                     self.entries.push(VarEntry {
-                        path: escaped.clone(),
+                        path: raw.clone(),
                         line: link_line(&escaped, &target),
                     });
                 }
@@ -257,13 +252,13 @@ impl Walker<'_> {
                         &self.group(meta.gid()),
                     );
                     self.entries.push(VarEntry {
-                        path: escaped.clone(),
+                        path: raw.clone(),
                         line,
                     });
                 }
             } else {
-                eprintln!("Ignoring non-directory/non-symlink '{escaped}'");
-                self.report.dropped.push(escaped);
+                eprintln!("Ignoring non-directory/non-symlink '{raw}'");
+                self.report.dropped.push(raw);
             }
         }
         Ok(())
@@ -340,7 +335,7 @@ pub fn var_to_tmpfiles(root: &Dir, opts: &VarToTmpfilesOptions) -> Result<VarRep
             var.remove_file_optional(f)
                 .with_context(|| format!("Removing var/{f}"))?;
         }
-        walker.walk(&var, "/var")?;
+        walker.walk(&var, Path::new("/var"))?;
     }
     let Walker {
         mut entries,
@@ -568,18 +563,19 @@ mod tests {
 
     #[test]
     fn path_quoting() {
-        let e = |s: &str| escape_tmpfiles_path(OsStr::new(s));
+        let e = |s: &str| escape_tmpfiles_path(OsStr::new(s)).unwrap();
         assert_eq!(
             e("/var/lib/plain-name_1.2+x@y:z"),
             "/var/lib/plain-name_1.2+x@y:z"
         );
-        assert_eq!(e("/var/a b"), "/var/a\\x20b");
-        assert_eq!(e("/var/tab\there"), "/var/tab\\x09here");
+        assert_eq!(e("/var/a b"), r#""/var/a b""#);
+        assert_eq!(e("/var/tab\there"), "\"/var/tab\there\"");
         assert_eq!(e("/var/100%"), "/var/100%%");
-        assert_eq!(e("/var/q\"'\\"), "/var/q\\x22\\x27\\x5c");
+        assert_eq!(e(r#"/var/q"'\"#), r#""/var/q\"'\\""#);
         assert_eq!(e("/var/ünï"), "/var/ünï");
         let raw = OsStr::from_bytes(b"/var/\xff\xfe");
-        assert_eq!(escape_tmpfiles_path(raw), "/var/\\xff\\xfe");
+        assert!(escape_tmpfiles_path(raw).is_err());
+        assert!(escape_tmpfiles_path(OsStr::new("/var/a\nb")).is_err());
         assert_eq!(
             escape_tmpfiles_argument(OsStr::new("../50% done")).unwrap(),
             "../50%% done"
