@@ -741,3 +741,175 @@ fn finalize_script_failure_is_an_error() {
         .join("usr/lib/tmpfiles.d/rpm-ostree-0-integration.conf")
         .exists());
 }
+
+/// Install `pkgs` from `repo` into `root` with the host's dnf (rpmdb in
+/// `usr/share/rpm`, no scriptlets), as the installer stage would.
+fn dnf_install(work: &Path, repo: &Path, root: &Path, pkgs: &[&str]) -> bool {
+    if Command::new("dnf").arg("--version").output().is_err() {
+        return false;
+    }
+    let home = work.join("home");
+    fs::create_dir_all(&home).unwrap();
+    fs::write(home.join(".rpmmacros"), "%_dbpath /usr/share/rpm\n").unwrap();
+    let reposd = work.join("repos.d");
+    fs::create_dir_all(&reposd).unwrap();
+    common::rpmfixture::write_repo_file(&reposd, "fixture", repo, false);
+    fs::write(work.join("dnf.conf"), "[main]\n").unwrap();
+    let out = Command::new("dnf")
+        .env("HOME", &home)
+        .arg("-y")
+        .arg(format!("--config={}", work.join("dnf.conf").display()))
+        .arg(format!("--installroot={}", root.display()))
+        .arg(format!("--setopt=reposdir={}", reposd.display()))
+        .arg(format!(
+            "--setopt=cachedir={}",
+            work.join("cache").display()
+        ))
+        .args([
+            "--releasever=1",
+            "--setopt=install_weak_deps=False",
+            "--setopt=tsflags=noscripts",
+            "--disableplugin=*",
+            "install",
+        ])
+        .args(pkgs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dnf failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
+
+#[test]
+fn end_to_end_on_a_dnf_installed_root() {
+    use common::rpmfixture::*;
+    if !have_rpm_tools() {
+        eprintln!("SKIP: rpmbuild/createrepo_c missing");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let app = Pkg::new("demo-app", "1.0")
+        .requires("setup")
+        .entry(Entry::exe("/usr/bin/demo", "#!/bin/sh\n"))
+        .entry(Entry::config("/etc/demo.conf", "x=1\n"))
+        .entry(Entry::owned_dir("/var/lib/demo", 0o750, "demo", "demo"))
+        .entry(Entry::symlink("/var/lib/demo-link", "demo"))
+        .entry(Entry::dir("/var/cache/demo"))
+        .entry(Entry::file("/var/cache/demo/seed", "state\n"));
+    let kver = "6.1.0-test";
+    let kernel = Pkg::new("kernel-test", "6.1.0")
+        .requires("filesystem")
+        .entry(Entry::dir(&format!("/usr/lib/modules/{kver}")))
+        .entry(Entry::dir(&format!("/usr/lib/modules/{kver}/kernel")))
+        .entry(Entry::file(
+            &format!("/usr/lib/modules/{kver}/vmlinuz"),
+            "fake kernel image\n",
+        ))
+        .entry(Entry::file(
+            &format!("/usr/lib/modules/{kver}/initramfs.img"),
+            "fake initramfs\n",
+        ));
+    let repo = build_repo(
+        &w.join("repo"),
+        &[filesystem_pkg(), setup_pkg(), app, kernel],
+    );
+    let root = w.join("root");
+    fs::create_dir_all(&root).unwrap();
+    if !dnf_install(w, &repo, &root, &["demo-app", "kernel-test"]) {
+        eprintln!("SKIP: dnf missing");
+        return;
+    }
+    // What §4.4-§4.6 (another stage) leave: /etc in usr/etc.
+    fs::rename(root.join("etc"), root.join("usr/etc")).unwrap();
+    assert_eq!(
+        fs::metadata(root.join("var/lib/demo")).unwrap().uid(),
+        900,
+        "rpm applied the owner"
+    );
+
+    let opts = FinalOptions {
+        selinux: false,
+        kernel: KernelOptions {
+            boot_location: BootLocation::New,
+            machineid_compat: true,
+            no_initramfs: true,
+            initramfs_args: None,
+        },
+        ..FinalOptions::default()
+    };
+    let rep = postprocess_final(&root, &opts).unwrap();
+    let k = rep.kernel.expect("bootable tree has a kernel");
+    assert_eq!(k.kver, kver);
+    assert_eq!(k.initramfs, InitramfsSource::Packaged);
+    let moddir = root.join(format!("usr/lib/modules/{kver}"));
+    assert!(moddir.join("modules.dep").is_file());
+    assert!(root
+        .join(format!("usr/lib/ostree-boot/vmlinuz-{kver}-{}", k.bootcsum))
+        .is_file());
+
+    let autovar =
+        fs::read_to_string(root.join("usr/lib/tmpfiles.d/rpm-ostree-1-autovar.conf")).unwrap();
+    assert!(
+        autovar.contains("d /var/lib/demo 0750 demo demo - -\n"),
+        "{autovar}"
+    );
+    assert!(
+        autovar.contains("L /var/lib/demo-link - - - - demo\n"),
+        "{autovar}"
+    );
+    assert!(
+        autovar.contains("d /var/cache/demo 0755 root root - -\n"),
+        "{autovar}"
+    );
+    assert!(!autovar.contains("seed"), "{autovar}");
+    assert!(!autovar.contains("/var/run"), "{autovar}");
+    assert!(rep
+        .var
+        .dropped
+        .contains(&"/var/cache/demo/seed".to_string()));
+    assert_eq!(fs::read_dir(root.join("var")).unwrap().count(), 0);
+
+    assert_eq!(
+        fs::read_to_string(root.join("usr/etc/passwd")).unwrap(),
+        "root:x:0:0:root:/root:/bin/sh\n"
+    );
+    let lib_passwd = fs::read_to_string(root.join("usr/lib/passwd")).unwrap();
+    assert!(lib_passwd.contains("demo:x:900:900:"), "{lib_passwd}");
+    assert!(root
+        .join("usr/lib/sysimage/rpm-ostree-base-db")
+        .read_dir()
+        .unwrap()
+        .next()
+        .is_some());
+    assert_eq!(
+        fs::read_link(root.join("usr/local")).unwrap(),
+        PathBuf::from("../var/usrlocal")
+    );
+
+    // §4.8 against the same data passes; a changed uid is caught.
+    let reference = lib_passwd.clone();
+    passwd::check_passwd_group(
+        &open(&root),
+        &CheckOptions {
+            passwd: CheckReference::FileContent(format!(
+                "root:x:0:0:root:/root:/bin/sh\n{reference}"
+            )),
+            ..CheckOptions::default()
+        },
+    )
+    .unwrap();
+    let e = passwd::check_passwd_group(
+        &open(&root),
+        &CheckOptions {
+            passwd: CheckReference::FileContent(reference.replace(":900:900:", ":905:900:")),
+            ..CheckOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("passwd UID changed: demo (905 to 900)"));
+}
