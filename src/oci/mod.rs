@@ -128,6 +128,8 @@ pub struct OciResult {
     pub compressed_size: u64,
     /// OCI architecture recorded in the image.
     pub architecture: String,
+    /// Layers the destination already had, so skopeo did not copy them.
+    pub layers_reused: usize,
 }
 
 /// Build the image of `opts.rev` and write it to `dest`.
@@ -154,17 +156,22 @@ pub fn build_and_push_many(opts: &OciOptions, dests: &[String]) -> Result<Vec<Oc
     let mut out = Vec::new();
     for (given, dest) in dests.iter().zip(&parsed) {
         let t = Instant::now();
-        let pushed = push::copy_image(&built.oci_dir, BUILD_TAG, dest, &push_opts)
-            .map_err(|e| output_failed_ctx(e, format!("Writing the image to {dest}")))?;
+        let pushed =
+            push::copy_image(&built.oci_dir, BUILD_TAG, dest, &push_opts).map_err(|e| {
+                match crate::exit::class_of(&e) {
+                    Some(_) => e,
+                    None => output_failed_ctx(e, format!("Writing the image to {dest}")),
+                }
+            })?;
         if pushed.digest != built.image.manifest_digest {
             return Err(crate::exit::output_failed(format!(
                 "{dest} got manifest {} but the built image is {} (a registry or skopeo changed it)",
                 pushed.digest, built.image.manifest_digest
             )));
         }
-        let skipped = pushed.log.matches("skipped: already exists").count();
+        let skipped = pushed.layers_reused;
         eprintln!(
-            "Wrote {dest}: {} ({} layers, {}; {} attempt(s), {} blob(s) already present, {:.1}s)",
+            "Wrote {dest}: {} ({} layers, {}; {} attempt(s), {} layer(s) already present, {:.1}s)",
             pushed.digest,
             built.image.manifest.layers().len(),
             human_size(built.compressed_size),
@@ -179,6 +186,7 @@ pub fn build_and_push_many(opts: &OciOptions, dests: &[String]) -> Result<Vec<Oc
             layer_count: built.image.manifest.layers().len(),
             compressed_size: built.compressed_size,
             architecture: built.platform.architecture.clone(),
+            layers_reused: skipped,
         });
     }
     Ok(out)

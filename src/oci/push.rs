@@ -36,8 +36,8 @@ pub struct PushOptions {
 #[derive(Debug, Clone)]
 pub struct PushOutcome {
     pub digest: String,
-    /// skopeo's progress output of the successful attempt (scrubbed).
-    pub log: String,
+    /// Layers the destination already had (skopeo's "Skipping blob ... (already present)").
+    pub layers_reused: usize,
     pub attempts: u32,
 }
 
@@ -73,7 +73,10 @@ pub fn copy_image(
         }
     }
     let mut cmd = Command::new("skopeo");
-    cmd.arg("copy")
+    // --debug: the only way skopeo 1.9 reports reused blobs without a terminal. Debug
+    // lines are parsed for that and never shown.
+    cmd.arg("--debug")
+        .arg("copy")
         .arg("--preserve-digests")
         .arg("--digestfile")
         .arg(digestfile.path());
@@ -94,8 +97,8 @@ pub fn copy_image(
         let out = cmd
             .output()
             .context("Running skopeo (is it installed and on PATH?)")?;
-        let stdout = scrub(&String::from_utf8_lossy(&out.stdout), &secrets);
-        let stderr = scrub(&String::from_utf8_lossy(&out.stderr), &secrets);
+        let stderr_all = String::from_utf8_lossy(&out.stderr);
+        let stderr = scrub(&without_debug_lines(&stderr_all), &secrets);
         if out.status.success() {
             let digest = std::fs::read_to_string(digestfile.path())
                 .context("Reading skopeo's --digestfile")?
@@ -108,7 +111,7 @@ pub fn copy_image(
             }
             return Ok(PushOutcome {
                 digest,
-                log: stdout,
+                layers_reused: count_reused(&stderr_all),
                 attempts: attempt,
             });
         }
@@ -137,6 +140,37 @@ pub fn copy_image(
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(Duration::from_secs(60));
     }
+}
+
+/// skopeo's stderr without its `level=debug` lines, and with logrus's
+/// `time=... level=fatal msg="..."` wrapping reduced to the message.
+fn without_debug_lines(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter(|l| !l.contains("level=debug"))
+        .map(|l| match l.split_once(" msg=\"") {
+            Some((head, msg)) if head.starts_with("time=") => {
+                msg.strip_suffix('"').unwrap_or(msg).replace("\\\"", "\"")
+            }
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Distinct blobs skopeo skipped because the destination had them.
+fn count_reused(stderr: &str) -> usize {
+    let mut seen = std::collections::BTreeSet::new();
+    for l in stderr.lines() {
+        if let Some(rest) = l.split("Skipping blob ").nth(1) {
+            if rest.contains("already present") {
+                if let Some(d) = rest.split_whitespace().next() {
+                    seen.insert(d.to_string());
+                }
+            }
+        }
+    }
+    seen.len()
 }
 
 fn last_line(s: &str) -> &str {
@@ -270,6 +304,20 @@ mod tests {
         assert!(
             !out.contains("hunter2") && !out.contains("tok123") && !out.contains("dXNl"),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn debug_output_parsing() {
+        let e = "time=\"x\" level=debug msg=\"Skipping blob sha256:aa (already present):\"\n\
+                 time=\"x\" level=debug msg=\"Skipping blob sha256:aa (already present):\"\n\
+                 time=\"x\" level=debug msg=\"Skipping blob sha256:bb (already present):\"\n\
+                 time=\"x\" level=fatal msg=\"boom\"";
+        assert_eq!(count_reused(e), 2);
+        assert_eq!(without_debug_lines(e), "boom");
+        assert_eq!(
+            without_debug_lines("time=\"x\" level=fatal msg=\"Get \\\"http://h/v2/\\\": refused\""),
+            "Get \"http://h/v2/\": refused"
         );
     }
 

@@ -44,7 +44,9 @@ const RPMFILE_GHOST: u64 = 1 << 6;
 
 const PKG_QUERYFORMAT: &str =
     "%{NEVRA}\\t%{NAME}\\t%{ARCH}\\t%{SOURCERPM}\\t%{BUILDTIME}\\t[%{CHANGELOGTIME} ]\\n";
-const FILE_QUERYFORMAT: &str = "[%{FILEFLAGS}\\t%{NEVRA}\\t%{FILENAMES}\\n]";
+// `%{=NEVRA}`: repeat the (formatted, array-like) NEVRA for every file; a plain
+// `%{NEVRA}` inside `[...]` makes rpm fail with "array iterator used with different sized arrays".
+const FILE_QUERYFORMAT: &str = "[%{FILEFLAGS}\\t%{=NEVRA}\\t%{FILENAMES}\\n]";
 
 /// The rpmdb locations tried, relative to a root, in order.
 pub const RPMDB_CANDIDATES: &[&str] = &["usr/share/rpm", "usr/lib/sysimage/rpm", "var/lib/rpm"];
@@ -81,12 +83,14 @@ fn run_rpm(root: &Path, dbpath: &str, qf: &str) -> Result<String> {
     let out = cmd
         .output()
         .with_context(|| format!("Running {cmd:?} (is rpm installed?)"))?;
-    if !out.status.success() {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // rpm reports query-format errors on stderr but still exits 0.
+    if !out.status.success() || stderr.lines().any(|l| l.starts_with("error:")) {
         bail!(
             "Reading the rpmdb at {}/{dbpath} failed ({}): {}",
             root.display(),
             out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            stderr.trim()
         );
     }
     String::from_utf8(out.stdout).context("rpm printed non-UTF-8 output")
