@@ -329,8 +329,8 @@ fn oci_dir_and_archive_roundtrip() {
 fn same_commit_same_digest_and_rpmdb_from_rootfs() {
     let f = fixture();
     let mut digests = Vec::new();
-    for i in 0..2 {
-        let out = tmpdir();
+    let outs = [tmpdir(), tmpdir()];
+    for (i, out) in outs.iter().enumerate() {
         let work = tmpdir();
         let mut o = options(f, work.path());
         if i == 1 {
@@ -348,20 +348,35 @@ fn same_commit_same_digest_and_rpmdb_from_rootfs() {
         digests.push(r.manifest_digest);
     }
     assert_eq!(digests[0], digests[1]);
+    // Byte-identical blob sets.
+    let blobs = |d: &Path| {
+        let mut v: Vec<_> = std::fs::read_dir(d.join("img/blobs/sha256"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(blobs(outs[0].path()), blobs(outs[1].path()));
 
-    // A different creation time gives a different digest, and it is recorded.
-    let out = tmpdir();
+    // A different creation time gives a different digest, and it is recorded. Written
+    // untagged over the first image: the directory then holds just the new one.
     let work = tmpdir();
     let mut o = options(f, work.path());
     o.created = Some("1700000000".into());
     o.max_layers = 4;
-    let dest = format!("oci:{}", out.path().join("img").display());
+    let dest = format!("oci:{}", outs[0].path().join("img").display());
     let r = oci::build_and_push(&o, &dest).unwrap();
     assert_ne!(r.manifest_digest, digests[0]);
     // 4 package bins at most, plus the commit layer.
     assert!(r.layer_count <= 5 && r.layer_count >= 2, "{r:?}");
     let info = inspect(&dest, &[]);
     assert_eq!(info["Created"], "2023-11-14T22:13:20Z");
+    assert_eq!(info["Digest"], r.manifest_digest.as_str());
+    assert_eq!(
+        unencapsulate(&format!("ostree-unverified-image:{dest}"), false),
+        f.commit
+    );
 }
 
 #[test]

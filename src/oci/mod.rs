@@ -156,6 +156,10 @@ pub fn build_and_push_many(opts: &OciOptions, dests: &[String]) -> Result<Vec<Oc
     let mut out = Vec::new();
     for (given, dest) in dests.iter().zip(&parsed) {
         let t = Instant::now();
+        if let Destination::OciDir { path, tag: None } = dest {
+            reproducible::drop_untagged_manifests(path)
+                .map_err(|e| output_failed_ctx(e, format!("Preparing {dest}")))?;
+        }
         let pushed =
             push::copy_image(&built.oci_dir, BUILD_TAG, dest, &push_opts).map_err(|e| {
                 match crate::exit::class_of(&e) {

@@ -173,9 +173,54 @@ pub fn normalize(
     })
 }
 
+/// Remove the untagged entries of an existing OCI directory's `index.json`, so that
+/// writing an untagged image there leaves exactly one untagged image (as ostree-ext
+/// does for `oci:DIR`), instead of an ambiguous index. Tagged entries are kept; blobs
+/// are not garbage-collected. A missing directory or index is fine.
+pub fn drop_untagged_manifests(path: &Path) -> Result<()> {
+    let index_path = path.join("index.json");
+    let text = match std::fs::read_to_string(&index_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("Reading {}", index_path.display())),
+    };
+    let mut index: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON", index_path.display()))?;
+    let Some(manifests) = index.get_mut("manifests").and_then(|m| m.as_array_mut()) else {
+        return Ok(());
+    };
+    let before = manifests.len();
+    manifests.retain(|m| m["annotations"]["org.opencontainers.image.ref.name"].is_string());
+    if manifests.len() == before {
+        return Ok(());
+    }
+    let tmp = path.join(".index.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&index)?)
+        .with_context(|| format!("Writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &index_path)
+        .with_context(|| format!("Replacing {}", index_path.display()))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn untagged_entries_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        drop_untagged_manifests(&d.path().join("missing")).unwrap();
+        std::fs::write(
+            d.path().join("index.json"),
+            r#"{"schemaVersion":2,"manifests":[{"digest":"sha256:1"},{"digest":"sha256:2","annotations":{"org.opencontainers.image.ref.name":"t"}}]}"#,
+        )
+        .unwrap();
+        drop_untagged_manifests(d.path()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.path().join("index.json")).unwrap()).unwrap();
+        assert_eq!(v["manifests"].as_array().unwrap().len(), 1);
+        assert_eq!(v["manifests"][0]["digest"], "sha256:2");
+    }
 
     #[test]
     fn arch_mapping() {
