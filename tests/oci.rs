@@ -638,3 +638,67 @@ fn authfile_secrets_never_shown() {
     );
     let _ = &f.dir;
 }
+
+/// Runs only as a child of `reproducible_across_processes` (a fresh process means fresh
+/// HashMap seeds, so any hash-order dependence in the image would show).
+#[test]
+#[ignore]
+fn child_build() {
+    let (Ok(repo), Ok(out)) = (
+        std::env::var("OCI_CHILD_REPO"),
+        std::env::var("OCI_CHILD_OUT"),
+    ) else {
+        return;
+    };
+    let work = tmpdir();
+    let o = OciOptions {
+        repo: repo.into(),
+        rev: REF.into(),
+        workdir: work.path().to_path_buf(),
+        ..Default::default()
+    };
+    let r = oci::build_and_push(&o, &format!("oci:{out}")).unwrap();
+    std::fs::write(format!("{out}.digest"), r.manifest_digest).unwrap();
+}
+
+#[test]
+fn reproducible_across_processes() {
+    let f = fixture();
+    let out = tmpdir();
+    let mut digests = Vec::new();
+    for i in 0..2 {
+        let img = out.path().join(format!("img{i}"));
+        run(Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "child_build", "--ignored", "--nocapture"])
+            .env("OCI_CHILD_REPO", &f.repo)
+            .env("OCI_CHILD_OUT", &img));
+        digests.push(std::fs::read_to_string(format!("{}.digest", img.display())).unwrap());
+    }
+    assert!(digests[0].starts_with("sha256:"), "{digests:?}");
+    assert_eq!(digests[0], digests[1]);
+}
+
+#[test]
+fn archive_repo_gives_the_same_image() {
+    let f = fixture();
+    let d = tmpdir();
+    let archive = d.path().join("archive");
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", archive.display()))
+        .args(["init", "--mode=archive"]));
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", archive.display()))
+        .arg("pull-local")
+        .arg(&f.repo)
+        .arg(REF));
+    let mut digests = Vec::new();
+    for repo in [&f.repo, &archive] {
+        let work = tmpdir();
+        let mut o = options(f, work.path());
+        o.repo = repo.clone();
+        let out = d.path().join(format!("img-{}", digests.len()));
+        let r = oci::build_and_push(&o, &format!("oci:{}", out.display())).unwrap();
+        digests.push(r.manifest_digest);
+    }
+    assert_eq!(digests[0], digests[1]);
+}
