@@ -110,7 +110,7 @@ fn condition_regex() -> &'static Regex {
         // The pattern is a literal; failing to compile it is a programming error
         // caught by the unit tests, never an input-dependent failure.
         #[allow(clippy::expect_used)]
-        Regex::new(r#"^\s*([[:alnum:]_]+)\s*(\S+?)\s*(true|false|[0-9]+|"[^"]*")\s*$"#)
+        Regex::new(r#"^\s*([[:alnum:]_]+)\s*(\S+)\s*(true|false|[0-9]+|".*")\s*$"#)
             .expect("condition regex compiles")
     })
 }
@@ -123,8 +123,9 @@ impl IncludeCondition {
             .ok_or_else(|| format!("invalid condition: {s}"))?;
         let variable = caps[1].to_string();
         let op_str = &caps[2];
-        let op = CondOp::parse(op_str)
-            .ok_or_else(|| format!("invalid condition: {s}: unknown operator '{op_str}'"))?;
+        let op = CondOp::parse(op_str).ok_or_else(|| {
+            format!("invalid condition: {s}: expected one of ==, !=, >, >=, <, <= but got {op_str}")
+        })?;
         let raw = &caps[3];
         let value = match raw {
             "true" => VarValue::Bool(true),
@@ -149,19 +150,19 @@ impl IncludeCondition {
             .ok_or_else(|| format!("undefined variable '{}'", self.variable))?;
         let mismatch = || {
             format!(
-                "{} is not same type as {} ({} vs {})",
+                "{} is not same type as {} (it is a {}, the condition compares with a {})",
                 self.variable,
-                self.value.literal(),
+                self.value,
                 actual.type_name(),
                 self.value.type_name()
             )
         };
         let bad_op = || {
             format!(
-                "invalid op for values {} {} {}",
-                actual.literal(),
-                self.op.as_str(),
-                self.value.literal()
+                "invalid op for values '{}' and '{}' ({} only supports == and !=)",
+                actual,
+                self.value,
+                self.op.as_str()
             )
         };
         match (actual, &self.value) {
@@ -281,7 +282,13 @@ mod tests {
         let e = IncludeCondition::parse("garbage").unwrap_err();
         assert!(e.contains("invalid condition"), "{e}");
         let e = IncludeCondition::parse("myvar garbage true").unwrap_err();
-        assert!(e.contains("unknown operator"), "{e}");
+        assert!(
+            e.contains("expected one of ==, !=, >, >=, <, <= but got garbage"),
+            "{e}"
+        );
+        // Like rpm-ostree, the operator is greedy: no spaces means a bad operator.
+        assert!(IncludeCondition::parse("releasever==35").is_err());
+        assert_eq!(eval("mystr == \"a\"b\""), Ok(false));
         let e = IncludeCondition::parse("myvar == garbage").unwrap_err();
         assert!(e.contains("invalid condition"), "{e}");
         let e = eval("mystr > 8").unwrap_err();

@@ -1,6 +1,8 @@
 //! The kickstart subset rpm-ostree accepts as a treefile (reference §3.6):
 //! `%packages [--exclude-weakdeps] … %end` (a leading `-` excludes) and
-//! `%include <relative path>`; `#` comments. Anything else is an error.
+//! `%include <path>` (relative to the directory of the kickstart named by the
+//! treefile, also for nested includes, as rpm-ostree does); lines starting
+//! with `#` and blank lines are skipped everywhere. Anything else is an error.
 //!
 //! `parse_kickstart` is pure; `load_kickstart` follows `%include`s on disk.
 
@@ -30,19 +32,18 @@ pub fn parse_kickstart(text: &str, name: &str) -> Result<Kickstart, String> {
     let mut in_packages = false;
     for (lineno, line) in text.lines().enumerate() {
         let lineno = lineno + 1;
+        if line.starts_with('#') {
+            continue;
+        }
         let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
+        if line.is_empty() {
             continue;
         }
         if in_packages {
             if line == "%end" {
                 in_packages = false;
             } else if let Some(ex) = line.strip_prefix('-') {
-                ks.excludes.push(ex.trim().to_string());
-            } else if line.starts_with('%') {
-                return Err(format!(
-                    "{name}:{lineno}: unexpected '{line}' inside %packages (missing %end?)"
-                ));
+                ks.excludes.push(ex.to_string());
             } else {
                 ks.packages.push(line.to_string());
             }
@@ -79,7 +80,7 @@ pub fn parse_kickstart(text: &str, name: &str) -> Result<Kickstart, String> {
         }
     }
     if in_packages {
-        return Err(format!("{name}: %packages section without %end"));
+        return Err(format!("{name}: Missing %end for %packages"));
     }
     Ok(ks)
 }
@@ -91,14 +92,17 @@ pub fn kickstart_config(path: &Path, text: &str, devino: (u64, u64)) -> Result<T
     seen.insert(devino);
     let mut count = 0usize;
     let mut acc = Kickstart::default();
-    absorb(path, text, &mut seen, &mut count, &mut acc)?;
-    let mut cfg = TreeComposeConfig::default();
-    if !acc.packages.is_empty() {
-        cfg.packages = Some(acc.packages.into_iter().collect());
-    }
-    if !acc.excludes.is_empty() {
-        cfg.exclude_packages = Some(acc.excludes);
-    }
+    let top_dir: PathBuf = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    absorb(path, text, &top_dir, &mut seen, &mut count, &mut acc)?;
+    // As rpm-ostree's `from_kickstart`: both lists always set.
+    let mut cfg = TreeComposeConfig {
+        packages: Some(acc.packages.into_iter().collect()),
+        exclude_packages: Some(acc.excludes),
+        ..Default::default()
+    };
     if acc.exclude_weakdeps {
         cfg.recommends = Some(false);
     }
@@ -108,6 +112,7 @@ pub fn kickstart_config(path: &Path, text: &str, devino: (u64, u64)) -> Result<T
 fn absorb(
     path: &Path,
     text: &str,
+    top_dir: &Path,
     seen: &mut BTreeSet<(u64, u64)>,
     count: &mut usize,
     acc: &mut Kickstart,
@@ -116,7 +121,6 @@ fn absorb(
     acc.packages.extend(ks.packages);
     acc.excludes.extend(ks.excludes);
     acc.exclude_weakdeps |= ks.exclude_weakdeps;
-    let dir: PathBuf = path.parent().map(Path::to_path_buf).unwrap_or_default();
     for inc in ks.includes {
         *count += 1;
         if *count > MAX_KICKSTART_INCLUDES {
@@ -125,7 +129,7 @@ fn absorb(
                 path.display()
             )));
         }
-        let child = dir.join(&inc);
+        let child = top_dir.join(&inc);
         let (text, devino) = super::resolve::read_with_devino(&child)
             .with_context(|| format!("{}: %include {inc}", path.display()))?;
         if !seen.insert(devino) {
@@ -135,7 +139,7 @@ fn absorb(
                 child.display()
             )));
         }
-        absorb(&child, &text, seen, count, acc)?;
+        absorb(&child, &text, top_dir, seen, count, acc)?;
     }
     Ok(())
 }
@@ -160,7 +164,7 @@ mod tests {
             .contains("Unhandled verb"));
         assert!(parse_kickstart("%packages\nfoo\n", "t")
             .unwrap_err()
-            .contains("without %end"));
+            .contains("Missing %end"));
         assert!(parse_kickstart("%packages --nocore\n%end\n", "t").is_err());
     }
 }

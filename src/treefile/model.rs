@@ -153,7 +153,7 @@ pub struct Rojig {
     pub name: String,
     pub summary: String,
     pub license: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Serialized as `null` when unset, as rpm-ostree does.
     pub description: Option<String>,
 }
 

@@ -220,7 +220,7 @@ pub fn parse_treefile_str(
         for reserved in ["releasever", "basearch"] {
             if vars.contains_key(reserved) {
                 return Err(invalid_input(format!(
-                    "{name}: variables: Cannot define reserved variable '{reserved}' (it is set automatically; use the '{reserved}' key instead)"
+                    "{name}: variables: cannot define reserved variable '{reserved}' (it is set automatically; use the '{reserved}' key instead)"
                 )));
             }
         }
@@ -232,20 +232,20 @@ pub fn parse_treefile_str(
             .map(|v| v.into_iter().collect())
             .map_err(|e| invalid_input(format!("{name}: {key}: {e}")))
     };
-    let mut pkgs: Option<BTreeSet<String>> = match cfg.packages.take() {
-        Some(p) => Some(split(p.into_iter().collect(), "packages")?),
-        None => None,
+    // Like rpm-ostree, every parsed file ends up with a (possibly empty) set,
+    // so `packages` is always serialized.
+    let mut pkgs: BTreeSet<String> = match cfg.packages.take() {
+        Some(p) => split(p.into_iter().collect(), "packages")?,
+        None => BTreeSet::new(),
     };
     if let Some(b) = cfg.bootstrap_packages.take() {
-        let b = split(b.into_iter().collect(), "bootstrap-packages")?;
-        pkgs.get_or_insert_with(BTreeSet::new).extend(b);
+        pkgs.extend(split(b.into_iter().collect(), "bootstrap-packages")?);
     }
     if !arch_packages.is_empty() {
         let key = format!("packages-{}", basearch.unwrap_or_default());
-        let a = split(arch_packages, &key)?;
-        pkgs.get_or_insert_with(BTreeSet::new).extend(a);
+        pkgs.extend(split(arch_packages, &key)?);
     }
-    cfg.packages = pkgs;
+    cfg.packages = Some(pkgs);
     if let Some(rp) = cfg.repo_packages.as_mut() {
         for entry in rp.iter_mut() {
             let items: Vec<String> = std::mem::take(&mut entry.packages).into_iter().collect();
@@ -280,8 +280,9 @@ pub fn finish_file(cfg: &mut TreeComposeConfig, name: &str, basearch: Option<&st
                 "{name}: Invalid basearch {own} on {arch}: cross-composes are not supported"
             )));
         }
-        (None, Some(arch)) => cfg.basearch = Some(arch.to_string()),
-        _ => {}
+        (_, Some(arch)) => cfg.basearch = Some(arch.to_string()),
+        // Architecture unknown (inspection only): like rpm-ostree, drop it.
+        (_, None) => cfg.basearch = None,
     }
     let mut auto = BTreeMap::new();
     if let Some(arch) = &cfg.basearch {

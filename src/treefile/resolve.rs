@@ -196,7 +196,9 @@ fn open_externals(
         for entry in entries {
             let entry = entry.with_context(|| format!("Reading {}", fin.display()))?;
             let p = entry.path();
-            let md = std::fs::metadata(&p).with_context(|| format!("Reading {}", p.display()))?;
+            // Like rpm-ostree: the entry itself (symlinks are skipped), u+x only.
+            let md = std::fs::symlink_metadata(&p)
+                .with_context(|| format!("Reading {}", p.display()))?;
             if md.is_file() && md.mode() & 0o100 != 0 {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if let Some(f) = read_external(opts, path, "finalize.d", &p)? {
@@ -222,11 +224,9 @@ impl Walker<'_> {
         let basearch = self.opts.basearch.as_deref();
         let format = Format::detect(path);
         let mut cfg = match format {
-            Format::Kickstart => {
-                let mut c = kickstart_config(path, &text, devino)?;
-                super::parse::finish_file(&mut c, &name, basearch)?;
-                c
-            }
+            // rpm-ostree does not run its per-file processing on kickstarts
+            // (no basearch fill-in, no automatic variables).
+            Format::Kickstart => kickstart_config(path, &text, devino)?,
             _ => parse_treefile_str(&text, format, &name, basearch)?,
         };
         let mut externals = open_externals(self.opts, path, &cfg)?;

@@ -35,7 +35,7 @@ pub fn validate_config(cfg: &TreeComposeConfig) -> Result<(), String> {
     if let Some(s) = &cfg.automatic_version_suffix {
         if s.len() != 1 || !s.is_ascii() {
             return Err(format!(
-                "automatic-version-suffix: must be exactly one ASCII character, got {s:?}"
+                "Invalid automatic-version-suffix, must be exactly one ASCII character: {s}"
             ));
         }
     }
@@ -96,27 +96,37 @@ pub fn validate_for_compose(
             .as_ref()
             .is_some_and(|m| m.contains_key(reserved))
         {
+            let hint = if reserved == "releasever" {
+                "use \"releasever\" field instead"
+            } else {
+                "it is automatically filled in"
+            };
             return Err(format!(
-                "repovars: '{reserved}' is reserved and may not be set in repovars (use the '{reserved}' key)"
+                "repovars: Treefile repo var \"{reserved}\" invalid; {hint}"
             ));
         }
     }
     if let Some(v) = cfg.selinux_label_version {
         if v > 1 {
             return Err(format!(
-                "selinux-label-version: unsupported value {v} (only 0 and 1 are supported)"
+                "Invalid selinux-label-version: {v} (only 0 and 1 are supported)"
             ));
         }
     }
     let derived = cfg.derivation_keys_set();
     if !derived.is_empty() {
-        let json = serde_json::to_string(&derived).unwrap_or_default();
+        let all = super::config_to_value(cfg);
+        let only: serde_json::Map<String, serde_json::Value> = all
+            .into_iter()
+            .filter(|(k, _)| derived.contains(&k.as_str()))
+            .collect();
+        let json = serde_json::to_string_pretty(&only).unwrap_or_default();
         return Err(format!(
-            "the following derivation fields are not supported: {json} (they are client-side only; remove them for compose)"
+            "the following derivation fields are not supported:\n{json}\n(they are client-side only; remove them to compose)"
         ));
     }
     if let Some(script) = &externals.postprocess_script {
-        if script.mode & 0o100 == 0 {
+        if script.mode & 0o111 == 0 {
             return Err(format!(
                 "postprocess-script must be executable: {} (chmod +x it)",
                 script.path.display()
@@ -214,7 +224,11 @@ mod tests {
         };
         let e = validate_for_compose(&c, &ext, "x86_64", "x86_64").unwrap_err();
         assert!(
-            e.contains("derivation fields are not supported: [\"override-remove\"]"),
+            e.starts_with("the following derivation fields are not supported:\n{"),
+            "{e}"
+        );
+        assert!(
+            e.contains("\"override-remove\": [\n    \"foo\"\n  ]"),
             "{e}"
         );
         let c = TreeComposeConfig {
