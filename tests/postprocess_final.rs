@@ -913,3 +913,40 @@ fn end_to_end_on_a_dnf_installed_root() {
     .unwrap_err();
     assert!(format!("{e:#}").contains("passwd UID changed: demo (905 to 900)"));
 }
+
+/// A real dracut run, on a tree given by `POSTFINAL_DRACUT_ROOT` (a prepared
+/// rootfs with dracut installed and one kernel; it is modified in place).
+/// Skipped without it: building such a tree needs a distribution mirror.
+#[test]
+fn real_dracut_on_a_given_tree() {
+    let Some(root) = std::env::var_os("POSTFINAL_DRACUT_ROOT") else {
+        eprintln!("SKIP: set POSTFINAL_DRACUT_ROOT to a prepared tree with dracut and a kernel");
+        return;
+    };
+    let root = PathBuf::from(root);
+    let started = std::time::Instant::now();
+    let rep = postprocess_final(
+        &root,
+        &FinalOptions {
+            selinux: false,
+            kernel: KernelOptions {
+                boot_location: BootLocation::Modules,
+                machineid_compat: true,
+                no_initramfs: false,
+                initramfs_args: None,
+            },
+            ..FinalOptions::default()
+        },
+    )
+    .unwrap();
+    let k = rep.kernel.unwrap();
+    eprintln!("dracut run took {:?}", started.elapsed());
+    assert_eq!(k.initramfs, InitramfsSource::Dracut);
+    let img = root.join(format!("usr/lib/modules/{}/initramfs.img", k.kver));
+    assert_eq!(mode(&img), 0o644);
+    assert!(fs::metadata(&img).unwrap().len() > 100_000);
+    // Shims gone, scratch dirs clean.
+    assert!(!root.join("etc").exists());
+    assert!(!root.join("dev/null").exists());
+    assert_eq!(fs::read_dir(root.join("var")).unwrap().count(), 0);
+}
