@@ -527,11 +527,14 @@ fn run_dracut(
         .open_dir_optional("usr/lib/dracut/modules.d")
         .context("Opening usr/lib/dracut/modules.d")?
     {
-        Some(d) => d
-            .entries()
-            .context("Reading usr/lib/dracut/modules.d")?
-            .filter_map(|e| e.ok())
-            .any(|e| e.file_name().to_string_lossy().ends_with("ostree")),
+        Some(d) => {
+            let mut found = false;
+            for e in d.entries().context("Reading usr/lib/dracut/modules.d")? {
+                let e = e.context("Reading usr/lib/dracut/modules.d")?;
+                found |= e.file_name().to_string_lossy().ends_with("ostree");
+            }
+            found
+        }
         None => false,
     };
     if !has_ostree_module {
@@ -614,7 +617,10 @@ fn list_names(root: &Dir, path: &str) -> Result<Vec<(String, bool)>> {
     for e in d.entries().with_context(|| format!("Reading {path}"))? {
         let e = e.with_context(|| format!("Reading {path}"))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        let is_dir = e
+            .file_type()
+            .with_context(|| format!("Querying {path}/{name}"))?
+            .is_dir();
         out.push((name, is_dir));
     }
     out.sort();
