@@ -913,3 +913,115 @@ fn end_to_end_on_a_dnf_installed_root() {
     .unwrap_err();
     assert!(format!("{e:#}").contains("passwd UID changed: demo (905 to 900)"));
 }
+
+/// A real dracut run, on a tree given by `POSTFINAL_DRACUT_ROOT` (a prepared
+/// rootfs with dracut installed and one kernel; it is modified in place).
+/// Skipped without it: building such a tree needs a distribution mirror.
+#[test]
+fn real_dracut_on_a_given_tree() {
+    let Some(root) = std::env::var_os("POSTFINAL_DRACUT_ROOT") else {
+        eprintln!("SKIP: set POSTFINAL_DRACUT_ROOT to a prepared tree with dracut and a kernel");
+        return;
+    };
+    let root = PathBuf::from(root);
+    let started = std::time::Instant::now();
+    let rep = postprocess_final(
+        &root,
+        &FinalOptions {
+            selinux: false,
+            kernel: KernelOptions {
+                boot_location: BootLocation::Modules,
+                machineid_compat: true,
+                no_initramfs: false,
+                initramfs_args: None,
+            },
+            ..FinalOptions::default()
+        },
+    )
+    .unwrap();
+    let k = rep.kernel.unwrap();
+    eprintln!("dracut run took {:?}", started.elapsed());
+    assert_eq!(k.initramfs, InitramfsSource::Dracut);
+    let img = root.join(format!("usr/lib/modules/{}/initramfs.img", k.kver));
+    assert_eq!(mode(&img), 0o644);
+    assert!(fs::metadata(&img).unwrap().len() > 100_000);
+    // Shims gone, scratch dirs clean.
+    assert!(!root.join("etc").exists());
+    assert!(!root.join("dev/null").exists());
+    assert_eq!(fs::read_dir(root.join("var")).unwrap().count(), 0);
+}
+
+#[test]
+fn selinux_policy_edits_and_store_move() {
+    let t = base_tree();
+    let r = t.path();
+    write(
+        r,
+        "usr/etc/selinux/config",
+        "SELINUX=enforcing\nSELINUXTYPE=targeted\n",
+    );
+    let files = "usr/etc/selinux/targeted/contexts/files";
+    write(
+        r,
+        &format!("{files}/file_contexts"),
+        "/.* system_u:object_r:default_t:s0\n",
+    );
+    write(
+        r,
+        &format!("{files}/file_contexts.subs_dist"),
+        "/var/home /home\n/etc/systemd/system /usr/lib/systemd/system\n",
+    );
+    write(r, "usr/etc/selinux/semanage.conf", "module-store = direct");
+    write(
+        r,
+        "var/lib/selinux/targeted/active/modules/100/base/cil",
+        "(x)",
+    );
+    let rep = postprocess_final(
+        r,
+        &FinalOptions {
+            container: true,
+            ..FinalOptions::default()
+        },
+    )
+    .unwrap();
+    let subs = fs::read_to_string(r.join(format!("{files}/file_contexts.subs_dist"))).unwrap();
+    assert!(subs.contains("# /var/home /home\n"), "{subs}");
+    assert!(subs.contains("\n/home /var/home\n"), "{subs}");
+    assert!(subs.contains("\n/usr/etc /etc\n"), "{subs}");
+    assert!(
+        subs.contains("\n/usr/etc/systemd/system /usr/lib/systemd/system\n"),
+        "{subs}"
+    );
+    assert!(subs.ends_with("/usr/lib/opt /opt\n"), "{subs}");
+    assert_eq!(
+        fs::read_to_string(r.join("usr/etc/selinux/semanage.conf")).unwrap(),
+        "module-store = direct\nstore-root=/etc/selinux\n"
+    );
+    assert!(r
+        .join("usr/etc/selinux/targeted/active/modules/100/base/cil")
+        .is_file());
+    assert!(
+        rep.notes.iter().any(|n| n.contains("semodule")),
+        "{:?}",
+        rep.notes
+    );
+
+    // Without a policy: a note, no failure.
+    let t = base_tree();
+    let rep = postprocess_final(
+        t.path(),
+        &FinalOptions {
+            container: true,
+            ..FinalOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        rep.notes
+            .iter()
+            .any(|n| n.contains("no /etc/selinux/config")),
+        "{:?}",
+        rep.notes
+    );
+}

@@ -457,6 +457,57 @@ pub fn run_depmod(root: &Dir, root_path: &Path, kver: &str) -> Result<DepmodTool
     Ok(tool)
 }
 
+/// Directories a chrooted tool may scribble into that must not change.
+const SCRATCH_DIRS: &[&str] = &["var", "run", "tmp"];
+
+/// Entry names of [`SCRATCH_DIRS`] (those that are real directories).
+fn snapshot_scratch_dirs(root: &Dir) -> Result<Vec<(String, Vec<std::ffi::OsString>)>> {
+    let mut out = Vec::new();
+    for d in SCRATCH_DIRS {
+        let is_dir = root
+            .symlink_metadata_optional(d)
+            .with_context(|| format!("Querying {d}"))?
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
+        if !is_dir {
+            continue;
+        }
+        let names = root
+            .read_dir(d)
+            .with_context(|| format!("Reading {d}"))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<Vec<_>>>()
+            .with_context(|| format!("Reading {d}"))?;
+        out.push((d.to_string(), names));
+    }
+    Ok(out)
+}
+
+/// Remove entries that appeared in [`SCRATCH_DIRS`] since the snapshot.
+fn clean_scratch_dirs(root: &Dir, before: &[(String, Vec<std::ffi::OsString>)]) -> Result<()> {
+    for (d, old) in before {
+        for e in root.read_dir(d).with_context(|| format!("Reading {d}"))? {
+            let name = e.with_context(|| format!("Reading {d}"))?.file_name();
+            if old.contains(&name) {
+                continue;
+            }
+            let p = Path::new(d).join(&name);
+            eprintln!("Removing /{} left by dracut", p.display());
+            let is_dir = root
+                .symlink_metadata(&p)
+                .map(|m| m.is_dir())
+                .with_context(|| format!("Querying {}", p.display()))?;
+            if is_dir {
+                root.remove_dir_all(&p)
+            } else {
+                root.remove_file(&p)
+            }
+            .with_context(|| format!("Removing {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Build the initramfs with the tree's dracut; returns the path of the image
 /// relative to the root (inside a temporary directory the caller removes).
 fn run_dracut(
@@ -476,11 +527,14 @@ fn run_dracut(
         .open_dir_optional("usr/lib/dracut/modules.d")
         .context("Opening usr/lib/dracut/modules.d")?
     {
-        Some(d) => d
-            .entries()
-            .context("Reading usr/lib/dracut/modules.d")?
-            .filter_map(|e| e.ok())
-            .any(|e| e.file_name().to_string_lossy().ends_with("ostree")),
+        Some(d) => {
+            let mut found = false;
+            for e in d.entries().context("Reading usr/lib/dracut/modules.d")? {
+                let e = e.context("Reading usr/lib/dracut/modules.d")?;
+                found |= e.file_name().to_string_lossy().ends_with("ostree");
+            }
+            found
+        }
         None => false,
     };
     if !has_ostree_module {
@@ -506,14 +560,21 @@ fn run_dracut(
         compressor,
     );
     eprintln!("Running dracut {}", args.join(" "));
-    with_shims(root, true, true, || {
+    let before = snapshot_scratch_dirs(root)?;
+    let run = with_shims(root, true, true, || {
         let mut c = chroot_command(root_path, &dracut);
         c.args(&args);
         c.env("DRACUT_NO_XATTR", "1");
         c.env("DRACUT_NO_MKNOD", "1");
         c.env("TMPDIR", &tmp_in_root);
         run_status(c, "dracut (in the tree)")
-    })?;
+    });
+    // /var is already translated to tmpfiles.d and /run, /tmp are not
+    // content: drop whatever dracut left there (bwrap would have had them
+    // read-only or on tmpfs).
+    let cleaned = clean_scratch_dirs(root, &before);
+    run?;
+    cleaned?;
     let out = format!("{tmpdir_name}/initramfs.img");
     if !exists(root, &out)? {
         bail!("dracut succeeded but wrote no {out}");
@@ -556,7 +617,10 @@ fn list_names(root: &Dir, path: &str) -> Result<Vec<(String, bool)>> {
     for e in d.entries().with_context(|| format!("Reading {path}"))? {
         let e = e.with_context(|| format!("Reading {path}"))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        let is_dir = e
+            .file_type()
+            .with_context(|| format!("Querying {path}/{name}"))?
+            .is_dir();
         out.push((name, is_dir));
     }
     out.sort();

@@ -195,6 +195,16 @@ pub fn split_group(
     })
 }
 
+/// `a` followed by `b`, with a newline between them if `a` lacks one.
+fn concat_lines(a: &str, b: &str) -> String {
+    let mut s = a.to_string();
+    if !s.is_empty() && !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s.push_str(b);
+    s
+}
+
 fn read_optional_string(root: &Dir, path: &str) -> Result<Option<String>> {
     root.read_to_string_optional(path)
         .with_context(|| format!("Reading {path}"))
@@ -220,7 +230,12 @@ pub fn split_passwd_group(root: &Dir, opts: &SplitOptions) -> Result<()> {
     if let Some(etc) = read_optional_string(root, "usr/etc/passwd")? {
         let lib = read_optional_string(root, "usr/lib/passwd")?.unwrap_or_default();
         let split = split_passwd(&etc, &lib)?;
-        write_with_mode(root, "usr/lib/passwd", &(lib + &split.usrlib), PWGRP_MODE)?;
+        write_with_mode(
+            root,
+            "usr/lib/passwd",
+            &concat_lines(&lib, &split.usrlib),
+            PWGRP_MODE,
+        )?;
         write_with_mode(root, "usr/etc/passwd", &split.etc, PWGRP_MODE)?;
     } else {
         eprintln!("No usr/etc/passwd in the tree; skipping the passwd split");
@@ -228,7 +243,12 @@ pub fn split_passwd_group(root: &Dir, opts: &SplitOptions) -> Result<()> {
     if let Some(etc) = read_optional_string(root, "usr/etc/group")? {
         let lib = read_optional_string(root, "usr/lib/group")?.unwrap_or_default();
         let split = split_group(&etc, &lib, &opts.etc_group_members)?;
-        write_with_mode(root, "usr/lib/group", &(lib + &split.usrlib), PWGRP_MODE)?;
+        write_with_mode(
+            root,
+            "usr/lib/group",
+            &concat_lines(&lib, &split.usrlib),
+            PWGRP_MODE,
+        )?;
         write_with_mode(root, "usr/etc/group", &split.etc, PWGRP_MODE)?;
     } else {
         eprintln!("No usr/etc/group in the tree; skipping the group split");
@@ -593,39 +613,49 @@ fn compare_groups(
     Ok((missing, new_names))
 }
 
-/// Which kind of owner to look for in [`tree_has_owner`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OwnerKind {
-    Uid,
-    Gid,
+/// Every uid and gid that owns something in a tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TreeOwners {
+    pub uids: BTreeSet<u32>,
+    pub gids: BTreeSet<u32>,
 }
 
-/// Whether the root directory itself or anything below it (symlinks not
-/// followed, all filesystems) is owned by `id`.
-pub fn tree_has_owner(root: &Dir, kind: OwnerKind, id: u32) -> Result<bool> {
-    let matches = |m: &cap_std_ext::cap_std::fs::Metadata| match kind {
-        OwnerKind::Uid => m.uid() == id,
-        OwnerKind::Gid => m.gid() == id,
-    };
+/// Collect the owners of the root directory and everything below it
+/// (symlinks not followed) in one walk.
+pub fn tree_owners(root: &Dir) -> Result<TreeOwners> {
+    let mut owners = TreeOwners::default();
     let top = root.dir_metadata().context("Querying the root directory")?;
-    if matches(&top) {
-        return Ok(true);
-    }
-    let mut found = false;
+    owners.uids.insert(top.uid());
+    owners.gids.insert(top.gid());
     root.walk(
         &cap_std_ext::dirext::WalkConfiguration::default(),
         |e| -> std::io::Result<std::ops::ControlFlow<()>> {
             let m = e.entry.metadata()?;
-            if matches(&m) {
-                found = true;
-                return Ok(std::ops::ControlFlow::Break(()));
-            }
+            owners.uids.insert(m.uid());
+            owners.gids.insert(m.gid());
             Ok(std::ops::ControlFlow::Continue(()))
         },
     )
     .context("Walking the tree for file owners")?;
-    // A break on a directory only skips that directory; `found` is the truth.
-    Ok(found)
+    Ok(owners)
+}
+
+/// [`tree_owners`], computed on first use.
+struct LazyOwners<'a> {
+    root: &'a Dir,
+    owners: Option<TreeOwners>,
+}
+
+impl LazyOwners<'_> {
+    fn get(&mut self) -> Result<&TreeOwners> {
+        if self.owners.is_none() {
+            self.owners = Some(tree_owners(self.root)?);
+        }
+        // Just filled in above.
+        self.owners
+            .as_ref()
+            .context("internal error: owners not collected")
+    }
 }
 
 fn names_in_etc_passwd(root: &Dir) -> Result<BTreeSet<String>> {
@@ -659,6 +689,7 @@ fn names_in_etc_group(root: &Dir) -> Result<BTreeSet<String>> {
 /// `etc-group-members`) count as present.
 pub fn check_passwd_group(root: &Dir, opts: &CheckOptions) -> Result<CheckReport> {
     let mut report = CheckReport::default();
+    let mut owners = LazyOwners { root, owners: None };
     if let Some(reference) = reference_users(&opts.passwd)? {
         let new: BTreeMap<String, (u32, u32)> = match read_optional_string(root, "usr/lib/passwd")?
         {
@@ -679,7 +710,7 @@ pub fn check_passwd_group(root: &Dir, opts: &CheckOptions) -> Result<CheckReport
                     report.ignored_users_removed.push(n);
                 }
                 Missing::CheckOwner(n, uid) => {
-                    if tree_has_owner(root, OwnerKind::Uid, uid)? {
+                    if owners.get()?.uids.contains(&uid) {
                         bail!("User missing from new passwd file: {n}");
                     }
                     eprintln!("Unused user removed from new passwd file: {n}");
@@ -711,7 +742,7 @@ pub fn check_passwd_group(root: &Dir, opts: &CheckOptions) -> Result<CheckReport
                     report.ignored_groups_removed.push(n);
                 }
                 Missing::CheckOwner(n, gid) => {
-                    if tree_has_owner(root, OwnerKind::Gid, gid)? {
+                    if owners.get()?.gids.contains(&gid) {
                         bail!("Group missing from new group file: {n}");
                     }
                     eprintln!("Unused group removed from new group file: {n}");
@@ -817,6 +848,13 @@ demo:x:900:900::/:/usr/sbin/nologin\n";
         assert!(msg.contains("invalid gid 'abc'"), "{msg}");
         // Comments and blank lines are tolerated.
         assert_eq!(parse_group("# c\n\nroot:x:0:\n", "g").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn concat_adds_missing_newline() {
+        assert_eq!(concat_lines("a:x:1:", "b:x:2:\n"), "a:x:1:\nb:x:2:\n");
+        assert_eq!(concat_lines("", "b\n"), "b\n");
+        assert_eq!(concat_lines("a\n", ""), "a\n");
     }
 
     #[test]

@@ -284,7 +284,11 @@ fn existing_tmpfiles_paths(root: &Dir) -> Result<BTreeSet<String>> {
         if !name_s.ends_with(".conf") || name_s == AUTOVAR_CONF {
             continue;
         }
-        if !ent.file_type().map(|t| t.is_file()).unwrap_or(false) {
+        if !ent
+            .file_type()
+            .with_context(|| format!("Querying {TMPFILES_DIR}/{name_s}"))?
+            .is_file()
+        {
             continue;
         }
         let content = d
