@@ -458,6 +458,13 @@ fn container_encapsulate_dropin() {
     })
     .unwrap_err();
     assert!(format!("{e:#}").contains("no.such.key"), "{e:#}");
+    assert_eq!(class_of(&e), Some(ErrorClass::InvalidInput), "{e:#}");
+    let e = oci::container_encapsulate(&oci::EncapsulateOptions {
+        copymeta_opt: vec!["ostree.bootable".into()],
+        ..base.clone()
+    })
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("not a string"), "{e:#}");
 }
 
 #[test]
@@ -701,4 +708,51 @@ fn archive_repo_gives_the_same_image() {
         digests.push(r.manifest_digest);
     }
     assert_eq!(digests[0], digests[1]);
+}
+
+/// Manual measurement, not part of the suite:
+/// `OCI_MEASURE_DIR=/usr/lib/x86_64-linux-gnu cargo test --test oci measure -- --ignored --nocapture`
+/// commits the directory as the root of a tree and times each step.
+#[test]
+#[ignore]
+fn measure_dir_throughput() {
+    let Ok(src) = std::env::var("OCI_MEASURE_DIR") else {
+        return;
+    };
+    let d = tmpdir();
+    let repo = d.path().join("repo");
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["init", "--mode=bare-user"]));
+    let t = Instant::now();
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args([
+            "commit",
+            "--branch=m/x86_64",
+            "--timestamp=2024-01-01T00:00:00Z",
+        ])
+        .arg(format!("--tree=dir={src}")));
+    eprintln!("measure: ostree commit {:.1}s", t.elapsed().as_secs_f32());
+    let work = tmpdir();
+    let o = OciOptions {
+        repo: repo.clone(),
+        rev: "m/x86_64".into(),
+        arch: Some("x86_64".into()),
+        workdir: work.path().to_path_buf(),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let r = oci::build_and_push_many(
+        &o,
+        &[
+            format!("oci:{}", d.path().join("img").display()),
+            format!("oci-archive:{}", d.path().join("img.tar").display()),
+        ],
+    )
+    .unwrap();
+    eprintln!(
+        "measure: build + oci + oci-archive {:.1}s: {r:?}",
+        t.elapsed().as_secs_f32()
+    );
 }
