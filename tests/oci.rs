@@ -756,3 +756,46 @@ fn measure_dir_throughput() {
         t.elapsed().as_secs_f32()
     );
 }
+
+#[test]
+fn non_bootable_commit_and_foreign_arch() {
+    let f = fixture();
+    let d = tmpdir();
+    let repo = d.path().join("repo");
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["init", "--mode=bare-user"]));
+    // Same tree, no ostree.bootable, no version.
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .arg("commit")
+        .arg("--branch=plain/aarch64")
+        .arg(format!("--tree=dir={}", f.rootfs.display()))
+        .arg(format!("--timestamp={COMMIT_TIME}")));
+    let work = tmpdir();
+    let mut o = options(f, work.path());
+    o.repo = repo;
+    o.rev = "plain/aarch64".into();
+    o.arch = Some("aarch64".into());
+    let dest = format!("oci:{}:a", d.path().join("img").display());
+    let r = oci::build_and_push(&o, &dest).unwrap();
+    assert_eq!(r.architecture, "arm64");
+    let info = inspect(&dest, &["--config"]);
+    assert_eq!(info["architecture"], "arm64", "{info:#}");
+    assert_eq!(info["os"], "linux");
+    let labels = &info["config"]["Labels"];
+    assert!(labels.get("containers.bootc").is_none(), "{labels:#}");
+    assert!(labels.get("version").is_none(), "{labels:#}");
+    assert_eq!(labels["ostree.commit"].as_str().unwrap().len(), 64);
+    // The index entry carries the platform too.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("img/index.json")).unwrap()).unwrap();
+    let entry = &index["manifests"][0];
+    assert_eq!(entry["digest"], r.manifest_digest.as_str());
+    assert_eq!(entry["platform"]["architecture"], "arm64", "{index:#}");
+
+    let mut bad = options(f, work.path());
+    bad.arch = Some("vax".into());
+    let e = oci::build_and_push(&bad, &dest).unwrap_err();
+    assert_eq!(class_of(&e), Some(ErrorClass::InvalidInput), "{e:#}");
+}

@@ -173,6 +173,10 @@ pub fn build_and_push_many(opts: &OciOptions, dests: &[String]) -> Result<Vec<Oc
                 pushed.digest, built.image.manifest_digest
             )));
         }
+        if let Destination::OciDir { path, .. } = dest {
+            reproducible::set_index_platform(path, &pushed.digest, &built.platform)
+                .map_err(|e| output_failed_ctx(e, format!("Recording the platform in {dest}")))?;
+        }
         let skipped = pushed.layers_reused;
         eprintln!(
             "Wrote {dest}: {} ({} layers, {}; {} attempt(s), {} layer(s) already present, {:.1}s)",
