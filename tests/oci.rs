@@ -387,6 +387,12 @@ fn container_encapsulate_dropin() {
     let first = format!("oci:{}:first", out.path().join("img").display());
     let second = format!("oci:{}:second", out.path().join("img").display());
     let meta = out.path().join("contentmeta.json");
+    let imgcfg = out.path().join("config.json");
+    std::fs::write(
+        &imgcfg,
+        r#"{"Env":["PATH=/usr/bin","LANG=C.UTF-8"],"User":"0"}"#,
+    )
+    .unwrap();
     let base = oci::EncapsulateOptions {
         repo: f.repo.clone(),
         rev: f.commit.clone(),
@@ -395,6 +401,7 @@ fn container_encapsulate_dropin() {
         copymeta: vec!["version".into()],
         cmd: Some(vec!["/usr/bin/hello".into()]),
         write_contentmeta_json: Some(meta.clone()),
+        image_config: Some(imgcfg.clone()),
         workdir: Some(work.path().to_path_buf()),
         ..Default::default()
     };
@@ -423,6 +430,8 @@ fn container_encapsulate_dropin() {
     let info = inspect(&first, &["--config"]);
     assert_eq!(info["config"]["Cmd"][0], "/usr/bin/hello");
     assert_eq!(info["config"]["Labels"]["a.b"], "c");
+    assert_eq!(info["config"]["Env"][1], "LANG=C.UTF-8", "{info:#}");
+    assert_eq!(info["config"]["User"], "0");
 
     // Previous build manifest keeps the packing; compare-with-build works.
     let raw = run(Command::new("skopeo").args(["inspect", "--raw", &first]));
@@ -458,6 +467,13 @@ fn container_encapsulate_dropin() {
     })
     .unwrap_err();
     assert!(format!("{e:#}").contains("no.such.key"), "{e:#}");
+    assert_eq!(class_of(&e), Some(ErrorClass::InvalidInput), "{e:#}");
+    let e = oci::container_encapsulate(&oci::EncapsulateOptions {
+        copymeta_opt: vec!["ostree.bootable".into()],
+        ..base.clone()
+    })
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("not a string"), "{e:#}");
 }
 
 #[test]
@@ -701,4 +717,175 @@ fn archive_repo_gives_the_same_image() {
         digests.push(r.manifest_digest);
     }
     assert_eq!(digests[0], digests[1]);
+}
+
+/// Manual measurement, not part of the suite:
+/// `OCI_MEASURE_DIR=/usr/lib/x86_64-linux-gnu cargo test --test oci measure -- --ignored --nocapture`
+/// commits the directory as the root of a tree and times each step.
+#[test]
+#[ignore]
+fn measure_dir_throughput() {
+    let Ok(src) = std::env::var("OCI_MEASURE_DIR") else {
+        return;
+    };
+    let d = tmpdir();
+    let repo = d.path().join("repo");
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["init", "--mode=bare-user"]));
+    let t = Instant::now();
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args([
+            "commit",
+            "--branch=m/x86_64",
+            "--timestamp=2024-01-01T00:00:00Z",
+        ])
+        .arg(format!("--tree=dir={src}")));
+    eprintln!("measure: ostree commit {:.1}s", t.elapsed().as_secs_f32());
+    let work = tmpdir();
+    let o = OciOptions {
+        repo: repo.clone(),
+        rev: "m/x86_64".into(),
+        arch: Some("x86_64".into()),
+        workdir: work.path().to_path_buf(),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let r = oci::build_and_push_many(
+        &o,
+        &[
+            format!("oci:{}", d.path().join("img").display()),
+            format!("oci-archive:{}", d.path().join("img.tar").display()),
+        ],
+    )
+    .unwrap();
+    eprintln!(
+        "measure: build + oci + oci-archive {:.1}s: {r:?}",
+        t.elapsed().as_secs_f32()
+    );
+}
+
+#[test]
+fn non_bootable_commit_and_foreign_arch() {
+    let f = fixture();
+    let d = tmpdir();
+    let repo = d.path().join("repo");
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["init", "--mode=bare-user"]));
+    // Same tree, no ostree.bootable, no version.
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .arg("commit")
+        .arg("--branch=plain/aarch64")
+        .arg(format!("--tree=dir={}", f.rootfs.display()))
+        .arg(format!("--timestamp={COMMIT_TIME}")));
+    let work = tmpdir();
+    let mut o = options(f, work.path());
+    o.repo = repo;
+    o.rev = "plain/aarch64".into();
+    o.arch = Some("aarch64".into());
+    let dest = format!("oci:{}:a", d.path().join("img").display());
+    let r = oci::build_and_push(&o, &dest).unwrap();
+    assert_eq!(r.architecture, "arm64");
+    let info = inspect(&dest, &["--config"]);
+    assert_eq!(info["architecture"], "arm64", "{info:#}");
+    assert_eq!(info["os"], "linux");
+    let labels = &info["config"]["Labels"];
+    assert!(labels.get("containers.bootc").is_none(), "{labels:#}");
+    assert!(labels.get("version").is_none(), "{labels:#}");
+    assert_eq!(labels["ostree.commit"].as_str().unwrap().len(), 64);
+    // The index entry carries the platform too.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("img/index.json")).unwrap()).unwrap();
+    let entry = &index["manifests"][0];
+    assert_eq!(entry["digest"], r.manifest_digest.as_str());
+    assert_eq!(entry["platform"]["architecture"], "arm64", "{index:#}");
+
+    let mut bad = options(f, work.path());
+    bad.arch = Some("vax".into());
+    let e = oci::build_and_push(&bad, &dest).unwrap_err();
+    assert_eq!(class_of(&e), Some(ErrorClass::InvalidInput), "{e:#}");
+}
+
+#[test]
+fn prior_build_keeps_packing_when_packages_change() {
+    let f = fixture();
+    let d = tmpdir();
+    let work = tmpdir();
+    // Build 1: the fixture, packed into at most 5 bins.
+    let mut o = options(f, work.path());
+    o.max_layers = 5;
+    let first = format!("oci:{}:one", d.path().join("img").display());
+    oci::build_and_push(&o, &first).unwrap();
+    let raw1 = inspect(&first, &["--raw"]);
+    let prev = d.path().join("prev.json");
+    std::fs::write(&prev, serde_json::to_vec(&raw1).unwrap()).unwrap();
+
+    // Build 2: bigdata removed, newpkg added.
+    let rootfs = d.path().join("rootfs2");
+    run(Command::new("cp").arg("-a").arg(&f.rootfs).arg(&rootfs));
+    let rpmdir = d.path().join("rpms");
+    let newpkg = build_rpm(
+        &Pkg::new("newpkg", "1.0").entry(blob("/usr/share/newpkg/data", 50_000, 9, 0o644)),
+        &rpmdir,
+    );
+    let rpm = |args: &[&str]| {
+        let mut c = Command::new("rpm");
+        c.arg("--root")
+            .arg(&rootfs)
+            .args(["--dbpath", "/usr/share/rpm"])
+            .args(args);
+        c
+    };
+    run(&mut rpm(&["-e", "--nodeps", "--noscripts", "bigdata"]));
+    run(rpm(&["-i", "--nodeps", "--noscripts"]).arg(&newpkg));
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", f.repo.display()))
+        .arg("commit")
+        .arg("--branch=test2/x86_64")
+        .arg(format!("--tree=dir={}", rootfs.display()))
+        .arg("--add-metadata-string=version=2.0")
+        .arg(format!("--timestamp={COMMIT_TIME}")));
+    let mut o2 = options(f, work.path());
+    o2.rev = "test2/x86_64".into();
+    o2.max_layers = 5;
+    o2.prior_manifest = Some(prev);
+    let second = format!("oci:{}:two", d.path().join("img").display());
+    let r2 = oci::build_and_push(&o2, &second).unwrap();
+    let raw2 = inspect(&second, &["--raw"]);
+
+    let layers = |raw: &serde_json::Value| -> Vec<Vec<String>> {
+        raw["layers"].as_array().unwrap()[1..]
+            .iter()
+            .map(|l| {
+                l["annotations"]["ostree.components"]
+                    .as_str()
+                    .unwrap()
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .collect()
+    };
+    let (l1, l2) = (layers(&raw1), layers(&raw2));
+    assert_eq!(l1.len(), l2.len(), "{l1:?} {l2:?}");
+    // Same bins, minus bigdata; newpkg goes into the last (reserved) bin.
+    for (a, b) in l1.iter().zip(&l2).take(l1.len() - 1) {
+        let a: Vec<_> = a.iter().filter(|p| *p != "bigdata").cloned().collect();
+        assert_eq!(&a, b, "{l1:?} {l2:?}");
+    }
+    assert!(l2.last().unwrap().contains(&"newpkg".to_string()), "{l2:?}");
+    assert!(!l2.iter().flatten().any(|p| p == "bigdata"), "{l2:?}");
+    assert_eq!(r2.layer_count, raw2["layers"].as_array().unwrap().len());
+    // And it still imports to the right commit.
+    let c2 = run(Command::new("ostree")
+        .arg(format!("--repo={}", f.repo.display()))
+        .args(["rev-parse", "test2/x86_64"]));
+    assert_eq!(
+        unencapsulate(&format!("ostree-unverified-image:{second}"), false),
+        c2.trim()
+    );
 }

@@ -173,6 +173,10 @@ pub fn build_and_push_many(opts: &OciOptions, dests: &[String]) -> Result<Vec<Oc
                 pushed.digest, built.image.manifest_digest
             )));
         }
+        if let Destination::OciDir { path, .. } = dest {
+            reproducible::set_index_platform(path, &pushed.digest, &built.platform)
+                .map_err(|e| output_failed_ctx(e, format!("Recording the platform in {dest}")))?;
+        }
         let skipped = pushed.layers_reused;
         eprintln!(
             "Wrote {dest}: {} ({} layers, {}; {} attempt(s), {} layer(s) already present, {:.1}s)",
@@ -305,8 +309,12 @@ fn build_image(opts: &OciOptions) -> Result<BuiltImage> {
         })?
         .to_string();
 
+    let (commit_v, _) = repo
+        .load_commit(&commit)
+        .with_context(|| format!("Loading commit {commit}"))?;
+    check_copymeta(&commit_v, &commit, &opts.copymeta, &opts.copymeta_opt)?;
+
     let result = (|| -> Result<BuiltImage> {
-        let (commit_v, _) = repo.load_commit(&commit).context("Loading commit")?;
         let created = match created {
             Some(c) => c,
             None => {
@@ -334,7 +342,15 @@ fn build_image(opts: &OciOptions) -> Result<BuiltImage> {
         let t = Instant::now();
         let tree = chunking::walk_commit(&repo, &commit)?;
         let rpmdb = read_rpmdb(opts, &repo, &tree, tmp.path())?;
-        let mut symlink = |c: &str| chunking::symlink_target(&repo, c);
+        let mut link_cache: std::collections::HashMap<String, Option<String>> = Default::default();
+        let mut symlink = |c: &str| -> Result<Option<String>> {
+            if let Some(t) = link_cache.get(c) {
+                return Ok(t.clone());
+            }
+            let t = chunking::symlink_target(&repo, c)?;
+            link_cache.insert(c.to_string(), t.clone());
+            Ok(t)
+        };
         let mapping = chunking::build_mapping(&tree, &rpmdb, &mut symlink)?;
         let per = mapping.objects_per_component();
         eprintln!(
@@ -405,6 +421,37 @@ fn build_image(opts: &OciOptions) -> Result<BuiltImage> {
         })
     })();
     result.map_err(|e| output_failed_ctx(e, format!("Building the OCI image of commit {commit}")))
+}
+
+/// `--copymeta` keys must exist and be strings; `--copymeta-opt` keys, if present,
+/// must be strings (ostree-ext's own message does not name the option).
+fn check_copymeta(
+    commit_v: &ostree::glib::Variant,
+    commit: &str,
+    required: &[String],
+    optional: &[String],
+) -> Result<()> {
+    let meta = ostree::glib::VariantDict::new(Some(&commit_v.child_value(0)));
+    for (keys, must) in [(required, true), (optional, false)] {
+        for k in keys {
+            match meta.lookup_value(k, None) {
+                None if must => {
+                    return Err(invalid_input(format!(
+                        "--copymeta {k}: commit {commit} has no metadata key '{k}'"
+                    )))
+                }
+                None => {}
+                Some(v) if v.str().is_none() => {
+                    return Err(invalid_input(format!(
+                        "--copymeta {k}: metadata key '{k}' of commit {commit} is of type {}, not a string",
+                        v.type_()
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 fn read_rpmdb(

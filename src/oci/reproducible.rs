@@ -173,6 +173,39 @@ pub fn normalize(
     })
 }
 
+/// Record `platform` on the `index.json` entries of an OCI directory that point at
+/// `digest` (skopeo writes index entries without one).
+pub fn set_index_platform(path: &Path, digest: &str, platform: &OciPlatform) -> Result<()> {
+    let index_path = path.join("index.json");
+    let text = std::fs::read_to_string(&index_path)
+        .with_context(|| format!("Reading {}", index_path.display()))?;
+    let mut index: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON", index_path.display()))?;
+    let mut p = serde_json::Map::new();
+    p.insert("architecture".into(), platform.architecture.clone().into());
+    p.insert("os".into(), "linux".into());
+    if let Some(v) = &platform.variant {
+        p.insert("variant".into(), v.clone().into());
+    }
+    let mut changed = false;
+    if let Some(ms) = index.get_mut("manifests").and_then(|m| m.as_array_mut()) {
+        for m in ms.iter_mut().filter(|m| m["digest"] == digest) {
+            if let Some(obj) = m.as_object_mut() {
+                obj.insert("platform".into(), serde_json::Value::Object(p.clone()));
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        let tmp = path.join(".index.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&index)?)
+            .with_context(|| format!("Writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &index_path)
+            .with_context(|| format!("Replacing {}", index_path.display()))?;
+    }
+    Ok(())
+}
+
 /// Remove the untagged entries of an existing OCI directory's `index.json`, so that
 /// writing an untagged image there leaves exactly one untagged image (as ostree-ext
 /// does for `oci:DIR`), instead of an ambiguous index. Tagged entries are kept; blobs
