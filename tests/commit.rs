@@ -425,6 +425,53 @@ fn failed_commit_moves_no_ref_and_leaves_repo_clean() {
 }
 
 #[test]
+fn pkgdiff_from_parent_commit() {
+    let tmp = tmpdir();
+    let rootfs = tmp.path().join("rootfs");
+    build_rootfs(&rootfs);
+    let repo = init_repo(&tmp.path().join("repo"), "archive");
+    let pkg = |name: &str, version: &str| PkgListEntry {
+        name: name.into(),
+        epoch: "0".into(),
+        version: version.into(),
+        release: "1".into(),
+        arch: "x86_64".into(),
+    };
+    let mut opts = options(&rootfs);
+    opts.metadata.insert(
+        "rpmostree.rpmdb.pkglist",
+        MetaValue::PkgList(vec![pkg("bash", "5.1"), pkg("gone", "1")]),
+    );
+    let first = commit_rootfs(&repo, &opts).unwrap();
+    assert!(CommitInfo::load(&repo, &first.checksum)
+        .unwrap()
+        .pkgdiff_from_parent()
+        .unwrap()
+        .is_none());
+    let mut opts = options(&rootfs);
+    opts.timestamp = Some(TIME + 1);
+    opts.metadata.insert(
+        "rpmostree.rpmdb.pkglist",
+        MetaValue::PkgList(vec![pkg("bash", "5.2"), pkg("new", "1")]),
+    );
+    let second = commit_rootfs(&repo, &opts).unwrap();
+    let diff = CommitInfo::load(&repo, &second.checksum)
+        .unwrap()
+        .pkgdiff_from_parent()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        commit::pkgdiff_to_json(&diff),
+        serde_json::json!([
+            ["new", 0, {"NewPackage": ["new", "1-1", "x86_64"]}],
+            ["gone", 1, {"PreviousPackage": ["gone", "1-1", "x86_64"]}],
+            ["bash", 2, {"PreviousPackage": ["bash", "5.1-1", "x86_64"],
+                         "NewPackage": ["bash", "5.2-1", "x86_64"]}],
+        ])
+    );
+}
+
+#[test]
 fn write_ref_false_leaves_ref() {
     let tmp = tmpdir();
     let rootfs = tmp.path().join("rootfs");
@@ -495,6 +542,54 @@ fn selinux_without_policy_commits_unlabeled() {
     opts.parent = ParentSpec::None;
     let plain = commit_rootfs(&repo, &opts).unwrap();
     assert_eq!(plain.content_checksum, r.content_checksum);
+}
+
+#[test]
+fn selinux_labels_from_the_rootfs_policy() {
+    let tmp = tmpdir();
+    let rootfs = tmp.path().join("rootfs");
+    build_rootfs(&rootfs);
+    // A minimal policy: libostree checksums policy/policy.N and labels with
+    // the textual file_contexts (libselinux does not validate the contexts).
+    let policy = rootfs.join("usr/etc/selinux");
+    write(
+        &policy.join("config"),
+        "SELINUX=enforcing\nSELINUXTYPE=test\n",
+        0o644,
+    );
+    write(
+        &policy.join("test/policy/policy.33"),
+        "not a real policy\n",
+        0o644,
+    );
+    write(
+        &policy.join("test/contexts/files/file_contexts"),
+        "/.*\tsystem_u:object_r:default_t:s0\n/usr/bin(/.*)?\tsystem_u:object_r:bin_t:s0\n",
+        0o644,
+    );
+    let repo_path = tmp.path().join("repo");
+    let repo = init_repo(&repo_path, "archive");
+    let mut opts = options(&rootfs);
+    opts.selinux = true;
+    let r = commit_rootfs(&repo, &opts).unwrap();
+    assert!(r.selinux_labeled);
+    let su = ostree(&repo_path, &["ls", "-X", REF, "/usr/bin/su"]);
+    assert!(
+        su.contains("b'security.selinux', b'system_u:object_r:bin_t:s0"),
+        "{su}"
+    );
+    let passwd = ostree(&repo_path, &["ls", "-X", REF, "/usr/etc/passwd"]);
+    assert!(
+        passwd.contains("system_u:object_r:default_t:s0"),
+        "{passwd}"
+    );
+    // File capabilities survive next to the label.
+    let ping = ostree(&repo_path, &["ls", "-X", REF, "/usr/bin/ping"]);
+    assert!(
+        ping.contains("security.capability") && ping.contains("bin_t"),
+        "{ping}"
+    );
+    ostree(&repo_path, &["fsck"]);
 }
 
 #[test]
@@ -627,6 +722,7 @@ fn lock_is_exclusive_and_waits() {
         pid.as_str()
     );
 
+    assert!(RepoLock::is_held_by_this_process(&repo_path));
     let err = RepoLock::try_acquire(&repo_path).unwrap_err();
     assert_eq!(class_of(&err), Some(ErrorClass::Locked));
     assert!(
@@ -648,6 +744,23 @@ fn lock_is_exclusive_and_waits() {
     rx.recv_timeout(std::time::Duration::from_secs(10))
         .expect("the waiter got the lock after release");
     waiter.join().unwrap();
+    assert!(!RepoLock::is_held_by_this_process(&repo_path));
     let again = RepoLock::try_acquire(&repo_path).unwrap();
     drop(again);
+
+    // Another process holding it: the non-blocking variant fails, naming no
+    // pid it cannot know (util-linux flock writes none).
+    let mut holder = Command::new("flock")
+        .arg(repo_path.join(".ostree-composer.lock"))
+        .args(["-c", "sleep 1"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let err = RepoLock::try_acquire(&repo_path).unwrap_err();
+    assert_eq!(class_of(&err), Some(ErrorClass::Locked));
+    let start = std::time::Instant::now();
+    let waited = RepoLock::acquire(&repo_path).unwrap();
+    assert!(start.elapsed() >= std::time::Duration::from_millis(300));
+    holder.wait().unwrap();
+    drop(waited);
 }

@@ -27,7 +27,7 @@ use ostree::{
     RepoDevInoCache, RepoFile, SePolicy,
 };
 
-use super::metadata::{CommitMetadata, MetaValue, KEY_VERSION};
+use super::metadata::{CommitMetadata, KEY_VERSION};
 use super::read::{format_timestamp, CommitInfo};
 
 /// Which commit becomes the parent.
@@ -279,10 +279,10 @@ pub fn commit_rootfs(repo: &Repo, opts: &CommitOptions) -> Result<CommitResult> 
     drop(rootfs_dir);
 
     let info = CommitInfo::load(repo, &checksum)?;
-    let version = match opts.metadata.get(KEY_VERSION) {
-        Some(MetaValue::Str(v)) => Some(v.clone()),
-        _ => info.version().ok().flatten(),
-    };
+    // A `version` that is not a string (e.g. a JSON number) is not a version.
+    let version = info
+        .metadata_value(KEY_VERSION)
+        .and_then(|v| v.str().map(String::from));
     let skipped = skipped.borrow().clone();
     Ok(CommitResult {
         content_checksum: info.content_checksum()?,
