@@ -472,6 +472,34 @@ fn pkgdiff_from_parent_commit() {
 }
 
 #[test]
+fn kernel_version_for_bootable_metadata() {
+    let tmp = tmpdir();
+    let root = tmp.path();
+    assert_eq!(commit::find_kernel_version(root).unwrap(), None);
+    write(
+        &root.join("usr/lib/modules/6.1.0-13-amd64/vmlinuz"),
+        "kernel",
+        0o644,
+    );
+    std::fs::create_dir_all(root.join("usr/lib/modules/6.1.0-13-amd64/kernel")).unwrap();
+    std::fs::create_dir_all(root.join("usr/lib/modules/extra-no-kernel")).unwrap();
+    assert_eq!(
+        commit::find_kernel_version(root).unwrap().as_deref(),
+        Some("6.1.0-13-amd64")
+    );
+    write(
+        &root.join("usr/lib/modules/6.5.0-1/vmlinuz"),
+        "kernel",
+        0o644,
+    );
+    let err = commit::find_kernel_version(root).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("6.1.0-13-amd64, 6.5.0-1"),
+        "{err:#}"
+    );
+}
+
+#[test]
 fn write_ref_false_leaves_ref() {
     let tmp = tmpdir();
     let rootfs = tmp.path().join("rootfs");

@@ -28,6 +28,6 @@ pub use pull::{pull_local, PullHistory, PullLocalOptions};
 pub use read::{format_timestamp, CommitInfo};
 pub use repo::{create_repo, open_or_create_repo, open_repo, set_repo_fsync};
 pub use write::{
-    commit_rootfs, find_kernel_version, resolve_parent, CommitOptions, CommitResult, CommitStats,
-    ParentSpec,
+    commit_rootfs, find_kernel_version, resolve_parent, source_date_epoch, CommitOptions,
+    CommitResult, CommitStats, ParentSpec,
 };

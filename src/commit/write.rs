@@ -131,6 +131,26 @@ impl CommitResult {
     }
 }
 
+/// The commit time from `SOURCE_DATE_EPOCH`, if set (for reproducible commits).
+pub fn source_date_epoch() -> Result<Option<u64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(value) => parse_source_date_epoch(&value).map(Some),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(crate::exit::invalid_input(
+            "SOURCE_DATE_EPOCH is not valid UTF-8; set it to seconds since 1970-01-01 UTC",
+        )),
+    }
+}
+
+/// Parse a `SOURCE_DATE_EPOCH` value: decimal seconds since the epoch.
+pub fn parse_source_date_epoch(value: &str) -> Result<u64> {
+    value.trim().parse::<u64>().map_err(|_| {
+        crate::exit::invalid_input(format!(
+            "SOURCE_DATE_EPOCH='{value}' is not a number of seconds since 1970-01-01 UTC"
+        ))
+    })
+}
+
 /// Decide the parent commit for `ref_` per `spec`.
 pub fn resolve_parent(
     repo: &Repo,
@@ -696,6 +716,18 @@ pub fn find_kernel_version(rootfs: &Path) -> Result<Option<String>> {
 mod tests {
     use super::*;
     use ostree::glib::ToVariant;
+
+    #[test]
+    fn source_date_epoch_values() {
+        assert_eq!(
+            parse_source_date_epoch("1700000000").unwrap(),
+            1_700_000_000
+        );
+        assert_eq!(parse_source_date_epoch(" 0\n").unwrap(), 0);
+        let err = parse_source_date_epoch("yesterday").unwrap_err();
+        assert_eq!(crate::exit::exit_code_for(&err), 3);
+        assert!(parse_source_date_epoch("-1").is_err());
+    }
 
     #[test]
     fn full_checksums() {
