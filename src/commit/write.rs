@@ -216,49 +216,20 @@ pub fn commit_rootfs(repo: &Repo, opts: &CommitOptions) -> Result<CommitResult> 
             .as_secs(),
     };
 
-    // The policy holds on to the rootfs fd: keep `rootfs_dir` open until the end.
+    // The policy holds on to the rootfs fd: keep `rootfs_dir` open while it lives.
     let sepolicy = if opts.selinux {
         load_policy(&rootfs_dir, &opts.rootfs)?
     } else {
         None
     };
-    let skipped = Rc::new(RefCell::new(Vec::new()));
-    let callback_error = Rc::new(RefCell::new(None));
-    let modifier = build_modifier(opts, sepolicy.as_ref(), &skipped, &callback_error);
+    let selinux_labeled = sepolicy.is_some();
 
     let txn = repo
         .auto_transaction(gio::Cancellable::NONE)
         .context("Starting a repository transaction")?;
-    let mtree = MutableTree::new();
-    // libostree's directory walk rejects special files before the commit
-    // filter sees them (`Not a regular file or symlink`), so move them out of
-    // the tree for the commit (or delete them when consuming the rootfs). The
-    // guard puts them back, also on error.
-    let special = find_special_files(&opts.rootfs)?;
-    for path in &special {
-        eprintln!("note: skipping {path}: fifos, sockets and device nodes are not committed");
-    }
-    skipped.borrow_mut().extend(special.iter().cloned());
-    let aside = SpecialFilesAside::move_out(&opts.rootfs, &special, opts.consume)?;
-    let write_result = repo.write_dfd_to_mtree(
-        libc::AT_FDCWD,
-        rootfs_str,
-        &mtree,
-        Some(&modifier),
-        gio::Cancellable::NONE,
-    );
-    aside.restore()?;
-    if let Some(err) = callback_error.borrow_mut().take() {
-        return Err(err);
-    }
-    write_result
-        .with_context(|| format!("Writing {} into the repository", opts.rootfs.display()))?;
-    let root = repo
-        .write_mtree(&mtree, gio::Cancellable::NONE)
-        .context("Writing the directory tree")?;
-    let root = root
-        .downcast::<RepoFile>()
-        .map_err(|_| anyhow!("libostree returned a tree root that is not a RepoFile"))?;
+    let (root, skipped) = write_tree(repo, opts, rootfs_str, sepolicy.as_ref())?;
+    drop(sepolicy);
+    drop(rootfs_dir);
     let metadata = opts.metadata.to_variant();
     let checksum = repo
         .write_commit_with_time(
@@ -295,15 +266,12 @@ pub fn commit_rootfs(repo: &Repo, opts: &CommitOptions) -> Result<CommitResult> 
     let stats = txn
         .commit(gio::Cancellable::NONE)
         .context("Committing the repository transaction")?;
-    drop(modifier);
-    drop(rootfs_dir);
 
     let info = CommitInfo::load(repo, &checksum)?;
     // A `version` that is not a string (e.g. a JSON number) is not a version.
     let version = info
         .metadata_value(KEY_VERSION)
         .and_then(|v| v.str().map(String::from));
-    let skipped = skipped.borrow().clone();
     Ok(CommitResult {
         content_checksum: info.content_checksum()?,
         checksum,
@@ -320,9 +288,52 @@ pub fn commit_rootfs(repo: &Repo, opts: &CommitOptions) -> Result<CommitResult> 
             content_bytes_written: stats.get_content_bytes_written(),
         },
         skipped,
-        selinux_labeled: sepolicy.is_some(),
+        selinux_labeled,
         signed: opts.gpg_key.is_some(),
     })
+}
+
+/// Write the rootfs' files and directories (inside the caller's transaction)
+/// and return the tree root and the skipped special files.
+fn write_tree(
+    repo: &Repo,
+    opts: &CommitOptions,
+    rootfs_str: &str,
+    sepolicy: Option<&SePolicy>,
+) -> Result<(RepoFile, Vec<String>)> {
+    // libostree's directory walk rejects special files before the commit
+    // filter sees them (`Not a regular file or symlink`), so move them out of
+    // the tree for the commit (or delete them when consuming the rootfs). The
+    // guard puts them back, also on error.
+    let special = find_special_files(&opts.rootfs)?;
+    for path in &special {
+        eprintln!("note: skipping {path}: fifos, sockets and device nodes are not committed");
+    }
+    let callback_error = Rc::new(RefCell::new(None));
+    let modifier = build_modifier(opts, sepolicy, &callback_error);
+    let mtree = MutableTree::new();
+    let aside = SpecialFilesAside::move_out(&opts.rootfs, &special, opts.consume)?;
+    let write_result = repo.write_dfd_to_mtree(
+        libc::AT_FDCWD,
+        rootfs_str,
+        &mtree,
+        Some(&modifier),
+        gio::Cancellable::NONE,
+    );
+    let restored = aside.restore();
+    if let Some(err) = callback_error.borrow_mut().take() {
+        return Err(err);
+    }
+    write_result
+        .with_context(|| format!("Writing {} into the repository", opts.rootfs.display()))?;
+    restored?;
+    let root = repo
+        .write_mtree(&mtree, gio::Cancellable::NONE)
+        .context("Writing the directory tree")?;
+    let root = root
+        .downcast::<RepoFile>()
+        .map_err(|_| anyhow!("libostree returned a tree root that is not a RepoFile"))?;
+    Ok((root, special))
 }
 
 fn path_str(p: &Path) -> Result<&str> {
@@ -350,7 +361,6 @@ type SharedError = Rc<RefCell<Option<anyhow::Error>>>;
 fn build_modifier(
     opts: &CommitOptions,
     sepolicy: Option<&SePolicy>,
-    skipped: &Rc<RefCell<Vec<String>>>,
     callback_error: &SharedError,
 ) -> RepoCommitModifier {
     let mut flags = RepoCommitModifierFlags::NONE;
@@ -362,15 +372,13 @@ fn build_modifier(
     }
 
     let filter_root = opts.rootfs.clone();
-    let filter_skipped = Rc::clone(skipped);
     let filter_error = Rc::clone(callback_error);
     let filter = move |_repo: &Repo, path: &str, info: &gio::FileInfo| {
-        // libostree fills `unix::mode` from stat(); the gio file type is not
-        // always set for special files, so decide on the mode's type bits.
         let file_type_bits = info.attribute_uint32("unix::mode") & libc::S_IFMT;
+        // Special files were moved out before the walk; one that appeared
+        // since is still not committed.
         if ![libc::S_IFREG, libc::S_IFDIR, libc::S_IFLNK].contains(&file_type_bits) {
             eprintln!("note: skipping {path}: fifos, sockets and device nodes are not committed");
-            filter_skipped.borrow_mut().push(path.to_string());
             return RepoCommitFilterResult::Skip;
         }
         match read_ostreemeta(&disk_path(&filter_root, path)) {
