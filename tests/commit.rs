@@ -410,6 +410,28 @@ fn failed_commit_moves_no_ref_and_leaves_repo_clean() {
     assert_eq!(count_commit_objects(&repo_path), commits_before);
     ostree(&repo_path, &["fsck"]);
 
+    // Fails in the middle of the tree walk: a file with a corrupt
+    // user.ostreemeta. The fifo that was moved aside for the walk is back.
+    write(&rootfs.join("usr/share/zz-corrupt"), "x\n", 0o644);
+    setxattr(
+        &rootfs.join("usr/share/zz-corrupt"),
+        "user.ostreemeta",
+        b"garbage",
+    );
+    let mut opts = options(&rootfs);
+    opts.timestamp = Some(TIME + 7);
+    let err = commit_rootfs(&repo, &opts).unwrap_err();
+    assert!(format!("{err:#}").contains("user.ostreemeta"), "{err:#}");
+    assert_eq!(
+        ostree(&repo_path, &["rev-parse", REF]).trim(),
+        first.checksum
+    );
+    assert_eq!(count_commit_objects(&repo_path), commits_before);
+    let fifo = std::fs::symlink_metadata(rootfs.join("usr/share/fifo")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&fifo.file_type()));
+    ostree(&repo_path, &["fsck"]);
+    std::fs::remove_file(rootfs.join("usr/share/zz-corrupt")).unwrap();
+
     // An invalid ref name fails before anything is written.
     let mut opts = options(&rootfs);
     opts.ref_ = Some("bad ref".into());
