@@ -761,6 +761,53 @@ fn pull_local_commit_only_or_with_history() {
 }
 
 #[test]
+fn concurrent_locked_composes_chain_their_commits() {
+    let tmp = tmpdir();
+    let repo_path = tmp.path().join("repo");
+    init_repo(&repo_path, "archive");
+    let mut workers = Vec::new();
+    for i in 0..3u64 {
+        let repo_path = repo_path.clone();
+        let rootfs = tmp.path().join(format!("rootfs{i}"));
+        build_rootfs(&rootfs);
+        write(&rootfs.join("usr/share/worker"), &format!("{i}\n"), 0o644);
+        workers.push(std::thread::spawn(move || {
+            let _lock = RepoLock::acquire(&repo_path).unwrap();
+            let repo = commit::open_repo(&repo_path).unwrap();
+            let mut opts = options(&rootfs);
+            opts.timestamp = Some(TIME + i);
+            commit_rootfs(&repo, &opts).unwrap()
+        }));
+    }
+    let results: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    // Each commit's parent is another one's checksum, except one root: no
+    // ref update was lost.
+    let roots = results.iter().filter(|r| r.parent.is_none()).count();
+    assert_eq!(roots, 1, "{results:?}");
+    let log = ostree(&repo_path, &["log", REF]);
+    for r in &results {
+        assert!(log.contains(&r.checksum), "{log}");
+    }
+    ostree(&repo_path, &["fsck"]);
+}
+
+#[test]
+fn fsync_setting_is_persisted() {
+    let tmp = tmpdir();
+    let repo_path = tmp.path().join("repo");
+    let repo = init_repo(&repo_path, "archive");
+    commit::set_repo_fsync(&repo, false).unwrap();
+    let config = std::fs::read_to_string(repo_path.join("config")).unwrap();
+    assert!(config.contains("fsync=false"), "{config}");
+    assert!(repo.is_disable_fsync());
+    commit::set_repo_fsync(&repo, true).unwrap();
+    assert!(!repo.is_disable_fsync());
+    assert!(std::fs::read_to_string(repo_path.join("config"))
+        .unwrap()
+        .contains("fsync=true"));
+}
+
+#[test]
 fn lock_is_exclusive_and_waits() {
     let tmp = tmpdir();
     let repo_path: PathBuf = tmp.path().join("repo");
