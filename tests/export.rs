@@ -570,3 +570,30 @@ fn bench_commit_and_export() {
         );
     }
 }
+
+#[test]
+fn failed_signing_leaves_the_export_ref() {
+    let mut build = Build::new();
+    let c1 = build.commit();
+    let dest = build.dir.join("export");
+    export(&build.export_opts(&dest, &c1)).unwrap();
+    let c2 = build.commit();
+    let gnupg = build.dir.join("empty-gnupg");
+    std::fs::create_dir(&gnupg).unwrap();
+    std::fs::set_permissions(&gnupg, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut opts = build.export_opts(&dest, &c2);
+    opts.gpg_key = Some("0123456789ABCDEF0123456789ABCDEF01234567".into());
+    opts.gpg_homedir = Some(gnupg.clone());
+    let err = export(&opts).unwrap_err();
+    let _ = Command::new("gpgconf")
+        .arg("--homedir")
+        .arg(&gnupg)
+        .args(["--kill", "gpg-agent"])
+        .status();
+    assert_eq!(class_of(&err), Some(ErrorClass::OutputFailed), "{err:#}");
+    assert!(format!("{err:#}").contains("Signing commit"), "{err:#}");
+    assert_eq!(ostree(&dest, &["rev-parse", REF]).trim(), c1);
+    let summary = ostree(&dest, &["summary", "--view"]);
+    assert!(summary.contains(&c1) && !summary.contains(&c2), "{summary}");
+    ostree(&dest, &["fsck"]);
+}
