@@ -241,7 +241,11 @@ fn export_into_existing_dirs() {
     let err = export(&build.export_opts(&junk, &c1)).unwrap_err();
     assert_eq!(class_of(&err), Some(ErrorClass::InvalidInput), "{err:#}");
     assert!(format!("{err:#}").contains("not empty"), "{err:#}");
-    assert!(!junk.join("objects").exists());
+    let entries: Vec<_> = std::fs::read_dir(&junk)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from("file")]);
     assert_eq!(
         std::fs::read_to_string(junk.join("file")).unwrap(),
         "keep me"
@@ -456,6 +460,9 @@ fn signed_export_is_pulled_over_http_with_verification_and_delta() {
     assert!(show.contains("Good signature"), "{show}");
 
     // The next commit travels as a static delta (the pull refuses anything else).
+    // The client revalidates its cached summary.sig with If-Modified-Since,
+    // which has 1-second resolution: publish in a later second than the pull.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let c2 = build.commit();
     let mut opts = build.export_opts(&dest, &c2);
     opts.gpg_key = Some(gpg.key_id.clone());

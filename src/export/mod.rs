@@ -32,7 +32,7 @@ use ostree::{Repo, RepoMode, StaticDeltaGenerateOpt};
 use crate::commit::lock::{RepoLock, LOCK_FILE_NAME};
 use crate::commit::pull::{pull_local, PullHistory, PullLocalOptions};
 use crate::commit::read::{has_commit, resolve_rev};
-use crate::commit::repo::{mode_name, open_or_create_repo_ignoring};
+use crate::commit::repo::{check_repo_or_empty, mode_name, open_or_create_repo_ignoring};
 
 /// Options of [`export`].
 #[derive(Debug, Clone)]
@@ -119,6 +119,8 @@ fn export_inner(opts: &ExportOptions) -> Result<ExportResult> {
     }
     ostree::validate_rev(&opts.ref_)
         .map_err(|e| crate::exit::invalid_input(format!("invalid ref '{}': {e}", opts.ref_)))?;
+    // Refuse an unsuitable destination before touching it (not even a lock file).
+    check_repo_or_empty(&opts.dest, RepoMode::Archive, &[LOCK_FILE_NAME])?;
     if !opts.dest.exists() {
         std::fs::create_dir_all(&opts.dest)
             .with_context(|| format!("Creating {}", opts.dest.display()))?;
