@@ -12,9 +12,11 @@
 //! Not for: locking between threads of one process (flock locks belong to the
 //! open file description; take one lock per process and pass it around).
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result};
 use rustix::fs::{flock, FlockOperation};
@@ -28,6 +30,16 @@ pub const LOCK_FILE_NAME: &str = ".ostree-composer.lock";
 pub struct RepoLock {
     file: File,
     path: PathBuf,
+    /// The canonical repository path, as registered in [`held_here`].
+    repo: PathBuf,
+}
+
+/// Repositories whose lock this process holds (canonical paths). flock locks
+/// of one process conflict with each other too, so a function that may run
+/// under a caller's lock (e.g. the export) checks here before locking again.
+fn held_here() -> &'static Mutex<HashSet<PathBuf>> {
+    static HELD: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+    HELD.get_or_init(|| Mutex::new(HashSet::new()))
 }
 
 impl RepoLock {
@@ -73,6 +85,17 @@ impl RepoLock {
         &self.path
     }
 
+    /// Whether this process holds the lock of the repository at `repo_path`.
+    pub fn is_held_by_this_process(repo_path: &Path) -> bool {
+        let Ok(canonical) = std::fs::canonicalize(repo_path) else {
+            return false;
+        };
+        held_here()
+            .lock()
+            .map(|held| held.contains(&canonical))
+            .unwrap_or(false)
+    }
+
     fn record_holder(mut file: File, path: PathBuf) -> Result<RepoLock> {
         let write_pid = |file: &mut File| -> std::io::Result<()> {
             file.set_len(0)?;
@@ -81,7 +104,13 @@ impl RepoLock {
             file.flush()
         };
         write_pid(&mut file).with_context(|| format!("Writing pid to {}", path.display()))?;
-        Ok(RepoLock { file, path })
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let repo =
+            std::fs::canonicalize(dir).with_context(|| format!("Resolving {}", dir.display()))?;
+        if let Ok(mut held) = held_here().lock() {
+            held.insert(repo.clone());
+        }
+        Ok(RepoLock { file, path, repo })
     }
 }
 
@@ -90,6 +119,9 @@ impl Drop for RepoLock {
         // Leave the file (removing it would race with a waiter that already
         // opened it); clear the pid so nobody is named as a holder.
         let _ = self.file.set_len(0);
+        if let Ok(mut held) = held_here().lock() {
+            held.remove(&self.repo);
+        }
         // Closing the descriptor releases the flock.
     }
 }
