@@ -177,13 +177,23 @@ fn sorted_value(v: serde_json::Value) -> serde_json::Value {
     }
 }
 
+/// Keys whose values are free-form JSON (`serde_json::Value` in rpm-ostree).
+const FREE_FORM_KEYS: &[&str] = &["metadata", "add-commit-metadata"];
+
 /// The config as an ordered JSON object: struct order, then unknown keys sorted.
 pub fn config_to_value(cfg: &TreeComposeConfig) -> serde_json::Map<String, serde_json::Value> {
     let mut out = serde_json::Map::new();
     // Serializing plain data (strings, numbers, maps with string keys) cannot fail.
     if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(cfg) {
         for (k, v) in m {
-            out.insert(k, sorted_value(v));
+            // Typed structs keep their field order; only free-form JSON
+            // values (maps in rpm-ostree) are sorted.
+            let v = if FREE_FORM_KEYS.contains(&k.as_str()) {
+                sorted_value(v)
+            } else {
+                v
+            };
+            out.insert(k, v);
         }
     }
     for (k, v) in &cfg.extra {

@@ -200,6 +200,38 @@ pub enum CheckGroups {
     Data { entries: BTreeMap<String, u32> },
 }
 
+/// `ex-override-replace` entry (derivation only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverrideReplace {
+    pub from: OverrideReplaceFrom,
+    pub packages: BTreeSet<String>,
+}
+
+/// Where `ex-override-replace` takes packages from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverrideReplaceFrom {
+    Repo(String),
+}
+
+/// `initramfs` (derivation only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeriveInitramfs {
+    pub regenerate: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etc: Option<BTreeSet<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+}
+
+/// `custom` (derivation only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeriveCustom {
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
 /// The whole treefile. Field order = rpm-ostree serialization order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -225,13 +257,13 @@ pub struct TreeComposeConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub override_remove: Option<BTreeSet<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ex_override_replace: Option<Vec<serde_json::Value>>,
+    pub ex_override_replace: Option<Vec<OverrideReplace>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub override_replace_local: Option<BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub initramfs: Option<serde_json::Value>,
+    pub initramfs: Option<DeriveInitramfs>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub custom: Option<serde_json::Value>,
+    pub custom: Option<DeriveCustom>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub override_commit: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -253,6 +253,13 @@ pub fn parse_treefile_str(
         }
     }
 
+    if let Some(rp) = cfg.ex_override_replace.as_mut() {
+        for entry in rp.iter_mut() {
+            let items: Vec<String> = std::mem::take(&mut entry.packages).into_iter().collect();
+            entry.packages = split(items, "ex-override-replace")?;
+        }
+    }
+
     finish_file(&mut cfg, name, basearch)?;
 
     // container / edition defaults, applied to this file only.
