@@ -1224,9 +1224,8 @@ mod synthetic {
                             sets_ref: refs[i],
                         })
                         .collect();
-                    for i in 1..n {
-                        let p = parents[i] % i;
-                        nodes[p].children.push(i);
+                    for (i, parent) in parents.iter().enumerate().skip(1) {
+                        nodes[parent % i].children.push(i);
                     }
                     nodes
                 })
