@@ -502,6 +502,35 @@ impl TreeComposeConfig {
         self.treeref.as_deref()
     }
 
+    /// rpm-ostree's deprecation warnings for this config (it prints them
+    /// and sleeps 3 s if there are any; the caller decides).
+    pub fn deprecation_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let boot = self.boot_location();
+        if boot != BootLocation::Modules {
+            let name = serde_json::to_string(&boot).unwrap_or_default();
+            out.push(format!(
+                "boot-location: {name} is deprecated, use boot-location: modules"
+            ));
+        }
+        if self.initramfs_args.as_ref().is_some_and(|v| !v.is_empty()) {
+            out.push("initramfs-args is deprecated, use /etc/dracut.conf.d".to_string());
+        }
+        if self.cliwrap() {
+            out.push("cliwrap is deprecated and slated for removal".to_string());
+        }
+        out
+    }
+
+    /// Keys that are experimental (rpm-ostree prints a NOTICE for each).
+    pub fn experimental_keys(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.lockfile_repos.is_some() {
+            out.push("lockfile-repos");
+        }
+        out
+    }
+
     /// The derivation keys that are set, in rpm-ostree's order.
     pub fn derivation_keys_set(&self) -> Vec<&'static str> {
         let set = [
@@ -603,6 +632,24 @@ mod tests {
         }
         assert!(!keys.contains(&"extra"));
         assert!(!keys.contains(&"gpg_key"));
+    }
+
+    #[test]
+    fn deprecations() {
+        let c = TreeComposeConfig::default();
+        assert_eq!(
+            c.deprecation_warnings(),
+            ["boot-location: \"new\" is deprecated, use boot-location: modules"]
+        );
+        let c = TreeComposeConfig {
+            boot_location: Some(BootLocation::Modules),
+            initramfs_args: Some(vec!["--no-hostonly".into()]),
+            cliwrap: Some(true),
+            lockfile_repos: Some(vec![]),
+            ..Default::default()
+        };
+        assert_eq!(c.deprecation_warnings().len(), 2);
+        assert_eq!(c.experimental_keys(), ["lockfile-repos"]);
     }
 
     #[test]
