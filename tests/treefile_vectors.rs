@@ -1356,3 +1356,18 @@ fn fcos_ex_override_replace_fragment() {
         "{e}"
     );
 }
+
+/// A FIFO or directory given as a treefile is refused, not read (a FIFO would block).
+#[test]
+fn non_regular_treefile_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("t.yaml");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    for p in [fifo.as_path(), d.path()] {
+        let e = Treefile::load(p, &LoadOptions::default()).unwrap_err();
+        assert!(format!("{e:#}").contains("is not a regular file"), "{e:#}");
+        assert_eq!(exit_code_for(&e), 3);
+    }
+}

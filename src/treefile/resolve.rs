@@ -97,6 +97,16 @@ pub struct Resolved {
 
 /// Read a file as UTF-8 text, returning its (device, inode).
 pub fn read_with_devino(path: &Path) -> Result<(String, (u64, u64))> {
+    // Check the type first so a FIFO or device is refused, not opened (a FIFO
+    // would block).
+    let pre = std::fs::metadata(path)
+        .map_err(|e| invalid_input(format!("Opening treefile {}: {e}", path.display())))?;
+    if !pre.is_file() {
+        return Err(invalid_input(format!(
+            "Treefile {} is not a regular file",
+            path.display()
+        )));
+    }
     let mut f = std::fs::File::open(path)
         .map_err(|e| invalid_input(format!("Opening treefile {}: {e}", path.display())))?;
     let md = f
