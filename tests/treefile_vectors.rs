@@ -1371,3 +1371,32 @@ fn non_regular_treefile_is_refused() {
         assert_eq!(exit_code_for(&e), 3);
     }
 }
+
+/// repo-packages de-duplication happens when files are merged, as in
+/// rpm-ostree; a lone file keeps its own duplicate entries.
+#[test]
+fn repo_packages_dedupe_only_on_merge() {
+    let d = tempfile::tempdir().unwrap();
+    let body = "repo-packages: [{repo: a, packages: [x]}, {repo: b, packages: [x]}]\n";
+    std::fs::write(d.path().join("lone.yaml"), body).unwrap();
+    std::fs::write(d.path().join("empty.yaml"), "packages: []\n").unwrap();
+    std::fs::write(
+        d.path().join("top.yaml"),
+        format!("{body}include: empty.yaml\n"),
+    )
+    .unwrap();
+    let opts = LoadOptions {
+        basearch: Some("x86_64".into()),
+        ..Default::default()
+    };
+    let lone = Treefile::load(&d.path().join("lone.yaml"), &opts).unwrap();
+    assert_eq!(lone.config.repo_packages.unwrap().len(), 2);
+    let top = Treefile::load(&d.path().join("top.yaml"), &opts).unwrap();
+    assert_eq!(
+        top.config.repo_packages.unwrap(),
+        vec![RepoPackage {
+            repo: "b".into(),
+            packages: set(&["x"])
+        }]
+    );
+}

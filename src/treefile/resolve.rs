@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 
 use super::condition::VarValue;
 use super::kickstart::kickstart_config;
-use super::merge::{dedupe_repo_packages, merge};
+use super::merge::merge;
 use super::model::{CheckGroups, CheckPasswd, ConditionalIncludeTarget, TreeComposeConfig};
 use super::parse::{parse_inline, parse_treefile_str, Format};
 use super::validate::validate_config;
@@ -303,9 +303,6 @@ pub fn resolve(path: &Path, opts: &ResolveOptions) -> Result<Resolved> {
     };
     let (mut config, externals) = walker.walk(path, 0)?;
     config.variables = Some(walker.vars);
-    if let Some(rp) = config.repo_packages.take() {
-        config.repo_packages = Some(dedupe_repo_packages(rp));
-    }
     let vars = config.variables.clone().unwrap_or_default();
     substitute_config(&mut config, &vars)
         .map_err(|e| invalid_input(format!("{}: variables: {e}", path.display())))?;
