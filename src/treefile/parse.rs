@@ -58,12 +58,21 @@ pub fn text_to_object(text: &str, format: Format, name: &str) -> Result<Map<Stri
     };
     match value {
         Value::Object(m) => Ok(m),
-        Value::Null => Ok(Map::new()),
+        // An empty YAML document is an empty treefile (serde_yaml reads it as
+        // a struct with nothing set); an explicit null is not.
+        Value::Null if format == Format::Yaml && yaml_has_no_content(text) => Ok(Map::new()),
         other => Err(invalid_input(format!(
             "{name}: a treefile must be a mapping of keys to values, found {}",
             kind(&other)
         ))),
     }
+}
+
+fn yaml_has_no_content(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---" || l == "..."
+    })
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -377,6 +386,20 @@ mod tests {
         assert!(e.contains("Invalid field packages-foo"), "{e}");
         let e = format!("{:#}", yaml("basearch: aarch64\n").unwrap_err());
         assert!(e.contains("cross-composes are not supported"), "{e}");
+    }
+
+    #[test]
+    fn empty_documents() {
+        assert_eq!(yaml("").unwrap().packages.unwrap().len(), 0);
+        assert!(yaml("# just a comment\n---\n").is_ok());
+        assert!(yaml("~\n").is_err());
+        assert!(parse_treefile_str("null", Format::Json, "t.json", None).is_err());
+        assert!(parse_treefile_str("", Format::Json, "t.json", None).is_err());
+        let e = format!("{:#}", yaml("- a\n").unwrap_err());
+        assert!(
+            e.contains("must be a mapping") && e.contains("a list"),
+            "{e}"
+        );
     }
 
     #[test]
