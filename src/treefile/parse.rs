@@ -57,7 +57,10 @@ pub fn text_to_object(text: &str, format: Format, name: &str) -> Result<Map<Stri
         })?,
     };
     match value {
-        Value::Object(m) => Ok(m),
+        Value::Object(m) => {
+            reject_duplicate_fields(text, format, name)?;
+            Ok(m)
+        }
         // An empty YAML document is an empty treefile (serde_yaml reads it as
         // a struct with nothing set); an explicit null is not.
         Value::Null if format == Format::Yaml && yaml_has_no_content(text) => Ok(Map::new()),
@@ -66,6 +69,52 @@ pub fn text_to_object(text: &str, format: Format, name: &str) -> Result<Map<Stri
             kind(&other)
         ))),
     }
+}
+
+/// rpm-ostree deserializes straight into its struct, where a key given twice
+/// is a "duplicate field" error; reading into a JSON value would silently keep
+/// the last one. Re-scan the top-level keys to keep that error (with its
+/// location). Unknown keys may repeat (they land in a map there too).
+fn reject_duplicate_fields(text: &str, format: Format, name: &str) -> Result<()> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    struct Scan;
+    impl<'de> Visitor<'de> for Scan {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a mapping")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let known = known_keys();
+            let mut seen = BTreeSet::new();
+            while let Some(k) = map.next_key::<String>()? {
+                let is_field = known.contains(&k.as_str())
+                    || LEGACY_KEYS.iter().any(|(legacy, _)| *legacy == k);
+                if is_field && !seen.insert(k.clone()) {
+                    return Err(serde::de::Error::custom(format!(
+                        "duplicate field `{k}` (give each key once)"
+                    )));
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(())
+        }
+    }
+    let res = match format {
+        Format::Yaml => serde_yaml::Deserializer::from_str(text)
+            .deserialize_map(Scan)
+            .map_err(|e| {
+                let at = e
+                    .location()
+                    .map(|l| format!(":{}:{}", l.line(), l.column()))
+                    .unwrap_or_default();
+                format!("{name}{at}: {e}")
+            }),
+        Format::Json | Format::Kickstart => serde_json::Deserializer::from_str(text)
+            .deserialize_map(Scan)
+            .map_err(|e| format!("{name}:{}:{}: {e}", e.line(), e.column())),
+    };
+    res.map_err(invalid_input)
 }
 
 fn yaml_has_no_content(text: &str) -> bool {
@@ -400,6 +449,31 @@ mod tests {
             e.contains("must be a mapping") && e.contains("a list"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn duplicate_fields_rejected() {
+        let e = format!("{:#}", yaml("ref: a\npackages: [x]\nref: b\n").unwrap_err());
+        assert!(
+            e.contains("duplicate field `ref`") && e.contains("t.yaml:"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            parse_treefile_str(
+                "{\"ref\": \"a\",\n \"ref\": \"b\"}",
+                Format::Json,
+                "t.json",
+                None
+            )
+            .unwrap_err()
+        );
+        assert!(
+            e.contains("duplicate field `ref`") && e.contains("t.json:2:"),
+            "{e}"
+        );
+        let c = parse_treefile_str("{\"c\": 1, \"c\": 2}", Format::Json, "t.json", None).unwrap();
+        assert_eq!(c.extra["c"], 2);
     }
 
     #[test]
