@@ -350,9 +350,27 @@ fn invalid_legacy_both_gpg_key() {
 
 #[test]
 fn invalid_legacy_both_boot_location() {
+    // The vector sets `boot_location: both`, which is not a boot location, so
+    // (as in rpm-ostree, whose legacy field is typed) the type error is
+    // reported first; the clash itself is covered with a valid value below.
     err_x86(
         "invalid-legacy-both-boot-location",
-        &["Cannot use new and legacy forms of boot_location"],
+        &["'boot_location'", "unknown variant `both`"],
+    );
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("t.yaml");
+    std::fs::write(&p, "boot-location: new\nboot_location: modules\n").unwrap();
+    let e = Treefile::load(
+        &p,
+        &LoadOptions {
+            basearch: Some("x86_64".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("Cannot use new and legacy forms of boot_location"),
+        "{e:#}"
     );
 }
 
