@@ -188,6 +188,11 @@ fn parse_conditional_includes(v: Value, name: &str) -> Result<Vec<ConditionalInc
                 "{what}: 'include' must be a path, a list of paths or an inline treefile mapping"
             ))
         })?;
+        // Like rpm-ostree, an inline treefile must be well-typed even when
+        // its condition is false.
+        if let ConditionalIncludeTarget::Inline(m) = &include {
+            parse_inline(m, &what)?;
+        }
         out.push(ConditionalInclude { condition, include });
     }
     Ok(out)
@@ -521,6 +526,21 @@ mod tests {
         );
         let e = format!("{:#}", yaml("boot_location: sideways\n").unwrap_err());
         assert!(e.contains("'boot_location'"), "{e}");
+    }
+
+    #[test]
+    fn inline_is_typechecked_even_if_false() {
+        let e = format!(
+            "{:#}",
+            yaml(
+                "conditional-include:\n  - if: basearch == \"s390x\"\n    include: {packages: 5}\n"
+            )
+            .unwrap_err()
+        );
+        assert!(
+            e.contains("conditional-include entry 1") && e.contains("'packages'"),
+            "{e}"
+        );
     }
 
     #[test]
