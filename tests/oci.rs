@@ -266,8 +266,14 @@ fn oci_dir_and_archive_roundtrip() {
     assert_eq!(r.architecture, "amd64");
     assert!(r.layer_count >= 6, "{r:?}");
     assert!(r.compressed_size > 1_000_000, "{r:?}");
-    // The work directory is cleaned up.
+    // The work directory is cleaned up, and no partial archive is left behind.
     assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
+    let mut names: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["img", "img.tar"]);
 
     for imgref in [&dests[0], &dests[1]] {
         let info = inspect(imgref, &[]);
@@ -498,6 +504,11 @@ fn bad_inputs_are_clear_errors() {
     let e = oci::build_and_push(&o, &dest).unwrap_err();
     assert_eq!(class_of(&e), Some(ErrorClass::InvalidInput));
     assert!(format!("{e:#}").contains("no/such/ref"), "{e:#}");
+
+    let o = options(f, work.path());
+    let e = oci::build_and_push(&o, "oci-archive:/nonexistent/dir/x.tar").unwrap_err();
+    assert_eq!(class_of(&e), Some(ErrorClass::OutputFailed), "{e:#}");
+    assert!(format!("{e:#}").contains("/nonexistent/dir"), "{e:#}");
 
     let mut o = options(f, work.path());
     o.labels.insert("ostree.commit".into(), "x".into());

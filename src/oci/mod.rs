@@ -145,6 +145,9 @@ pub fn build_and_push_many(opts: &OciOptions, dests: &[String]) -> Result<Vec<Oc
         .iter()
         .map(|d| imageref::parse_destination(d))
         .collect::<Result<_>>()?;
+    for d in &parsed {
+        push::precheck(d)?;
+    }
     let built = build_image(opts)?;
     let push_opts = push::PushOptions {
         tls_verify: opts.tls_verify,
