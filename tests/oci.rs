@@ -215,6 +215,9 @@ fn unencapsulate(imgref: &str, insecure: bool) -> String {
         .unwrap();
     let commit = rt.block_on(async {
         let mut cfg = containers_image_proxy::ImageProxyConfig::default();
+        // Run skopeo as ourselves: under systemd (INVOCATION_ID set, e.g. a CI runner)
+        // ostree-ext would otherwise drop to `nobody`, who cannot read our temp dirs.
+        cfg.skopeo_cmd = Some(Command::new("skopeo"));
         if insecure {
             cfg.insecure_skip_tls_verification = Some(true);
         }
