@@ -214,13 +214,13 @@ fn unencapsulate(imgref: &str, insecure: bool) -> String {
         .build()
         .unwrap();
     let commit = rt.block_on(async {
-        let mut cfg = containers_image_proxy::ImageProxyConfig::default();
-        // Run skopeo as ourselves: under systemd (INVOCATION_ID set, e.g. a CI runner)
-        // ostree-ext would otherwise drop to `nobody`, who cannot read our temp dirs.
-        cfg.skopeo_cmd = Some(Command::new("skopeo"));
-        if insecure {
-            cfg.insecure_skip_tls_verification = Some(true);
-        }
+        let cfg = containers_image_proxy::ImageProxyConfig {
+            // Run skopeo as ourselves: under systemd (INVOCATION_ID set, e.g. a CI runner)
+            // ostree-ext would otherwise drop to `nobody`, who cannot read our temp dirs.
+            skopeo_cmd: Some(Command::new("skopeo")),
+            insecure_skip_tls_verification: insecure.then_some(true),
+            ..Default::default()
+        };
         let imp = ostree_ext::container::store::ImageImporter::new(&repo, &imgref, cfg)
             .await
             .unwrap();
