@@ -20,7 +20,6 @@ const COMMIT_TIME: &str = "2024-01-02T03:04:05Z";
 const KVER: &str = "6.1.0-1.x86_64";
 
 struct Fixture {
-    dir: PathBuf,
     repo: PathBuf,
     rootfs: PathBuf,
     commit: String,
@@ -170,7 +169,6 @@ fn fixture() -> &'static Fixture {
             t.elapsed().as_secs_f32()
         );
         Fixture {
-            dir,
             repo,
             rootfs,
             commit,
@@ -543,19 +541,31 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// htpasswd line: bcrypt of "s3cr3t-pass" (cost 4, to keep the test fast).
+const HTPASSWD: &str = "tester:$2b$04$ZiKRJr.SkX2uzLC0RL.svOgeYWiSSUUtIGREq2xnafimlEiHg.9MS\n";
+
 fn start_registry() -> Registry {
+    start_registry_with(false)
+}
+
+fn start_registry_with(auth: bool) -> Registry {
     let port = free_port();
     let storage = tmpdir();
     let config = tmpdir();
     let cfg = config.path().join("config.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            storage.path().display()
-        ),
-    )
-    .unwrap();
+    let mut yaml = format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+        storage.path().display()
+    );
+    if auth {
+        let pw = config.path().join("htpasswd");
+        std::fs::write(&pw, HTPASSWD).unwrap();
+        yaml.push_str(&format!(
+            "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+            pw.display()
+        ));
+    }
+    std::fs::write(&cfg, yaml).unwrap();
     let child = Command::new("/usr/bin/docker-registry")
         .arg("serve")
         .arg(&cfg)
@@ -645,28 +655,83 @@ fn registry_push_roundtrip_and_failure() {
 }
 
 #[test]
-fn authfile_secrets_never_shown() {
+fn registry_with_authentication() {
     let f = fixture();
+    let reg = start_registry_with(true);
     let work = tmpdir();
-    let auth = work.path().join("auth.json");
-    let port = free_port();
-    // base64("user:s3cr3t-pass")
-    std::fs::write(
-        &auth,
-        format!(r#"{{"auths":{{"127.0.0.1:{port}":{{"auth":"dXNlcjpzM2NyM3QtcGFzcw=="}}}}}}"#),
-    )
-    .unwrap();
+    let dest = format!("docker://127.0.0.1:{}/auth/os:1", reg.port);
+    let authfile = |pw: &str| {
+        let p = work.path().join(format!("auth-{pw}.json"));
+        let token = base64(&format!("tester:{pw}"));
+        std::fs::write(
+            &p,
+            format!(
+                r#"{{"auths":{{"127.0.0.1:{}":{{"auth":"{token}"}}}}}}"#,
+                reg.port
+            ),
+        )
+        .unwrap();
+        (p, token)
+    };
     let mut o = options(f, work.path());
     o.tls_verify = false;
-    o.retries = 0;
-    o.authfile = Some(auth);
-    let e = oci::build_and_push(&o, &format!("docker://127.0.0.1:{port}/x/y:z")).unwrap_err();
-    let msg = format!("{e:#} {e:?}");
+    o.retries = 2;
+
+    // No credentials: refused at once (not retried), classified, naming the registry.
+    let t = Instant::now();
+    let e = oci::build_and_push(&o, &dest).unwrap_err();
+    let msg = format!("{e:#}");
+    assert_eq!(class_of(&e), Some(ErrorClass::OutputFailed), "{msg}");
     assert!(
-        !msg.contains("s3cr3t") && !msg.contains("dXNlcjpz"),
+        msg.contains("not retried") && msg.contains(&format!("127.0.0.1:{}", reg.port)),
         "{msg}"
     );
-    let _ = &f.dir;
+    assert!(t.elapsed() < Duration::from_secs(10), "{msg}");
+
+    // Wrong password: refused, and neither the password nor the token shows up.
+    let (bad, bad_token) = authfile("wrong-horse-battery");
+    o.authfile = Some(bad);
+    let e = oci::build_and_push(&o, &dest).unwrap_err();
+    let msg = format!("{e:#} {e:?}");
+    assert!(
+        !msg.contains("wrong-horse-battery") && !msg.contains(&bad_token),
+        "{msg}"
+    );
+    assert!(msg.to_lowercase().contains("unauthorized"), "{msg}");
+
+    // Right password: pushed, and readable with the same credentials.
+    let (good, _) = authfile("s3cr3t-pass");
+    o.authfile = Some(good.clone());
+    let r = oci::build_and_push(&o, &dest).unwrap();
+    let info = inspect(
+        &dest,
+        &["--tls-verify=false", "--authfile", good.to_str().unwrap()],
+    );
+    assert_eq!(info["Digest"], r.manifest_digest.as_str());
+
+    // A missing authfile is an input error.
+    o.authfile = Some(work.path().join("missing.json"));
+    let e = oci::build_and_push(&o, &dest).unwrap_err();
+    assert_eq!(class_of(&e), Some(ErrorClass::InvalidInput), "{e:#}");
+}
+
+fn base64(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Runs only as a child of `reproducible_across_processes` (a fresh process means fresh

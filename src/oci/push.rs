@@ -235,6 +235,8 @@ fn is_permanent(stderr: &str) -> bool {
         "x509:",
         "certificate",
         "http response to https client",
+        "no space left on device",
+        "read-only file system",
     ]
     .iter()
     .any(|p| s.contains(p))
