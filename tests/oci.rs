@@ -968,3 +968,71 @@ fn prior_build_keeps_packing_when_packages_change() {
         c2.trim()
     );
 }
+
+#[test]
+fn packages_of_empty_files_do_not_break_chunking() {
+    // Edge input for ostree-ext's size statistics: every package component has size 0
+    // (median and deviation 0), with few and with many layers.
+    let d = tmpdir();
+    // Only such packages: every component but the unpackaged rpmdb has size 0.
+    let mut pkgs = vec![];
+    // Distinct modes make distinct (empty) content objects, one per package.
+    for (i, mode) in [0o644, 0o640, 0o600, 0o444, 0o400, 0o664]
+        .into_iter()
+        .enumerate()
+    {
+        pkgs.push(Pkg::new(&format!("empty{i}"), "1.0").entry(Entry::File {
+            path: format!("/usr/share/empty{i}/marker"),
+            content: vec![],
+            mode,
+            user: "root".into(),
+            group: "root".into(),
+            config: false,
+            doc: false,
+        }));
+    }
+    let rpmrepo = build_repo(&d.path().join("rpms"), &pkgs);
+    let rootfs = d.path().join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let rpms: Vec<PathBuf> = std::fs::read_dir(rpmrepo.join("Packages"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    run(Command::new("rpm")
+        .arg("--root")
+        .arg(&rootfs)
+        .args([
+            "--dbpath",
+            "/usr/share/rpm",
+            "-i",
+            "--nodeps",
+            "--noscripts",
+        ])
+        .args(&rpms));
+    let repo = d.path().join("repo");
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["init", "--mode=bare-user"]));
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["commit", "--branch=e/x86_64"])
+        .arg(format!("--tree=dir={}", rootfs.display())));
+    let work = tmpdir();
+    for max_layers in [4, 5, 64] {
+        let o = OciOptions {
+            repo: repo.clone(),
+            rev: "e/x86_64".into(),
+            arch: Some("x86_64".into()),
+            max_layers,
+            workdir: work.path().to_path_buf(),
+            ..Default::default()
+        };
+        let dest = format!("oci:{}:m{max_layers}", d.path().join("img").display());
+        let r = oci::build_and_push(&o, &dest).unwrap();
+        assert!(r.layer_count >= 2, "{r:?}");
+        let comps = components_of(&inspect(&dest, &["--raw"]));
+        for i in 0..6 {
+            assert!(comps.contains(&format!("empty{i}")), "{comps:?}");
+        }
+    }
+}
