@@ -13,6 +13,11 @@
 //! [`container_encapsulate`] for `compose container-encapsulate`.
 //! Errors after the commit exists are classified `output_failed`, bad options
 //! `invalid_input`, unimplemented options `unsupported`.
+//!
+//! Runtime needs: `skopeo` (ostree-ext queries the written `oci:` directory with it,
+//! and every destination is written with `skopeo copy`) and `rpm` (to read the
+//! commit's rpmdb). Nothing is written to /tmp or /var/tmp: the image, skopeo's
+//! temporary files and the extracted rpmdb all live under `OciOptions::workdir`.
 
 pub mod chunking;
 pub mod dropin;
@@ -116,7 +121,7 @@ impl Default for OciOptions {
 }
 
 /// What was written to one destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct OciResult {
     /// The destination as given.
     pub reference: String,
