@@ -17,19 +17,22 @@ pub fn compose_json(
 ) -> Result<ComposeJson> {
     let stats = &result.stats;
     let pkgdiff = match parent {
-        Some(p) => match CommitInfo::load_optional(repo, p)? {
-            Some(prev) => {
-                let old = prev.pkglist()?.unwrap_or_default();
-                let new = super::metadata::pkglist(installed);
-                let diff = crate::commit::pkgdiff(&old, &new);
-                match crate::commit::pkgdiff_to_json(&diff) {
-                    serde_json::Value::Array(a) => Some(a),
-                    _ => None,
+        // The parent may live only in the exported repo (no persistent cache).
+        Some(p) if crate::commit::read::has_commit(repo, p)? => {
+            match CommitInfo::load_optional(repo, p)? {
+                Some(prev) => {
+                    let old = prev.pkglist()?.unwrap_or_default();
+                    let new = super::metadata::pkglist(installed);
+                    let diff = crate::commit::pkgdiff(&old, &new);
+                    match crate::commit::pkgdiff_to_json(&diff) {
+                        serde_json::Value::Array(a) => Some(a),
+                        _ => None,
+                    }
                 }
+                None => None,
             }
-            None => None,
-        },
-        None => None,
+        }
+        _ => None,
     };
     Ok(ComposeJson {
         r#ref: ref_moved.map(str::to_string),
