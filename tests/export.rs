@@ -14,6 +14,16 @@ use ostree_composer::export::{export, ExportOptions};
 const REF: &str = "test/x86_64/os";
 const TIME: u64 = 1_700_000_000;
 
+/// libostree 2022.7's pull can trip its own assertion
+/// (`n_outstanding_metadata_fetches == 0`) when several pulls run on threads
+/// of one process, as parallel tests do; the tool runs one export per
+/// process. Serialize the tests that export.
+static EXPORT_SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    EXPORT_SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn tmpdir() -> tempfile::TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
 }
@@ -114,6 +124,7 @@ impl Build {
 
 #[test]
 fn export_creates_archive_repo_then_adds_delta_and_reruns_clean() {
+    let _serial = serial();
     let mut build = Build::new();
     let c1 = build.commit();
     let dest = build.dir.join("export");
@@ -170,6 +181,7 @@ fn export_creates_archive_repo_then_adds_delta_and_reruns_clean() {
 
 #[test]
 fn export_history_and_delta_without_parent_in_dest() {
+    let _serial = serial();
     let mut build = Build::new();
     let c1 = build.commit();
     let c2 = build.commit();
@@ -215,6 +227,7 @@ fn export_history_and_delta_without_parent_in_dest() {
 
 #[test]
 fn export_into_existing_dirs() {
+    let _serial = serial();
     let mut build = Build::new();
     let c1 = build.commit();
 
@@ -429,6 +442,7 @@ fn pull(client: &Path, extra: &[&str]) -> std::process::Output {
 
 #[test]
 fn signed_export_is_pulled_over_http_with_verification_and_delta() {
+    let _serial = serial();
     let mut build = Build::new();
     let gpg = Gpg::new(&build.dir);
     let dest = build.dir.join("export");
@@ -525,6 +539,7 @@ fn signed_export_is_pulled_over_http_with_verification_and_delta() {
 #[test]
 #[ignore]
 fn bench_commit_and_export() {
+    let _serial = serial();
     let source = std::env::var("BENCH_TREE").unwrap_or_else(|_| "/usr/share".into());
     let tmp = tmpdir();
     let rootfs = tmp.path().join("rootfs/usr/share");
@@ -580,6 +595,7 @@ fn bench_commit_and_export() {
 
 #[test]
 fn failed_signing_leaves_the_export_ref() {
+    let _serial = serial();
     let mut build = Build::new();
     let c1 = build.commit();
     let dest = build.dir.join("export");
