@@ -21,19 +21,23 @@ pub enum Edition {
     E2024,
 }
 
-/// `boot-location`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `boot-location`. Also the parameter type of the kernel step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BootLocation {
+    /// Also hardlink kernel and initramfs into `usr/lib/ostree-boot` (2014 edition default).
+    #[default]
     New,
     Modules,
     KernelInstall,
 }
 
-/// `opt-usrlocal`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `opt-usrlocal`. Also the parameter type of the post-processing steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OptUsrLocal {
+    /// `/opt -> var/opt`, `/usr/local -> ../var/usrlocal`.
+    #[default]
     Var,
     Root,
     #[serde(alias = "stateoverlay")]
