@@ -103,6 +103,7 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     let t0 = Instant::now();
     progress::phase("treefile", &format!("Loading {}", req.treefile.display()));
     let treefile = Treefile::load(&req.treefile, &LoadOptions::default())?;
+    refuse_empty_manifest(&req.treefile)?;
     treefile.validate_for_compose()?;
     let treeref = treefile.strict_ref()?;
     progress::done(
@@ -432,6 +433,20 @@ fn print_transaction(res: &Resolution) {
     for p in &res.packages {
         println!("  {} ({})", p.nevra(), p.repo);
     }
+}
+
+/// An empty (or whitespace-only) manifest parses as an empty treefile, which
+/// would "compose" a tree of nothing; it is almost certainly a mistake.
+fn refuse_empty_manifest(path: &Path) -> Result<()> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("Reading manifest {}", path.display()))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(crate::exit::invalid_input(format!(
+            "{}: the manifest is empty; it needs at least `repos` and `packages` (and `ref` to update a branch)",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 fn touch_if_changed(path: Option<&Path>) -> Result<()> {
