@@ -118,6 +118,7 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
 
     let repo = ostree_commit::open_repo(&req.repo)?;
     let _lock = ostree_commit::RepoLock::acquire(&req.repo)?;
+    check_parent_exists(&repo, req, treeref.as_deref())?;
 
     // The previous commit: --previous-commit, else the ref in the target repo.
     let previous = find_previous(&repo, req, treeref.as_deref())?;
@@ -433,6 +434,29 @@ fn print_transaction(res: &Resolution) {
     for p in &res.packages {
         println!("  {} ({})", p.nevra(), p.repo);
     }
+}
+
+/// `--parent` must name a commit in the repo. Checked before anything is
+/// installed: a full checksum of a missing commit would otherwise only fail
+/// after the commit was written and the ref moved.
+fn check_parent_exists(
+    repo: &ostree::Repo,
+    req: &TreeRequest,
+    treeref: Option<&str>,
+) -> Result<()> {
+    let ParentChoice::Rev(rev) = &req.parent else {
+        return Ok(());
+    };
+    let spec = ostree_commit::ParentSpec::Rev(rev.clone());
+    if let Some(checksum) = ostree_commit::resolve_parent(repo, treeref, &spec)? {
+        if !ostree_commit::read::has_commit(repo, &checksum)? {
+            return Err(crate::exit::invalid_input(format!(
+                "--parent {rev}: no such commit in {}; give an existing ref or commit checksum, or drop --parent",
+                req.repo.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// An empty (or whitespace-only) manifest parses as an empty treefile, which
