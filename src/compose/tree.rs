@@ -223,10 +223,12 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     }
 
     // Install into a fresh root in a work directory beside the cache.
+    remove_stale_workdirs(&cachedir);
     let workdir = tempfile::Builder::new()
-        .prefix("compose-")
+        .prefix(WORKDIR_PREFIX)
         .tempdir_in(&cachedir)
         .with_context(|| format!("Creating a work directory in {}", cachedir.display()))?;
+    let _workdir_lock = lock_workdir(workdir.path())?;
     let rootfs_tmp = workdir.path().join("rootfs.tmp");
     std::fs::create_dir_all(&rootfs_tmp)
         .with_context(|| format!("Creating {}", rootfs_tmp.display()))?;
@@ -433,6 +435,53 @@ fn print_transaction(res: &Resolution) {
     println!("Resolved {} packages:", res.packages.len());
     for p in &res.packages {
         println!("  {} ({})", p.nevra(), p.repo);
+    }
+}
+
+const WORKDIR_PREFIX: &str = "compose-";
+const WORKDIR_LOCK: &str = ".in-use.lock";
+
+/// Hold an flock on `<workdir>/.in-use.lock` for the whole compose, so that a
+/// later compose can tell a work directory left by a killed one (lock free)
+/// from one in use by a concurrent compose sharing the cache (lock held).
+fn lock_workdir(workdir: &Path) -> Result<std::fs::File> {
+    let path = workdir.join(WORKDIR_LOCK);
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("Creating {}", path.display()))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .with_context(|| format!("Locking {}", path.display()))?;
+    Ok(file)
+}
+
+/// Remove work directories that killed composes left in the cache (each
+/// holds a whole root filesystem). Only directories whose in-use lock exists
+/// and is free are removed; failures are reported, never fatal.
+fn remove_stale_workdirs(cachedir: &Path) {
+    let Ok(entries) = std::fs::read_dir(cachedir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(WORKDIR_PREFIX) {
+            continue;
+        }
+        let dir = entry.path();
+        let Ok(lock) = std::fs::File::open(dir.join(WORKDIR_LOCK)) else {
+            continue;
+        };
+        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            continue;
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => progress::note(&format!(
+                "Removed {} left by an interrupted compose",
+                dir.display()
+            )),
+            Err(e) => progress::note(&format!(
+                "warning: could not remove {} left by an interrupted compose: {e}",
+                dir.display()
+            )),
+        }
     }
 }
 
