@@ -6,6 +6,7 @@ use crate::install::InstalledPackage;
 use anyhow::Result;
 
 /// The compose JSON for a new commit; `pkgdiff` when the parent is in the repo.
+/// `parent` is a full checksum.
 pub fn compose_json(
     repo: &ostree::Repo,
     result: &CommitResult,
@@ -16,23 +17,26 @@ pub fn compose_json(
     installed: &[InstalledPackage],
 ) -> Result<ComposeJson> {
     let stats = &result.stats;
-    let pkgdiff = match parent {
-        // The parent may live only in the exported repo (no persistent cache).
-        Some(p) if crate::commit::read::has_commit(repo, p)? => {
-            match CommitInfo::load_optional(repo, p)? {
-                Some(prev) => {
-                    let old = prev.pkglist()?.unwrap_or_default();
-                    let new = super::metadata::pkglist(installed);
-                    let diff = crate::commit::pkgdiff(&old, &new);
-                    match crate::commit::pkgdiff_to_json(&diff) {
-                        serde_json::Value::Array(a) => Some(a),
-                        _ => None,
-                    }
-                }
-                None => None,
-            }
-        }
+    // The parent may be absent from this repo: the one-shot command with a
+    // fresh cache takes the exported repo's commit as parent.
+    let parent = match parent {
+        Some(p) if crate::commit::read::has_commit(repo, p)? => Some(p),
         _ => None,
+    };
+    let pkgdiff = match parent {
+        Some(p) => match CommitInfo::load_optional(repo, p)? {
+            Some(prev) => {
+                let old = prev.pkglist()?.unwrap_or_default();
+                let new = super::metadata::pkglist(installed);
+                let diff = crate::commit::pkgdiff(&old, &new);
+                match crate::commit::pkgdiff_to_json(&diff) {
+                    serde_json::Value::Array(a) => Some(a),
+                    _ => None,
+                }
+            }
+            None => None,
+        },
+        None => None,
     };
     Ok(ComposeJson {
         r#ref: ref_moved.map(str::to_string),
