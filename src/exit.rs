@@ -102,6 +102,11 @@ pub fn with_class(err: anyhow::Error, class: ErrorClass) -> anyhow::Error {
 
 /// The class found in the chain, if any (outermost first).
 pub fn class_of(err: &anyhow::Error) -> Option<ErrorClass> {
+    // A `Classified` attached with `.context()` is only visible to
+    // `downcast_ref` on the error itself, not through `chain()`.
+    if let Some(c) = err.downcast_ref::<Classified>() {
+        return Some(c.class);
+    }
     err.chain()
         .find_map(|e| e.downcast_ref::<Classified>())
         .map(|c| c.class)
