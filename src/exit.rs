@@ -76,6 +76,11 @@ pub fn invalid_input(message: impl Into<String>) -> anyhow::Error {
     classified(ErrorClass::InvalidInput, message)
 }
 
+/// A wrong command line that clap could not catch (e.g. a flag required only in some modes).
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    classified(ErrorClass::Usage, message)
+}
+
 /// A recognised flag or key that is not implemented yet.
 pub fn unsupported(message: impl Into<String>) -> anyhow::Error {
     classified(ErrorClass::Unsupported, message)

@@ -1,1 +1,150 @@
-//! Install packages into a fresh root through the host's dnf (`--installroot`).
+//! Install packages into a fresh root through the host's dnf.
+//!
+//! Three steps the compose driver calls in order, so it can stop after any:
+//! [`resolve`] (depsolve only: the input hash, `--dry-run`, lockfile writing
+//! and change detection need nothing more), [`download`] (fetch the RPMs into
+//! the cache: `--download-only`), and [`install`] (put exactly the resolved
+//! set into a root with `--installroot`; RPM scriptlets run). The rpmdb ends
+//! up in `ROOT/usr/share/rpm` (sqlite); [`installed_packages`] reads it back.
+//!
+//! Not here: parsing `.repo` files ([`crate::repos`]), the treefile, and any
+//! post-processing of the root.
+
+mod dnf;
+pub mod lockfile;
+pub mod rpmdb;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+pub use rpmdb::{installed_packages, InstalledPackage};
+
+/// Everything the installer needs from the treefile and the command line.
+#[derive(Debug, Clone, Default)]
+pub struct InstallRequest {
+    /// Directory holding the `.repo` files (the top-level treefile's directory).
+    pub repos_dir: PathBuf,
+    /// `repos`: ids to enable; `None`/empty = those with `enabled=1`.
+    pub repos: Option<Vec<String>>,
+    /// `lockfile-repos`: enabled only when `lockfiles` is non-empty.
+    pub lockfile_repos: Vec<String>,
+    /// `releasever`; `None` → `rpmostree-unset-releasever` as rpm-ostree does.
+    pub releasever: Option<String>,
+    pub basearch: String,
+    /// `repovars`: extra dnf variables for the `.repo` files.
+    pub repovars: BTreeMap<String, String>,
+    /// `packages`: names, provides, `'foo >= 1.0'`, NEVRAs, globs, file paths.
+    pub packages: Vec<String>,
+    /// `repo-packages`: (repo id, package specs) that must come from that repo.
+    pub repo_packages: Vec<(String, Vec<String>)>,
+    /// `exclude-packages`: exact names.
+    pub exclude_packages: Vec<String>,
+    /// `recommends`: install weak dependencies.
+    pub recommends: bool,
+    /// `documentation`: false → rpm `nodocs`.
+    pub documentation: bool,
+    /// `install-langs` → `%_install_langs`.
+    pub install_langs: Vec<String>,
+    /// `--ex-lockfile` paths, merged in order.
+    pub lockfiles: Vec<PathBuf>,
+    /// `--ex-lockfile-strict`.
+    pub lockfile_strict: bool,
+    /// rpm-md metadata and downloaded RPMs live here and are reused.
+    pub cachedir: PathBuf,
+    /// `--cache-only`: never refresh metadata (dnf -C).
+    pub cache_only: bool,
+    pub proxy: Option<String>,
+}
+
+impl InstallRequest {
+    /// A request with the treefile defaults (`recommends` and `documentation`
+    /// on, no packages, all `enabled=1` repositories).
+    pub fn new(repos_dir: &Path, cachedir: &Path, basearch: &str) -> InstallRequest {
+        InstallRequest {
+            repos_dir: repos_dir.to_path_buf(),
+            cachedir: cachedir.to_path_buf(),
+            basearch: basearch.to_string(),
+            recommends: true,
+            documentation: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// One package of the depsolved transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedPackage {
+    pub name: String,
+    pub epoch: u64,
+    pub version: String,
+    pub release: String,
+    pub arch: String,
+    /// Repository id it comes from.
+    pub repo: String,
+    /// rpm-md checksum, `"sha256:<hex>"`.
+    pub checksum: String,
+    /// Source RPM file name.
+    pub sourcerpm: String,
+    pub download_size: u64,
+}
+
+impl ResolvedPackage {
+    /// `name-[epoch:]version-release.arch`
+    pub fn nevra(&self) -> String {
+        if self.epoch == 0 {
+            format!(
+                "{}-{}-{}.{}",
+                self.name, self.version, self.release, self.arch
+            )
+        } else {
+            format!(
+                "{}-{}:{}-{}.{}",
+                self.name, self.epoch, self.version, self.release, self.arch
+            )
+        }
+    }
+}
+
+/// An enabled repository and the newest timestamp in its `repomd.xml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoState {
+    pub id: String,
+    pub timestamp: i64,
+}
+
+/// The result of [`resolve`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    /// Sorted by name, then EVR (rpm order), then arch.
+    pub packages: Vec<ResolvedPackage>,
+    /// Enabled repositories, sorted by id.
+    pub repos: Vec<RepoState>,
+}
+
+impl Resolution {
+    /// Total download size in bytes.
+    pub fn download_size(&self) -> u64 {
+        self.packages.iter().map(|p| p.download_size).sum()
+    }
+}
+
+/// Depsolve `req` without installing anything. Refreshes rpm-md metadata into
+/// `req.cachedir` unless `req.cache_only`.
+pub fn resolve(req: &InstallRequest) -> Result<Resolution> {
+    dnf::Backend::detect()?.resolve(req)
+}
+
+/// Download the RPMs of `res` into the cache (and check signatures where the
+/// repository has `gpgcheck=1`), without installing.
+pub fn download(req: &InstallRequest, res: &Resolution) -> Result<()> {
+    dnf::Backend::detect()?.download(req, res)
+}
+
+/// Install exactly the packages of `res` into `root` (a fresh, empty or
+/// non-existent directory). Scriptlets run; any scriptlet failure fails.
+pub fn install(req: &InstallRequest, res: &Resolution, root: &Path) -> Result<()> {
+    dnf::Backend::detect()?.install(req, res, root)
+}

@@ -1,2 +1,13 @@
 //! Post-processing steps that turn an installed root into an OSTree tree.
 //! One file per concern; each step is a small function with its own test.
+pub mod common;
+pub mod final_steps;
+pub mod fsutil;
+pub mod kernel;
+pub mod nsswitch;
+pub mod passwd;
+pub mod prepare_rootfs;
+pub mod rpmdb;
+pub mod scripts;
+pub mod tmpfiles;
+pub mod treefile_steps;

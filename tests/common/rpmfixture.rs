@@ -433,3 +433,57 @@ pub fn have_rpm_tools() -> bool {
             .unwrap_or(false)
     })
 }
+
+/// A package shipping the host's static busybox as `/usr/bin/busybox` with
+/// applet links, so scriptlets and postprocess scripts have a `/bin/sh`.
+pub fn busybox_pkg() -> Pkg {
+    let busybox =
+        std::fs::read("/bin/busybox").expect("busybox-static is installed (/bin/busybox)");
+    let mut p = Pkg::new("busybox", "1.35.0")
+        .arch("x86_64")
+        .requires("filesystem");
+    p.provides.push("/bin/sh".into());
+    p.provides.push("/usr/bin/sh".into());
+    p.entries.push(Entry::File {
+        path: "/usr/bin/busybox".into(),
+        content: busybox,
+        mode: 0o755,
+        user: "root".into(),
+        group: "root".into(),
+        config: false,
+        doc: false,
+    });
+    for applet in [
+        "sh", "ls", "cat", "echo", "mkdir", "rm", "touch", "test", "chmod", "chown", "ln", "cp",
+        "mv", "sed", "grep", "id", "true", "false", "env", "printf", "stat", "readlink",
+    ] {
+        p.entries
+            .push(Entry::symlink(&format!("/usr/bin/{applet}"), "busybox"));
+    }
+    p
+}
+
+/// A kernel stand-in: `/usr/lib/modules/KVER/{vmlinuz,initramfs.img}` and a module dir.
+pub fn kernel_pkg(kver: &str) -> Pkg {
+    let mut p = Pkg::new("kernel-core", "6.1.0")
+        .arch("x86_64")
+        .requires("filesystem");
+    let vmlinuz: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+    let initramfs: Vec<u8> = (0..2048u32).map(|i| (i * 13 % 241) as u8).collect();
+    for (name, content) in [("vmlinuz", vmlinuz), ("initramfs.img", initramfs)] {
+        p.entries.push(Entry::File {
+            path: format!("/usr/lib/modules/{kver}/{name}"),
+            content,
+            mode: 0o644,
+            user: "root".into(),
+            group: "root".into(),
+            config: false,
+            doc: false,
+        });
+    }
+    p.entries
+        .push(Entry::dir(&format!("/usr/lib/modules/{kver}")));
+    p.entries
+        .push(Entry::dir(&format!("/usr/lib/modules/{kver}/kernel")));
+    p
+}

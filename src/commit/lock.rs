@@ -1,0 +1,118 @@
+//! An exclusive lock on an OSTree repository held for a whole compose (and export),
+//! so that two composes into the same repo never interleave their ref updates.
+//!
+//! The lock is an advisory `flock` on `<repo>/.ostree-composer.lock`; it is
+//! released when the [`RepoLock`] is dropped or the process dies (the kernel
+//! drops flocks with the last file descriptor, so a crash never leaves a stale
+//! lock). The holder writes its pid into the file so a waiter can say who it
+//! waits for. libostree's own per-transaction lock (`<repo>/.lock`) only
+//! protects single transactions; this one spans the read-parent ->
+//! commit -> set-ref sequence.
+//!
+//! Not for: locking between threads of one process (flock locks belong to the
+//! open file description; take one lock per process and pass it around).
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rustix::fs::{flock, FlockOperation};
+use rustix::io::Errno;
+
+/// File name of the lock inside the repository directory.
+pub const LOCK_FILE_NAME: &str = ".ostree-composer.lock";
+
+/// A held exclusive lock on a repository. Dropping it releases the lock.
+#[derive(Debug)]
+pub struct RepoLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl RepoLock {
+    /// Take the lock, waiting as long as another process holds it (printing
+    /// "waiting for lock on REPO held by pid N" once to stderr).
+    pub fn acquire(repo_path: &Path) -> Result<RepoLock> {
+        let (mut file, path) = open_lock_file(repo_path)?;
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == Errno::WOULDBLOCK => {
+                eprintln!(
+                    "waiting for lock on {} held by {}",
+                    repo_path.display(),
+                    holder_description(&mut file)
+                );
+                flock(&file, FlockOperation::LockExclusive)
+                    .with_context(|| format!("Locking {}", path.display()))?;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("Locking {}", path.display()));
+            }
+        }
+        Self::record_holder(file, path)
+    }
+
+    /// Take the lock if it is free; otherwise fail at once with an error of
+    /// class [`crate::exit::ErrorClass::Locked`] naming the holder's pid.
+    pub fn try_acquire(repo_path: &Path) -> Result<RepoLock> {
+        let (mut file, path) = open_lock_file(repo_path)?;
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Self::record_holder(file, path),
+            Err(e) if e == Errno::WOULDBLOCK => Err(crate::exit::locked(format!(
+                "the repository {} is locked by another compose ({}); wait for it to finish or retry later",
+                repo_path.display(),
+                holder_description(&mut file)
+            ))),
+            Err(e) => Err(e).with_context(|| format!("Locking {}", path.display())),
+        }
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn record_holder(mut file: File, path: PathBuf) -> Result<RepoLock> {
+        let write_pid = |file: &mut File| -> std::io::Result<()> {
+            file.set_len(0)?;
+            file.seek(SeekFrom::Start(0))?;
+            writeln!(file, "{}", std::process::id())?;
+            file.flush()
+        };
+        write_pid(&mut file).with_context(|| format!("Writing pid to {}", path.display()))?;
+        Ok(RepoLock { file, path })
+    }
+}
+
+impl Drop for RepoLock {
+    fn drop(&mut self) {
+        // Leave the file (removing it would race with a waiter that already
+        // opened it); clear the pid so nobody is named as a holder.
+        let _ = self.file.set_len(0);
+        // Closing the descriptor releases the flock.
+    }
+}
+
+fn open_lock_file(repo_path: &Path) -> Result<(File, PathBuf)> {
+    let path = repo_path.join(LOCK_FILE_NAME);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("Opening lock file {}", path.display()))?;
+    Ok((file, path))
+}
+
+fn holder_description(file: &mut File) -> String {
+    let mut content = String::new();
+    let read = file
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| file.read_to_string(&mut content));
+    match read {
+        Ok(_) if !content.trim().is_empty() => format!("pid {}", content.trim()),
+        _ => "another process".to_string(),
+    }
+}

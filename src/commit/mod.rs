@@ -1,0 +1,33 @@
+//! Writing a prepared rootfs into an OSTree repository as a commit, and
+//! reading commits back.
+//!
+//! - [`repo`]: open/create repositories (clear errors, fsync policy).
+//! - [`lock`]: the exclusive per-repository compose lock.
+//! - [`metadata`]: typed commit metadata and its big-endian `a{sv}` form.
+//! - [`write`]: [`commit_rootfs`], one transaction, ref moved only on success.
+//! - [`read`]: [`CommitInfo`], a previous commit's metadata and files.
+//! - [`pkgdiff`]: the compose JSON package diff (pure).
+//! - [`pull`]: copying commits between local repositories.
+//!
+//! Everything goes through the `ostree` crate (libostree), never the CLI.
+//! Not for: deciding metadata values, versions or change detection policy
+//! (the compose pipeline does), exporting to archive repos ([`crate::export`]).
+
+pub mod lock;
+pub mod metadata;
+pub mod pkgdiff;
+pub mod pull;
+pub mod read;
+pub mod repo;
+pub mod write;
+
+pub use lock::RepoLock;
+pub use metadata::{CommitMetadata, MetaValue, PkgListEntry};
+pub use pkgdiff::{pkgdiff, pkgdiff_to_json, PkgChange, PkgDiffEntry};
+pub use pull::{pull_local, PullHistory, PullLocalOptions};
+pub use read::{format_timestamp, CommitInfo};
+pub use repo::{create_repo, open_or_create_repo, open_repo, set_repo_fsync};
+pub use write::{
+    commit_rootfs, find_kernel_version, resolve_parent, CommitOptions, CommitResult, CommitStats,
+    ParentSpec,
+};

@@ -1,0 +1,313 @@
+//! The one-shot command (`ostree-composer MANIFEST`): compose into a
+//! bare-user build repo kept in the cache, export the commit into the archive
+//! repo that HTTP serves, and write or push OCI images.
+//!
+//! Change detection also works without a persistent cache: when the build
+//! repo has no previous commit, the exported repo's commit (its input hash and
+//! version) stands in, and the new commit's parent is that commit.
+
+use super::composejson::{self, ExportedRepo, ImageOutput};
+use super::tree::{self, FallbackPrevious, TreeOutcome, TreeRequest};
+use crate::cli::{EncapsulateArgs, OneShotArgs};
+use crate::commit::{self as ostree_commit, CommitInfo};
+use crate::exit::{invalid_input, with_class, ErrorClass};
+use crate::progress;
+use crate::treefile::{LoadOptions, Treefile};
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Where the output repo goes when `--repo` is not given.
+fn default_repo() -> PathBuf {
+    let srv = Path::new("/srv/repo");
+    if srv.is_dir() {
+        srv.to_path_buf()
+    } else {
+        PathBuf::from("repo")
+    }
+}
+
+/// The cache: `--cachedir`, else `/srv/cache` when it exists, else a temporary dir.
+enum Cache {
+    Kept(PathBuf),
+    Temporary(tempfile::TempDir),
+}
+
+impl Cache {
+    fn path(&self) -> &Path {
+        match self {
+            Cache::Kept(p) => p,
+            Cache::Temporary(t) => t.path(),
+        }
+    }
+}
+
+fn choose_cache(arg: Option<&Path>) -> Result<Cache> {
+    if let Some(p) = arg {
+        std::fs::create_dir_all(p)
+            .with_context(|| format!("Creating --cachedir {}", p.display()))?;
+        return Ok(Cache::Kept(p.to_path_buf()));
+    }
+    let srv = Path::new("/srv/cache");
+    if srv.is_dir() {
+        return Ok(Cache::Kept(srv.to_path_buf()));
+    }
+    // /var/tmp, not /tmp: a whole tree goes through here and bare-user needs user xattrs.
+    let t = tempfile::Builder::new()
+        .prefix("ostree-composer-cache-")
+        .tempdir_in("/var/tmp")
+        .context("Creating a temporary cache in /var/tmp (pass --cachedir to keep one)")?;
+    progress::note(&format!(
+        "note: no --cachedir: using a temporary cache {} (pass --cachedir DIR to make reruns incremental)",
+        t.path().display()
+    ));
+    Ok(Cache::Temporary(t))
+}
+
+/// The previous exported commit of `treeref` in the output repo, if any.
+fn exported_previous(export_repo: &Path, treeref: &str) -> Result<Option<FallbackPrevious>> {
+    if !ostree_commit::repo::is_repo(export_repo) {
+        return Ok(None);
+    }
+    let repo = ostree_commit::open_repo(export_repo)?;
+    Ok(
+        CommitInfo::load_optional(&repo, treeref)?.map(|info| FallbackPrevious {
+            checksum: info.checksum().to_string(),
+            inputhash: info.inputhash().ok().flatten(),
+            version: info.version().ok().flatten(),
+        }),
+    )
+}
+
+/// The build repo in the cache: bare-user (keeps ownership and xattrs as
+/// metadata, so it works unprivileged), falling back to archive where the
+/// filesystem has no user xattrs (e.g. an old tmpfs).
+fn open_or_create_build_repo(path: &Path) -> Result<()> {
+    if ostree_commit::repo::is_repo(path) {
+        ostree_commit::open_repo(path)?;
+        return Ok(());
+    }
+    match ostree_commit::create_repo(path, ostree::RepoMode::BareUser) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            progress::note(&format!(
+                "note: cannot create a bare-user build repo at {} ({e:#}); using archive mode",
+                path.display()
+            ));
+            if path.exists() {
+                std::fs::remove_dir_all(path)
+                    .with_context(|| format!("Removing {}", path.display()))?;
+            }
+            ostree_commit::create_repo(path, ostree::RepoMode::Archive).map(|_| ())
+        }
+    }
+}
+
+/// Run the one-shot command.
+pub fn run(args: OneShotArgs) -> Result<()> {
+    let manifest = args
+        .manifest
+        .clone()
+        .ok_or_else(|| crate::exit::usage("a MANIFEST is required"))?;
+    if !manifest.exists() {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        return Err(invalid_input(format!(
+            "manifest {} not found (looked in {}); mount your manifests over /srv/manifests or give a path",
+            manifest.display(),
+            cwd.display()
+        )));
+    }
+    if args.print_only {
+        return super::print_only(&manifest);
+    }
+    let t0 = Instant::now();
+    let treefile = Treefile::load(&manifest, &LoadOptions::default())?;
+    treefile.validate_for_compose()?;
+    let Some(treeref) = treefile.strict_ref()? else {
+        return Err(invalid_input(format!(
+            "{}: the one-shot command needs a `ref` in the manifest to export and update",
+            manifest.display()
+        )));
+    };
+    let export_path = args.repo.clone().unwrap_or_else(default_repo);
+    let labels = crate::oci::parse_labels(&args.label)?;
+    if !args.oci.is_empty() && args.max_layers < 4 {
+        return Err(invalid_input(format!(
+            "--max-layers {}: an image needs at least 4 layers",
+            args.max_layers
+        )));
+    }
+    for dest in &args.oci {
+        crate::oci::imageref::parse_destination(dest)?;
+    }
+    let cache = choose_cache(args.cachedir.as_deref())?;
+    let build_repo_path = cache.path().join("repo-build");
+    open_or_create_build_repo(&build_repo_path)?;
+
+    progress::note(&format!(
+        "Composing {} ({}) -> {}{}",
+        manifest.display(),
+        treeref,
+        export_path.display(),
+        if args.oci.is_empty() {
+            String::new()
+        } else {
+            format!(" and {}", args.oci.join(", "))
+        }
+    ));
+    let _export_lock = if export_path.exists() {
+        Some(ostree_commit::RepoLock::acquire(&export_path)?)
+    } else {
+        None
+    };
+    let fallback_previous = exported_previous(&export_path, &treeref)?;
+    let req = TreeRequest {
+        treefile: manifest.clone(),
+        repo: build_repo_path.clone(),
+        cachedir: Some(cache.path().to_path_buf()),
+        force_nocache: args.force_nocache,
+        cache_only: args.cache_only,
+        dry_run: args.dry_run,
+        lockfiles: args.lockfile.clone(),
+        lockfile_strict: args.lockfile_strict,
+        write_lockfile_to: args.write_lockfile_to.clone(),
+        source_date_epoch: super::source_date_epoch()?,
+        fallback_previous,
+        ..Default::default()
+    };
+    let commit = match tree::compose_tree(&req)? {
+        TreeOutcome::DryRun { .. } | TreeOutcome::DownloadOnly => return Ok(()),
+        TreeOutcome::Unchanged { previous } => {
+            // Make sure the output repo really has it (it may have been wiped).
+            if ostree_commit::repo::is_repo(&export_path)
+                && ostree_commit::read::resolve_rev(
+                    &ostree_commit::open_repo(&export_path)?,
+                    &treeref,
+                )?
+                .as_deref()
+                    == Some(previous.as_str())
+                && args.oci.is_empty()
+            {
+                progress::note(&format!(
+                    "{} already has {treeref} => {previous}; nothing to do",
+                    export_path.display()
+                ));
+                return Ok(());
+            }
+            previous
+        }
+        TreeOutcome::Committed(c) => c.checksum.clone(),
+    };
+    // The commit is in the build repo, unless the compose was "unchanged"
+    // against the exported repo's commit (no persistent cache): then outputs
+    // read it from the exported repo.
+    let in_build_repo =
+        ostree_commit::read::has_commit(&ostree_commit::open_repo(&build_repo_path)?, &commit)?;
+    let source_repo = if in_build_repo {
+        build_repo_path.clone()
+    } else {
+        export_path.clone()
+    };
+
+    let mut json = composejson::ComposeJson {
+        r#ref: Some(treeref.clone()),
+        ostree_commit: commit.clone(),
+        ..Default::default()
+    };
+    if in_build_repo {
+        let t = Instant::now();
+        progress::phase("export", &format!("Exporting to {}", export_path.display()));
+        let exported = crate::export::export(&crate::export::ExportOptions {
+            src_repo: source_repo.clone(),
+            dest: export_path.clone(),
+            ref_: treeref.clone(),
+            commit: commit.clone(),
+            gpg_key: args.gpg_sign.clone(),
+            gpg_homedir: args.gpg_homedir.clone(),
+            static_delta: args.static_delta,
+        })
+        .map_err(|e| with_class(e, ErrorClass::OutputFailed))?;
+        progress::done(
+            "export",
+            &format!("{} => {commit} in {}", treeref, export_path.display()),
+            t.elapsed().as_secs_f64(),
+        );
+        json.exported_repo = Some(ExportedRepo {
+            path: export_path.display().to_string(),
+            mode: exported.mode.clone(),
+            static_delta: exported.delta_written.is_some(),
+            signed: args.gpg_sign.is_some(),
+        });
+    } else {
+        progress::note(&format!("{} already has {commit}", export_path.display()));
+    }
+
+    if !args.oci.is_empty() {
+        let t = Instant::now();
+        progress::phase("oci", &format!("Encapsulating {commit}"));
+        let opts = crate::oci::OciOptions {
+            repo: source_repo.clone(),
+            rev: commit.clone(),
+            max_layers: args.max_layers,
+            labels,
+            tls_verify: args.dest_tls_verify,
+            authfile: args.authfile.clone(),
+            workdir: cache.path().to_path_buf(),
+            ..Default::default()
+        };
+        let results = crate::oci::build_and_push_many(&opts, &args.oci)
+            .map_err(|e| with_class(e, ErrorClass::OutputFailed))?;
+        for r in &results {
+            println!(
+                "Wrote: {}@{} ({} layers)",
+                r.reference, r.manifest_digest, r.layer_count
+            );
+            json.images.push(ImageOutput {
+                reference: r.reference.clone(),
+                digest: r.manifest_digest.clone(),
+                layers: r.layer_count as u64,
+                size: r.compressed_size,
+            });
+        }
+        progress::done(
+            "oci",
+            &format!("{} image(s)", results.len()),
+            t.elapsed().as_secs_f64(),
+        );
+    }
+    if let Some(path) = &args.write_composejson_to {
+        composejson::write_atomic(path, json.to_json_pretty().as_bytes())
+            .with_context(|| format!("Writing --write-composejson-to {}", path.display()))?;
+    }
+    progress::note(&format!("Done in {:.1}s", t0.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+/// `compose container-encapsulate`.
+pub fn container_encapsulate(args: EncapsulateArgs) -> Result<()> {
+    let opts = crate::oci::EncapsulateOptions {
+        repo: args.repo,
+        rev: args.ostree_ref,
+        imgref: args.imgref,
+        labels: args.label,
+        image_config: args.image_config,
+        arch: args.arch,
+        copymeta: args.copymeta,
+        copymeta_opt: args.copymeta_opt,
+        cmd: (!args.cmd.is_empty()).then_some(args.cmd),
+        max_layers: Some(args.max_layers),
+        format_version: Some(args.format_version),
+        write_contentmeta_json: args.write_contentmeta_json,
+        compare_with_build: args.compare_with_build,
+        previous_build_manifest: args.previous_build_manifest,
+        authfile: args.authfile,
+        tls_verify: Some(args.dest_tls_verify),
+        workdir: None,
+    };
+    let r = crate::oci::container_encapsulate(&opts)?;
+    println!(
+        "Wrote: {}@{} ({} layers)",
+        r.reference, r.manifest_digest, r.layer_count
+    );
+    Ok(())
+}

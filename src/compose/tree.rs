@@ -1,0 +1,447 @@
+//! `compose tree`: treefile -> resolved packages -> installed root ->
+//! post-processed tree -> commit, with rpm-ostree's change detection,
+//! versioning and metadata.
+//!
+//! Each stage is a named step below; stages hand typed values on and never
+//! reach back. The caller ([`super`]) maps command-line flags into a
+//! [`TreeRequest`] and prints the [`TreeOutcome`].
+
+use super::composejson::ComposeJson;
+use super::inputhash::{input_hash, HashedPackage};
+use super::metadata;
+use crate::commit::{self as ostree_commit, CommitInfo};
+use crate::install::{self, InstallRequest, Resolution};
+use crate::progress;
+use crate::treefile::{LoadOptions, Treefile};
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Which parent the new commit gets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// The current value of the ref in the target repo (if any).
+    #[default]
+    Auto,
+    /// No parent (`--no-parent`).
+    None,
+    /// This rev (`--parent`).
+    Rev(String),
+}
+
+/// Everything `compose tree` needs.
+#[derive(Debug, Clone, Default)]
+pub struct TreeRequest {
+    pub treefile: PathBuf,
+    /// Target repo; must exist (any mode).
+    pub repo: PathBuf,
+    /// rpm-md, packages and work directories; a temporary dir under the repo when `None`.
+    pub cachedir: Option<PathBuf>,
+    pub force_nocache: bool,
+    pub cache_only: bool,
+    pub dry_run: bool,
+    pub download_only: bool,
+    pub touch_if_changed: Option<PathBuf>,
+    pub previous_commit: Option<String>,
+    pub previous_inputhash: Option<String>,
+    pub previous_version: Option<String>,
+    pub write_commitid_to: Option<PathBuf>,
+    pub write_composejson_to: Option<PathBuf>,
+    pub metadata_strings: Vec<String>,
+    pub metadata_json_files: Vec<PathBuf>,
+    pub parent: ParentChoice,
+    pub lockfiles: Vec<PathBuf>,
+    pub lockfile_strict: bool,
+    pub write_lockfile_to: Option<PathBuf>,
+    pub proxy: Option<String>,
+    /// `SOURCE_DATE_EPOCH`: commit timestamp and rpmdb normalization.
+    pub source_date_epoch: Option<u64>,
+    /// A commit elsewhere (e.g. the exported repo's) to use for change
+    /// detection, versioning and as parent when the target repo has no ref.
+    pub fallback_previous: Option<FallbackPrevious>,
+}
+
+/// What the one-shot command knows about the last exported commit.
+#[derive(Debug, Clone)]
+pub struct FallbackPrevious {
+    pub checksum: String,
+    pub inputhash: Option<String>,
+    pub version: Option<String>,
+}
+
+/// The result of a compose.
+#[derive(Debug)]
+pub enum TreeOutcome {
+    /// `--dry-run`: the transaction was printed; `changed` says whether a commit would be made.
+    DryRun { changed: bool },
+    /// `--download-only`: packages are in the cache.
+    DownloadOnly,
+    /// Inputs unchanged since `previous`; nothing written.
+    Unchanged { previous: String },
+    /// A new commit.
+    Committed(Box<Committed>),
+}
+
+/// A new commit and what was recorded about it.
+#[derive(Debug)]
+pub struct Committed {
+    pub checksum: String,
+    /// The ref that was moved (None with `--write-commitid-to` or no `ref`).
+    pub ref_moved: Option<String>,
+    /// The treefile's ref, even when not moved.
+    pub treeref: Option<String>,
+    pub version: Option<String>,
+    pub inputhash: String,
+    pub parent: Option<String>,
+    pub composejson: ComposeJson,
+    /// Directory of the manifest (for rpmdb lookups of the installed root by outputs).
+    pub basearch: String,
+}
+
+/// Run `compose tree`.
+pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
+    let t0 = Instant::now();
+    progress::phase("treefile", &format!("Loading {}", req.treefile.display()));
+    let treefile = Treefile::load(&req.treefile, &LoadOptions::default())?;
+    treefile.validate_for_compose()?;
+    let treeref = treefile.strict_ref()?;
+    progress::done(
+        "treefile",
+        &format!(
+            "ref {}, {} packages",
+            treeref.as_deref().unwrap_or("(none)"),
+            treefile.config.packages().len()
+        ),
+        t0.elapsed().as_secs_f64(),
+    );
+
+    let repo = ostree_commit::open_repo(&req.repo)?;
+    let _lock = ostree_commit::RepoLock::acquire(&req.repo)?;
+
+    // The previous commit: --previous-commit, else the ref in the target repo.
+    let previous = find_previous(&repo, req, treeref.as_deref())?;
+    let previous_inputhash = req.previous_inputhash.clone().or_else(|| match &previous {
+        Previous::Local(info) => info.inputhash().ok().flatten(),
+        Previous::Fallback(f) => f.inputhash.clone(),
+        Previous::None => None,
+    });
+    let previous_version = req.previous_version.clone().or_else(|| match &previous {
+        Previous::Local(info) => info.version().ok().flatten(),
+        Previous::Fallback(f) => f.version.clone(),
+        Previous::None => None,
+    });
+    if let Some(csum) = previous.checksum() {
+        progress::note(&format!("Previous commit: {csum}"));
+    } else if let Some(r) = &treeref {
+        progress::note(&format!("No previous commit for {r}"));
+    }
+
+    // Metadata from the treefile and the command line, then the version.
+    let mut meta =
+        metadata::user_metadata(&treefile, &req.metadata_strings, &req.metadata_json_files)?;
+    let now = match req.source_date_epoch {
+        Some(e) => chrono::DateTime::from_timestamp(e as i64, 0).unwrap_or_else(chrono::Utc::now),
+        None => chrono::Utc::now(),
+    };
+    let version = metadata::apply_version(&treefile, &mut meta, previous_version.as_deref(), now)?;
+
+    // Resolve, hash, decide.
+    let cachedir = match &req.cachedir {
+        Some(c) => c.clone(),
+        None => req.repo.join("tmp/ostree-composer-cache"),
+    };
+    std::fs::create_dir_all(&cachedir)
+        .with_context(|| format!("Creating the cache directory {}", cachedir.display()))?;
+    let install_req = install_request(&treefile, req, &cachedir);
+    let t = Instant::now();
+    progress::phase("resolve", "Resolving dependencies");
+    let resolution = install::resolve(&install_req)?;
+    progress::done(
+        "resolve",
+        &format!(
+            "{} packages, {} MiB to download",
+            resolution.packages.len(),
+            resolution.download_size() / (1 << 20)
+        ),
+        t.elapsed().as_secs_f64(),
+    );
+    print_transaction(&resolution);
+    if let Some(path) = &req.write_lockfile_to {
+        install::lockfile::write(path, &resolution)
+            .with_context(|| format!("Writing the lockfile {}", path.display()))?;
+        progress::note(&format!("Wrote lockfile {}", path.display()));
+    }
+    let inputhash = input_hash(
+        &treefile.checksum(),
+        resolution.packages.iter().map(|p| HashedPackage {
+            action: "install",
+            checksum: &p.checksum,
+        }),
+    );
+    progress::note(&format!("Input state hash: {inputhash}"));
+    let unchanged = !req.force_nocache
+        && match (&previous_inputhash, previous.checksum()) {
+            (Some(h), _) => *h == inputhash,
+            (None, Some(_)) => {
+                progress::note(
+                    "Previous commit found, but without rpmostree.inputhash metadata key",
+                );
+                false
+            }
+            (None, None) => false,
+        };
+    if req.dry_run {
+        if unchanged {
+            println!("No apparent changes since previous commit.");
+        } else {
+            println!(
+                "--dry-run complete{}; exiting",
+                req.touch_if_changed
+                    .as_ref()
+                    .map(|p| format!(", updating --touch-if-changed={}", p.display()))
+                    .unwrap_or_default()
+            );
+            touch_if_changed(req.touch_if_changed.as_deref())?;
+        }
+        return Ok(TreeOutcome::DryRun {
+            changed: !unchanged,
+        });
+    }
+    if unchanged {
+        println!("No apparent changes since previous commit; use --force-nocache to override");
+        let previous = previous.checksum().unwrap_or_default().to_string();
+        return Ok(TreeOutcome::Unchanged { previous });
+    }
+    if req.download_only {
+        let t = Instant::now();
+        progress::phase("download", "Downloading packages into the cache");
+        install::download(&install_req, &resolution)?;
+        progress::done("download", "done", t.elapsed().as_secs_f64());
+        return Ok(TreeOutcome::DownloadOnly);
+    }
+
+    // Install into a fresh root in a work directory beside the cache.
+    let workdir = tempfile::Builder::new()
+        .prefix("compose-")
+        .tempdir_in(&cachedir)
+        .with_context(|| format!("Creating a work directory in {}", cachedir.display()))?;
+    let rootfs_tmp = workdir.path().join("rootfs.tmp");
+    std::fs::create_dir_all(&rootfs_tmp)
+        .with_context(|| format!("Creating {}", rootfs_tmp.display()))?;
+    inject_passwd(&treefile, &previous, &rootfs_tmp)?;
+    let t = Instant::now();
+    progress::phase(
+        "install",
+        &format!("Installing {} packages", resolution.packages.len()),
+    );
+    install::install(&install_req, &resolution, &rootfs_tmp)?;
+    progress::done("install", "done", t.elapsed().as_secs_f64());
+
+    // Post-process: treefile steps, root preparation, final steps, checks.
+    let t = Instant::now();
+    progress::phase("postprocess", "Post-processing the root");
+    let rootfs = workdir.path().join("rootfs");
+    let report = super::postprocess_run::run(
+        &treefile,
+        &rootfs_tmp,
+        &rootfs,
+        version.as_deref(),
+        &previous_passwd(&previous)?,
+        req.source_date_epoch,
+    )?;
+    progress::done("postprocess", "done", t.elapsed().as_secs_f64());
+
+    // Commit.
+    let t = Instant::now();
+    progress::phase("commit", &format!("Committing to {}", req.repo.display()));
+    let installed = install::installed_packages(&rootfs)?;
+    metadata::apply_compose_metadata(
+        &treefile,
+        &mut meta,
+        &inputhash,
+        &installed,
+        &resolution,
+        report.kernel_version.as_deref(),
+    );
+    let parent_spec = match &req.parent {
+        ParentChoice::None => ostree_commit::ParentSpec::None,
+        ParentChoice::Rev(r) => ostree_commit::ParentSpec::Rev(r.clone()),
+        ParentChoice::Auto => match previous.checksum() {
+            Some(c) => ostree_commit::ParentSpec::Rev(c.to_string()),
+            None => ostree_commit::ParentSpec::None,
+        },
+    };
+    let parent = ostree_commit::resolve_parent(&repo, treeref.as_deref(), &parent_spec)?;
+    let write_ref = req.write_commitid_to.is_none();
+    let mut commit_opts = ostree_commit::CommitOptions::new(&rootfs);
+    commit_opts.ref_ = treeref.clone();
+    commit_opts.write_ref = write_ref && treeref.is_some();
+    commit_opts.parent = match &parent {
+        Some(p) => ostree_commit::ParentSpec::Rev(p.clone()),
+        None => ostree_commit::ParentSpec::None,
+    };
+    commit_opts.metadata = meta;
+    commit_opts.timestamp = req.source_date_epoch;
+    commit_opts.selinux = treefile.config.selinux();
+    commit_opts.consume = true;
+    commit_opts.gpg_key = treefile.config.gpg_key.clone();
+    let result = ostree_commit::commit_rootfs(&repo, &commit_opts)?;
+    progress::done(
+        "commit",
+        &format!(
+            "{} ({} of {} content objects written)",
+            result.checksum, result.stats.content_written, result.stats.content_total
+        ),
+        t.elapsed().as_secs_f64(),
+    );
+    let ref_moved = result.ref_written.clone();
+    match &ref_moved {
+        Some(r) => println!("{r} => {}", result.checksum),
+        None => println!("Wrote commit: {}", result.checksum),
+    }
+    if let Some(path) = &req.write_commitid_to {
+        super::composejson::write_atomic(path, result.checksum.as_bytes())
+            .with_context(|| format!("Writing --write-commitid-to {}", path.display()))?;
+    }
+    let composejson = super::report::compose_json(
+        &repo,
+        &result,
+        ref_moved.as_deref(),
+        version.as_deref(),
+        &inputhash,
+        parent.as_deref(),
+        &installed,
+    )?;
+    if let Some(path) = &req.write_composejson_to {
+        super::composejson::write_atomic(path, composejson.to_json_pretty().as_bytes())
+            .with_context(|| format!("Writing --write-composejson-to {}", path.display()))?;
+    }
+    touch_if_changed(req.touch_if_changed.as_deref())?;
+    progress::note(&format!(
+        "Compose finished in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    ));
+    Ok(TreeOutcome::Committed(Box::new(Committed {
+        checksum: result.checksum.clone(),
+        ref_moved,
+        treeref,
+        version,
+        inputhash,
+        parent,
+        composejson,
+        basearch: treefile.basearch.clone(),
+    })))
+}
+
+enum Previous {
+    Local(CommitInfo),
+    Fallback(FallbackPrevious),
+    None,
+}
+
+impl Previous {
+    fn checksum(&self) -> Option<&str> {
+        match self {
+            Previous::Local(i) => Some(i.checksum()),
+            Previous::Fallback(f) => Some(&f.checksum),
+            Previous::None => None,
+        }
+    }
+}
+
+fn find_previous(
+    repo: &ostree::Repo,
+    req: &TreeRequest,
+    treeref: Option<&str>,
+) -> Result<Previous> {
+    if let Some(rev) = &req.previous_commit {
+        let info = CommitInfo::load(repo, rev).with_context(|| {
+            format!(
+                "--previous-commit {rev} does not resolve in {}",
+                req.repo.display()
+            )
+        })?;
+        return Ok(Previous::Local(info));
+    }
+    if let Some(r) = treeref {
+        if let Some(info) = CommitInfo::load_optional(repo, r)? {
+            return Ok(Previous::Local(info));
+        }
+    }
+    Ok(match &req.fallback_previous {
+        Some(f) => Previous::Fallback(f.clone()),
+        None => Previous::None,
+    })
+}
+
+/// passwd/group of the previous commit, for `preserve-passwd` and `check-*: previous`.
+fn previous_passwd(previous: &Previous) -> Result<crate::postprocess::passwd::PreviousPasswd> {
+    let mut out = crate::postprocess::passwd::PreviousPasswd::default();
+    if let Previous::Local(info) = previous {
+        let text = |path: &str| -> Result<Option<String>> {
+            Ok(info
+                .read_file(path)?
+                .map(|b| String::from_utf8_lossy(&b).into_owned()))
+        };
+        out.etc_passwd = text("/usr/etc/passwd")?;
+        out.lib_passwd = text("/usr/lib/passwd")?;
+        out.etc_group = text("/usr/etc/group")?;
+        out.lib_group = text("/usr/lib/group")?;
+    }
+    Ok(out)
+}
+
+fn inject_passwd(treefile: &Treefile, previous: &Previous, rootfs_tmp: &Path) -> Result<()> {
+    let prev = previous_passwd(previous)?;
+    super::postprocess_run::inject_passwd(treefile, &prev, rootfs_tmp)
+}
+
+fn install_request(treefile: &Treefile, req: &TreeRequest, cachedir: &Path) -> InstallRequest {
+    let c = &treefile.config;
+    InstallRequest {
+        repos_dir: treefile.dir.clone(),
+        repos: c.repos.clone(),
+        lockfile_repos: c.lockfile_repos.clone().unwrap_or_default(),
+        releasever: c.releasever.as_ref().map(|r| r.to_string()),
+        basearch: treefile.basearch.clone(),
+        repovars: c.repovars.clone().unwrap_or_default(),
+        packages: c.packages().into_iter().collect(),
+        repo_packages: c
+            .repo_packages
+            .iter()
+            .flatten()
+            .map(|rp| (rp.repo.clone(), rp.packages.iter().cloned().collect()))
+            .collect(),
+        exclude_packages: c.exclude_packages.clone().unwrap_or_default(),
+        recommends: c.recommends(),
+        documentation: c.documentation(),
+        install_langs: c.install_langs.clone().unwrap_or_default(),
+        lockfiles: req.lockfiles.clone(),
+        lockfile_strict: req.lockfile_strict,
+        cachedir: cachedir.to_path_buf(),
+        cache_only: req.cache_only,
+        proxy: req.proxy.clone(),
+    }
+}
+
+fn print_transaction(res: &Resolution) {
+    if progress::is_json() {
+        return;
+    }
+    println!("Resolved {} packages:", res.packages.len());
+    for p in &res.packages {
+        println!("  {} ({})", p.nevra(), p.repo);
+    }
+}
+
+fn touch_if_changed(path: Option<&Path>) -> Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("Opening --touch-if-changed {}", path.display()))?;
+    f.set_modified(std::time::SystemTime::now())
+        .with_context(|| format!("Touching {}", path.display()))?;
+    Ok(())
+}

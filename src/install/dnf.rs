@@ -1,0 +1,293 @@
+//! The dnf backend: finds the host's dnf and drives it.
+//!
+//! dnf 4 (what Debian, Fedora ≤ 40 and RHEL ship): we run the embedded
+//! `dnf_helper.py` with the same Python interpreter the `dnf` script uses and
+//! talk JSON over stdin/stdout. The Python API, not the CLI, because only the
+//! API can depsolve without installing and report the transaction with rpm-md
+//! checksums, apply lockfile excludes to the sack, and see a failing `%post`
+//! (the CLI exits 0 after a scriptlet error).
+//!
+//! dnf 5 (Fedora ≥ 41): python3-dnf (dnf 4) is still packaged there and is
+//! used when present. A host with only dnf5 is detected and refused with a
+//! clear "unsupported" error: a dnf5 driver (libdnf5 bindings or its CLI)
+//! cannot be exercised on this build host, and an untested path is not
+//! shipped. See [`Backend::Dnf5`].
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{lockfile, InstallRequest, Resolution};
+use crate::exit::{invalid_input, unsupported};
+use crate::repos;
+
+const HELPER: &str = include_str!("dnf_helper.py");
+/// What rpm-ostree passes as `$releasever` when the treefile sets none.
+const UNSET_RELEASEVER: &str = "rpmostree-unset-releasever";
+
+/// Which dnf the host has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// dnf 4, driven through its Python API with this interpreter.
+    Dnf4 { python: PathBuf },
+    /// DNF5-ONLY HOSTS: not implemented (cannot be tested here).
+    Dnf5 { dnf5: PathBuf },
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The interpreter named by a `#!` line, if it is a Python.
+fn python_from_shebang(script: &[u8]) -> Option<PathBuf> {
+    let first = script.split(|b| *b == b'\n').next()?;
+    let line = std::str::from_utf8(first).ok()?.strip_prefix("#!")?;
+    let mut words = line.split_whitespace();
+    let interp = words.next()?;
+    let interp = if interp.ends_with("/env") {
+        words.find(|w| !w.starts_with('-'))?
+    } else {
+        interp
+    };
+    interp.contains("python").then(|| PathBuf::from(interp))
+}
+
+impl Backend {
+    /// Find dnf 4's Python: the interpreter of the `dnf` script (Debian,
+    /// Fedora ≤ 40) or of `dnf-3` (Fedora ≥ 41 with python3-dnf beside
+    /// dnf5), else a `python3` that can `import dnf`; failing that, dnf 5.
+    pub fn detect() -> Result<Backend> {
+        for name in ["dnf", "dnf-3"] {
+            let Some(script) = find_in_path(name) else {
+                continue;
+            };
+            let head =
+                std::fs::read(&script).with_context(|| format!("Reading {}", script.display()))?;
+            if let Some(python) = python_from_shebang(&head[..head.len().min(256)]) {
+                return Ok(Backend::Dnf4 { python });
+            }
+        }
+        let python = PathBuf::from("/usr/bin/python3");
+        let has_dnf_module = Command::new(&python)
+            .args(["-c", "import dnf"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if has_dnf_module {
+            return Ok(Backend::Dnf4 { python });
+        }
+        if let Some(dnf5) = find_in_path("dnf5") {
+            return Ok(Backend::Dnf5 { dnf5 });
+        }
+        bail!("dnf was not found: install dnf 4 (the python3-dnf package) on the build host")
+    }
+
+    pub fn resolve(&self, req: &InstallRequest) -> Result<Resolution> {
+        let locked = if req.lockfiles.is_empty() {
+            Vec::new()
+        } else {
+            let lf = lockfile::read(&req.lockfiles)?;
+            lf.packages
+                .values()
+                .map(|p| json!({"name": p.name, "evr": p.evr, "arch": p.arch, "digest": p.digest}))
+                .collect()
+        };
+        let mut request = self.base_request(req)?;
+        request["action"] = json!("resolve");
+        request["locked"] = json!(locked);
+        let reply = self.run(&request)?;
+        let res: Resolution = serde_json::from_value(reply)
+            .context("Unexpected reply from the dnf helper (resolve)")?;
+        Ok(res)
+    }
+
+    pub fn download(&self, req: &InstallRequest, res: &Resolution) -> Result<()> {
+        let mut request = self.base_request(req)?;
+        request["action"] = json!("download");
+        request["transaction"] = json!(res.packages);
+        eprintln!(
+            "Will download: {} packages ({} bytes)",
+            res.packages.len(),
+            res.download_size()
+        );
+        self.run(&request).map(drop)
+    }
+
+    pub fn install(&self, req: &InstallRequest, res: &Resolution, root: &Path) -> Result<()> {
+        let root = absolute(root)?;
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("Creating install root {}", root.display()))?;
+        let mut request = self.base_request(req)?;
+        request["action"] = json!("install");
+        request["transaction"] = json!(res.packages);
+        request["installroot"] = json!(root);
+        eprintln!(
+            "Installing {} packages into {}",
+            res.packages.len(),
+            root.display()
+        );
+        self.run(&request).map(drop)
+    }
+
+    /// The request fields every action shares; validates the repositories.
+    fn base_request(&self, req: &InstallRequest) -> Result<serde_json::Value> {
+        if let Backend::Dnf5 { dnf5 } = self {
+            // DNF5-ONLY HOSTS: see the module comment.
+            return Err(unsupported(format!(
+                "Only dnf5 was found ({}); ostree-composer needs dnf 4's Python API: \
+                 install python3-dnf (Fedora still packages it beside dnf5)",
+                dnf5.display()
+            )));
+        }
+        let all = repos::load_repo_dir(&req.repos_dir)?;
+        let lockfile_repos: &[String] = if req.lockfiles.is_empty() {
+            &[]
+        } else {
+            &req.lockfile_repos
+        };
+        let enabled = repos::select_repos(&all, req.repos.as_deref(), lockfile_repos)?;
+        let wants_packages =
+            !req.packages.is_empty() || req.repo_packages.iter().any(|(_, p)| !p.is_empty());
+        if enabled.is_empty() && wants_packages {
+            return Err(invalid_input(format!(
+                "No enabled repositories (no enabled=1 repository in the .repo files in {}, and no 'repos' key)",
+                req.repos_dir.display()
+            )));
+        }
+        for (repo, _) in &req.repo_packages {
+            if !enabled.iter().any(|r| &r.id == repo) {
+                return Err(invalid_input(format!(
+                    "repo-packages names repository '{repo}', which is not enabled (add it to 'repos')"
+                )));
+            }
+        }
+        let cachedir = absolute(&req.cachedir)?;
+        std::fs::create_dir_all(&cachedir)
+            .with_context(|| format!("Creating cache directory {}", cachedir.display()))?;
+        Ok(json!({
+            "reposdir": absolute(&req.repos_dir)?,
+            "enable": enabled.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+            "releasever": req.releasever.clone().unwrap_or_else(|| UNSET_RELEASEVER.to_string()),
+            "basearch": req.basearch,
+            "repovars": req.repovars,
+            "cachedir": cachedir,
+            "cache_only": req.cache_only,
+            "proxy": req.proxy,
+            "packages": req.packages,
+            "repo_packages": req.repo_packages,
+            "exclude": req.exclude_packages,
+            "recommends": req.recommends,
+            "documentation": req.documentation,
+            "install_langs": req.install_langs,
+            "lock_strict": req.lockfile_strict && !req.lockfiles.is_empty(),
+            "lockfile_repos": lockfile_repos,
+        }))
+    }
+
+    /// Run the helper with `request`; returns its JSON reply or its error.
+    fn run(&self, request: &serde_json::Value) -> Result<serde_json::Value> {
+        let Backend::Dnf4 { python } = self else {
+            bail!("internal error: dnf helper run without dnf 4");
+        };
+        let work = tempfile::tempdir().context("Creating a temporary directory for dnf")?;
+        let home = work.path().join("home");
+        std::fs::create_dir_all(&home).context("Creating dnf's private HOME")?;
+        // Debian's rpm keeps its rpmdb in ~/.rpmdb; pin it for rpm and rpmkeys.
+        std::fs::write(
+            home.join(".rpmmacros"),
+            "%_dbpath /usr/share/rpm\n%_db_backend sqlite\n",
+        )
+        .context("Writing .rpmmacros for dnf")?;
+        let script = work.path().join("dnf_helper.py");
+        std::fs::write(&script, HELPER).context("Writing the dnf helper script")?;
+        let mut request = request.clone();
+        request["workdir"] = json!(work.path());
+
+        let mut child = Command::new(python)
+            .arg(&script)
+            .env("HOME", &home)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("Running {} (dnf's Python)", python.display()))?;
+        {
+            let mut stdin = child
+                .stdin
+                .take()
+                .ok_or_else(|| anyhow!("dnf helper has no stdin"))?;
+            stdin
+                .write_all(serde_json::to_string(&request)?.as_bytes())
+                .context("Sending the request to the dnf helper")?;
+        }
+        let out = child
+            .wait_with_output()
+            .context("Waiting for the dnf helper")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let reply: Option<Reply> = serde_json::from_str(text.trim()).ok();
+        match reply {
+            Some(Reply {
+                error: Some(message),
+                class,
+                ..
+            }) => Err(match class.as_deref() {
+                Some("invalid_input") => invalid_input(message),
+                _ => anyhow!(message),
+            }),
+            Some(Reply { rest, .. }) if out.status.success() => Ok(serde_json::Value::Object(rest)),
+            _ => bail!(
+                "The dnf helper failed ({}){}",
+                out.status,
+                if text.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", text.trim())
+                }
+            ),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    error: Option<String>,
+    class: Option<String>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    let cwd = std::env::current_dir()
+        .with_context(|| format!("Making {} absolute: no current directory", p.display()))?;
+    Ok(cwd.join(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shebang_detection() {
+        assert_eq!(
+            python_from_shebang(b"#!/usr/bin/python3\nimport dnf"),
+            Some(PathBuf::from("/usr/bin/python3"))
+        );
+        assert_eq!(
+            python_from_shebang(b"#!/usr/bin/env -S python3 -s\n"),
+            Some(PathBuf::from("python3"))
+        );
+        assert_eq!(python_from_shebang(b"\x7fELF\x02"), None);
+        assert_eq!(python_from_shebang(b"#!/bin/sh\n"), None);
+    }
+}

@@ -1,0 +1,378 @@
+# ostree-composer: depsolve, download and install through the dnf 4 Python API.
+#
+# Embedded into the Rust binary (src/install/dnf.rs) and run with the Python
+# interpreter that the host's `dnf` uses. Reads one JSON request on stdin,
+# writes one JSON reply on stdout; progress goes to stderr. Failures are
+# reported as {"error": "...", "class": "..."} with exit status 1.
+#
+# Why the Python API rather than the dnf CLI: the CLI cannot depsolve without
+# installing and print a machine-readable result (name, EVRA, repo, rpm-md
+# checksum, sourcerpm, size), cannot apply lockfile excludes, and reports a
+# failing %post only as a warning with exit status 0.
+#
+# The environment (set by the caller) has HOME pointing at a private directory
+# whose .rpmmacros sets %_dbpath to /usr/share/rpm, so rpm and the rpmkeys
+# subprocess agree on where the rpmdb lives (Debian's default is ~/.rpmdb).
+
+import functools
+import json
+import os
+import sys
+import traceback
+
+import dnf
+import dnf.exceptions
+import dnf.repo
+import dnf.rpm.miscutils
+import dnf.rpm.transaction
+import dnf.yum.misc
+import dnf.crypto
+import hawkey
+import rpm
+
+
+class Failure(Exception):
+    def __init__(self, message, cls="failed"):
+        super().__init__(message)
+        self.cls = cls
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def setup_base(req, installroot, metadata_from_cache):
+    """A dnf.Base for `req`. `metadata_from_cache`: use the rpm-md metadata
+    already in the cache (the steps after resolve must see what it saw);
+    `req["cache_only"]` additionally forbids downloading RPMs (dnf -C)."""
+    cache_only = req["cache_only"]
+    rpm.addMacro("_dbpath", "/usr/share/rpm")
+    rpm.addMacro("_db_backend", "sqlite")
+    if req.get("install_langs"):
+        rpm.addMacro("_install_langs", ":".join(req["install_langs"]))
+    work = req["workdir"]
+    for sub in ("persist", "log"):
+        os.makedirs(os.path.join(work, sub), exist_ok=True)
+    os.makedirs(installroot, exist_ok=True)
+    base = dnf.Base()
+    conf = base.conf
+    conf.installroot = installroot
+    conf.cachedir = req["cachedir"]
+    conf.persistdir = os.path.join(work, "persist")
+    conf.logdir = os.path.join(work, "log")
+    conf.keepcache = True
+    conf.history_record = False
+    conf.assumeyes = True
+    conf.install_weak_deps = bool(req["recommends"])
+    conf.reposdir = [req["reposdir"]]
+    conf.releasever = req["releasever"]
+    conf.substitutions["releasever"] = req["releasever"]
+    conf.substitutions["basearch"] = req["basearch"]
+    for key, value in req.get("repovars", {}).items():
+        conf.substitutions[key] = value
+    if req.get("proxy"):
+        conf.proxy = req["proxy"]
+    if not req["documentation"]:
+        conf.tsflags.append("nodocs")
+    if cache_only:
+        conf.cacheonly = True
+    base.read_all_repos()
+    wanted = set(req["enable"])
+    for repo in base.repos.values():
+        if repo.id in wanted:
+            repo.enable()
+            repo.skip_if_unavailable = False
+            if cache_only or metadata_from_cache:
+                repo._repo.setSyncStrategy(dnf.repo.SYNC_ONLY_CACHE)
+            else:
+                # Always check repomd.xml (like rpm-ostree); metadata that did
+                # not change is reused from the cache.
+                repo._repo.expire()
+        else:
+            repo.disable()
+    missing = wanted - set(base.repos.keys())
+    if missing:
+        raise Failure("Unknown rpm-md repository: %s" % ", ".join(sorted(missing)), "invalid_input")
+    try:
+        base.fill_sack(load_system_repo=False, load_available_repos=True)
+    except dnf.exceptions.RepoError as e:
+        hint = ""
+        if cache_only:
+            hint = " (cache-only: run once without --cache-only to fill the cache in %s)" % conf.cachedir
+        raise Failure("Loading rpm-md repositories: %s%s" % (e, hint))
+    return base
+
+
+def checksum_repr(pkg):
+    chk = pkg.chksum
+    if not chk:
+        return ""
+    kind, value = chk
+    return "%s:%s" % (hawkey.chksum_name(kind), value.hex())
+
+
+def evr_of(pkg):
+    if pkg.epoch:
+        return "%d:%s-%s" % (pkg.epoch, pkg.version, pkg.release)
+    return "%s-%s" % (pkg.version, pkg.release)
+
+
+def apply_lockfile(base, req):
+    locked = req.get("locked") or []
+    if not locked and not req.get("lock_strict"):
+        return
+    sack = base.sack
+    available = sack.query().available()
+    locked_q = sack.query().filterm(empty=True)
+    for entry in locked:
+        q = available.filter(name=entry["name"], evr=entry["evr"])
+        if entry.get("arch"):
+            q = q.filter(arch=entry["arch"])
+        digest = entry.get("digest")
+        if digest:
+            q = q.filter(pkg=[p for p in q if checksum_repr(p) == digest])
+        if not q:
+            label = "%s-%s%s" % (entry["name"], entry["evr"], "." + entry["arch"] if entry.get("arch") else "")
+            with_digest = " with checksum %s" % digest if digest else ""
+            candidates = available.filter(name=entry["name"])
+            log("warning: Couldn't find locked package '%s'%s" % (label, with_digest))
+            log("  Packages with the same name: %d" % len(candidates))
+            for c in candidates:
+                log("    %s (%s) %s" % (c, c.reponame, checksum_repr(c)))
+        locked_q = locked_q.union(q)
+    if req.get("lock_strict"):
+        excluded = available.difference(locked_q)
+    else:
+        names = sorted({e["name"] for e in locked})
+        excluded = available.filter(name=names).difference(locked_q)
+        if req.get("lockfile_repos"):
+            excluded = excluded.union(
+                available.filter(reponame=req["lockfile_repos"]).difference(locked_q))
+    sack.add_excludes(excluded)
+
+
+def apply_excludes(base, req):
+    names = req.get("exclude") or []
+    if names:
+        base.sack.add_excludes(base.sack.query().filter(name=names))
+
+
+def pkg_cmp(a, b):
+    if a.name != b.name:
+        return -1 if a.name < b.name else 1
+    c = rpm.labelCompare((str(a.epoch), a.version, a.release), (str(b.epoch), b.version, b.release))
+    if c:
+        return c
+    if a.arch != b.arch:
+        return -1 if a.arch < b.arch else 1
+    return 0
+
+
+def describe(pkg):
+    return {
+        "name": pkg.name,
+        "epoch": pkg.epoch,
+        "version": pkg.version,
+        "release": pkg.release,
+        "arch": pkg.arch,
+        "repo": pkg.reponame,
+        "checksum": checksum_repr(pkg),
+        "sourcerpm": pkg.sourcerpm or "",
+        "download_size": pkg.downloadsize,
+    }
+
+
+def depsolve(base):
+    try:
+        base.resolve(allow_erasing=False)
+    except dnf.exceptions.DepsolveError as e:
+        raise Failure("Depsolve failed:\n%s" % str(e).strip())
+    return sorted(base.transaction.install_set, key=functools.cmp_to_key(pkg_cmp))
+
+
+def mark_requested(base, req):
+    missing = []
+    for spec in req["packages"]:
+        try:
+            base.install(spec, strict=True)
+        except dnf.exceptions.MarkingError:
+            missing.append(spec)
+    for repo, specs in req.get("repo_packages", []):
+        for spec in specs:
+            try:
+                base.install(spec, reponame=repo, strict=True)
+            except dnf.exceptions.MarkingError:
+                raise Failure("No matches for '%s' in repo '%s'" % (spec, repo))
+    if missing:
+        raise Failure("Packages not found: %s" % ", ".join(missing))
+
+
+def repo_states(base):
+    states = []
+    for repo in sorted(base.repos.iter_enabled(), key=lambda r: r.id):
+        states.append({"id": repo.id, "timestamp": repo._repo.getMaxTimestamp()})
+    return states
+
+
+def mark_exact(base, req):
+    """Select exactly the packages of an earlier resolution."""
+    available = base.sack.query().available()
+    wanted = []
+    for p in req["transaction"]:
+        q = available.filter(name=p["name"], epoch=p["epoch"], version=p["version"],
+                             release=p["release"], arch=p["arch"], reponame=p["repo"])
+        if not q:
+            raise Failure("Package %s-%s-%s.%s from repo '%s' is no longer available"
+                          % (p["name"], p["version"], p["release"], p["arch"], p["repo"]))
+        wanted.append(q[0])
+    # Weak dependencies were decided at resolve time; only the listed set goes in.
+    base.conf.install_weak_deps = False
+    for pkg in wanted:
+        base.package_install(pkg, strict=True)
+    return wanted
+
+
+def download_checked(base, pkgs, req):
+    try:
+        base.download_packages(pkgs)
+    except dnf.exceptions.DownloadError as e:
+        raise Failure("Downloading packages: %s" % e)
+    check_signatures(base, pkgs, req)
+
+
+def check_signatures(base, pkgs, req):
+    """dnf's gpgcheck, with repo keys imported into a private keyring root
+    (not the target's rpmdb, which must list only the installed packages)."""
+    keyroot = os.path.join(req["workdir"], "keyring")
+    os.makedirs(keyroot, exist_ok=True)
+    ts = dnf.rpm.transaction.initReadOnlyTransaction(root=keyroot)
+    imported = set()
+    errors = []
+    for pkg in pkgs:
+        repo = base.repos[pkg.repoid]
+        if not repo.gpgcheck:
+            continue
+        if repo.id not in imported:
+            imported.add(repo.id)
+            for keyurl in repo.gpgkey:
+                try:
+                    infos = dnf.crypto.retrieve(keyurl, repo)
+                except Exception as e:
+                    raise Failure("Retrieving GPG key %s for repo '%s': %s" % (keyurl, repo.id, e))
+                for info in infos:
+                    if ts.pgpImportPubkey(dnf.yum.misc.procgpgkey(info.raw_key)) != 0:
+                        raise Failure("Importing GPG key %s for repo '%s' failed" % (keyurl, repo.id))
+        result = dnf.rpm.miscutils.checkSig(ts, pkg.localPkg())
+        fn = os.path.basename(pkg.localPkg())
+        if result == 0:
+            continue
+        msg = {
+            1: "Public key for %s is not installed" % fn,
+            2: "Problem opening package %s" % fn,
+            3: "Public key for %s is not trusted" % fn,
+            4: "Package %s is not signed" % fn,
+        }.get(result, "Signature check of %s failed" % fn)
+        errors.append("%s (repo '%s' has gpgcheck=1)" % (msg, repo.id))
+    if errors:
+        raise Failure("GPG check FAILED: " + "; ".join(errors))
+
+
+class CollectingDisplay(dnf.callback.TransactionProgress):
+    def __init__(self):
+        super().__init__()
+        self.errors = []
+        self.output = []
+        self.last = None
+
+    def progress(self, package, action, ti_done, ti_total, ts_done, ts_total):
+        if package is not None and package != self.last and ti_done == 0:
+            self.last = package
+            log("  [%d/%d] %s" % (ts_done, ts_total, package))
+
+    def scriptout(self, msgs):
+        if msgs:
+            text = msgs.decode("utf-8", "replace") if isinstance(msgs, bytes) else str(msgs)
+            self.output.append(text)
+            log(text.rstrip())
+
+    def error(self, message):
+        self.errors.append(message)
+        log("error: %s" % message)
+
+
+def cmd_resolve(req):
+    base = setup_base(req, req["workdir"] + "/resolve-root", False)
+    try:
+        apply_lockfile(base, req)
+        apply_excludes(base, req)
+        mark_requested(base, req)
+        pkgs = depsolve(base)
+        return {"packages": [describe(p) for p in pkgs], "repos": repo_states(base)}
+    finally:
+        base.close()
+
+
+def cmd_download(req):
+    base = setup_base(req, req["workdir"] + "/resolve-root", True)
+    try:
+        pkgs = mark_exact(base, req)
+        download_checked(base, pkgs, req)
+        return {}
+    finally:
+        base.close()
+
+
+def cmd_install(req):
+    root = req["installroot"]
+    base = setup_base(req, root, True)
+    try:
+        wanted = mark_exact(base, req)
+        pkgs = depsolve(base)
+        extra = {str(p) for p in pkgs} - {str(p) for p in wanted}
+        if extra:
+            raise Failure("Installing the resolved set would pull in more packages: %s"
+                          % ", ".join(sorted(extra)))
+        download_checked(base, pkgs, req)
+        display = CollectingDisplay()
+        try:
+            base.do_transaction(display=display)
+        except dnf.exceptions.Error as e:
+            detail = "; ".join(display.errors)
+            raise Failure("RPM transaction failed: %s%s" % (e, (": " + detail) if detail else ""))
+        if display.errors:
+            out = "".join(display.output).strip()
+            raise Failure("%s%s" % ("; ".join(display.errors), ("\n" + out) if out else ""))
+        return {}
+    finally:
+        base.close()
+
+
+def run(req):
+    try:
+        action = {"resolve": cmd_resolve, "download": cmd_download, "install": cmd_install}[req["action"]]
+        return 0, action(req)
+    except Failure as e:
+        return 1, {"error": str(e), "class": e.cls}
+    except dnf.exceptions.Error as e:
+        return 1, {"error": str(e), "class": "failed"}
+    except Exception as e:
+        traceback.print_exc()
+        return 1, {"error": "Internal error in the dnf helper: %s: %s" % (type(e).__name__, e),
+                   "class": "failed"}
+
+
+def main():
+    req = json.load(sys.stdin)
+    # The reply owns stdout; anything else that writes to fd 1 (rpm, a
+    # scriptlet, a library) goes to stderr with the other progress output.
+    reply_fd = os.dup(1)
+    os.dup2(2, 1)
+    status, reply = run(req)
+    sys.stdout.flush()
+    with os.fdopen(reply_fd, "w") as out:
+        json.dump(reply, out)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

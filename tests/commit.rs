@@ -1,0 +1,653 @@
+//! Committing a hand-built rootfs into real OSTree repositories (bare-user and
+//! archive) and checking the result with the `ostree` CLI.
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ostree_composer::commit::{
+    self, commit_rootfs, CommitInfo, CommitMetadata, CommitOptions, MetaValue, ParentSpec,
+    PkgListEntry, RepoLock,
+};
+use ostree_composer::exit::{class_of, ErrorClass};
+
+const TIME: u64 = 1_700_000_000;
+const REF: &str = "test/x86_64/os";
+
+fn tmpdir() -> tempfile::TempDir {
+    // Not /tmp: bare-user repos need user.* xattrs, which tmpfs may lack.
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+fn ostree(repo: &Path, args: &[&str]) -> String {
+    let out = Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(args)
+        .output()
+        .expect("running ostree");
+    assert!(
+        out.status.success(),
+        "ostree {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn init_repo(path: &Path, mode: &str) -> ostree::Repo {
+    std::fs::create_dir_all(path).unwrap();
+    let out = Command::new("ostree")
+        .args([
+            "init",
+            &format!("--repo={}", path.display()),
+            &format!("--mode={mode}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    commit::open_repo(path).unwrap()
+}
+
+fn write(path: &Path, content: &str, mode: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn setxattr(path: &Path, name: &str, value: &[u8]) {
+    rustix::fs::lsetxattr(path, name, value, rustix::fs::XattrFlags::empty())
+        .unwrap_or_else(|e| panic!("setxattr {name} on {}: {e}", path.display()));
+}
+
+/// A small OS-like tree: modes, setuid, a symlink, a dir owned by uid 900, a
+/// file capability, xattrs that must be dropped or renamed, and a fifo.
+fn build_rootfs(root: &Path) {
+    std::fs::create_dir_all(root).unwrap();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write(
+        &root.join("usr/bin/hello"),
+        "#!/bin/sh\necho hello\n",
+        0o755,
+    );
+    write(&root.join("usr/bin/su"), "su binary\n", 0o4755);
+    write(&root.join("usr/bin/ping"), "ping binary\n", 0o755);
+    write(
+        &root.join("usr/etc/passwd"),
+        "root:x:0:0:root:/root:/bin/bash\n",
+        0o644,
+    );
+    write(
+        &root.join("usr/etc/shadow"),
+        "root:*::0:99999:7:::\n",
+        0o000,
+    );
+    symlink("hello", root.join("usr/bin/sh")).unwrap();
+    let owned = root.join("var/lib/owned");
+    std::fs::create_dir_all(&owned).unwrap();
+    std::fs::set_permissions(&owned, std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::os::unix::fs::chown(&owned, Some(900), Some(900)).unwrap();
+    write(&owned.join("data"), "owned\n", 0o640);
+    std::os::unix::fs::chown(owned.join("data"), Some(900), Some(901)).unwrap();
+    // cap_net_raw+ep as a VFS_CAP_REVISION_2 xattr.
+    let cap: [u8; 20] = [
+        0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    setxattr(&root.join("usr/bin/ping"), "security.capability", &cap);
+    setxattr(&root.join("usr/bin/ping"), "user.ima", b"imasig");
+    setxattr(&root.join("usr/bin/hello"), "user.dropme", b"1");
+    std::fs::create_dir_all(root.join("usr/share")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        root.join("usr/share/fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+}
+
+fn pkglist() -> Vec<PkgListEntry> {
+    vec![PkgListEntry {
+        name: "bash".into(),
+        epoch: "0".into(),
+        version: "5.2".into(),
+        release: "1".into(),
+        arch: "x86_64".into(),
+    }]
+}
+
+fn full_metadata() -> CommitMetadata {
+    let mut md = CommitMetadata::new();
+    md.insert_str("version", "39.1");
+    md.insert_str("rpmostree.inputhash", "abc123");
+    md.insert("test.bool", MetaValue::Bool(true));
+    md.insert("test.int", MetaValue::I64(42));
+    md.insert("test.uint", MetaValue::U64(7));
+    md.insert("test.float", MetaValue::F64(1.5));
+    md.insert(
+        "test.strv",
+        MetaValue::StrList(vec!["a".into(), "b".into()]),
+    );
+    md.insert("rpmostree.rpmdb.pkglist", MetaValue::PkgList(pkglist()));
+    md.merge_json_object(
+        &serde_json::json!({"test.json": {"name": "x", "list": [1, "two"]}}),
+        "inline",
+    )
+    .unwrap();
+    md.set_bootable("6.5.0-1.x86_64");
+    md.set_container_cmd(&["/usr/bin/bash".into()]);
+    md
+}
+
+fn options(rootfs: &Path) -> CommitOptions {
+    let mut o = CommitOptions::new(rootfs);
+    o.ref_ = Some(REF.to_string());
+    o.timestamp = Some(TIME);
+    o
+}
+
+fn check_committed_tree(repo_path: &Path, rev: &str) {
+    let ls = ostree(repo_path, &["ls", "-R", rev]);
+    let line = |path: &str| {
+        ls.lines()
+            .find(|l| l.ends_with(path) || l.contains(&format!("{path} ->")))
+            .unwrap_or_else(|| panic!("{path} missing from:\n{ls}"))
+            .to_string()
+    };
+    assert!(line("/usr/bin/su").starts_with("-04755 0 0"), "{ls}");
+    assert!(line("/usr/bin/hello").starts_with("-00755 0 0"), "{ls}");
+    assert!(line("/usr/etc/shadow").starts_with("-00000 0 0"), "{ls}");
+    assert!(line("/var/lib/owned").starts_with("d00750 900 900"), "{ls}");
+    assert!(
+        line("/var/lib/owned/data").starts_with("-00640 900 901"),
+        "{ls}"
+    );
+    assert!(line("/usr/bin/sh").starts_with("l00777 0 0"), "{ls}");
+    assert!(
+        line("/usr/bin/sh").ends_with("/usr/bin/sh -> hello"),
+        "{ls}"
+    );
+    assert!(!ls.contains("fifo"), "fifo was committed:\n{ls}");
+
+    assert_eq!(
+        ostree(repo_path, &["cat", rev, "/usr/etc/passwd"]),
+        "root:x:0:0:root:/root:/bin/bash\n"
+    );
+    let xattrs = ostree(repo_path, &["ls", "-X", rev, "/usr/bin/ping"]);
+    assert!(xattrs.contains("security.capability"), "{xattrs}");
+    assert!(xattrs.contains("security.ima"), "{xattrs}");
+    assert!(!xattrs.contains("user.ima"), "{xattrs}");
+    let xattrs = ostree(repo_path, &["ls", "-X", rev, "/usr/bin/hello"]);
+    assert!(!xattrs.contains("user.dropme"), "{xattrs}");
+    ostree(repo_path, &["fsck"]);
+}
+
+fn check_full_metadata(repo_path: &Path, rev: &str) {
+    let key = |k: &str| {
+        ostree(
+            repo_path,
+            &["show", &format!("--print-metadata-key={k}"), rev],
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(key("version"), "'39.1'");
+    assert_eq!(key("test.bool"), "true");
+    assert_eq!(key("test.strv"), "['a', 'b']");
+    assert_eq!(key("ostree.bootable"), "true");
+    assert_eq!(key("ostree.linux"), "'6.5.0-1.x86_64'");
+    assert_eq!(key("ostree.container-cmd"), "['/usr/bin/bash']");
+    assert_eq!(
+        key("rpmostree.rpmdb.pkglist"),
+        "[('bash', '0', '5.2', '1', 'x86_64')]"
+    );
+    assert_eq!(
+        key("test.json"),
+        "{'name': <'x'>, 'list': <[<int64 1>, <'two'>]>}"
+    );
+    // Numbers are stored big-endian like rpm-ostree does, which the CLI
+    // expects (it prints them back in host order).
+    assert_eq!(key("test.int"), "int64 42");
+    assert_eq!(key("test.uint"), "uint64 7");
+    assert_eq!(key("test.float"), "1.5");
+}
+
+fn commit_full_tree(mode: &str) {
+    let tmp = tmpdir();
+    let rootfs = tmp.path().join("rootfs");
+    build_rootfs(&rootfs);
+    let repo_path = tmp.path().join("repo");
+    let repo = init_repo(&repo_path, mode);
+    let mut opts = options(&rootfs);
+    opts.metadata = full_metadata();
+    let result = commit_rootfs(&repo, &opts).unwrap();
+
+    assert_eq!(result.skipped, vec!["/usr/share/fifo".to_string()]);
+    assert_eq!(result.ref_written.as_deref(), Some(REF));
+    assert_eq!(result.version.as_deref(), Some("39.1"));
+    assert_eq!(result.timestamp_string(), "2023-11-14T22:13:20Z");
+    assert!(result.stats.content_written >= 6, "{:?}", result.stats);
+    assert!(result.stats.content_bytes_written > 0);
+    assert!(result.stats.metadata_written > 0);
+    assert_eq!(result.content_checksum.len(), 64);
+    assert_ne!(result.content_checksum, result.checksum);
+    assert_eq!(
+        ostree(&repo_path, &["rev-parse", REF]).trim(),
+        result.checksum
+    );
+    check_committed_tree(&repo_path, REF);
+    check_full_metadata(&repo_path, REF);
+
+    // Read it back through the library.
+    let info = CommitInfo::load(&repo, REF).unwrap();
+    assert_eq!(info.checksum(), result.checksum);
+    assert_eq!(info.parent(), None);
+    assert_eq!(info.timestamp(), TIME);
+    assert_eq!(info.content_checksum().unwrap(), result.content_checksum);
+    assert_eq!(info.version().unwrap().as_deref(), Some("39.1"));
+    assert_eq!(info.inputhash().unwrap().as_deref(), Some("abc123"));
+    assert_eq!(info.metadata_i64("test.int").unwrap(), Some(42));
+    assert_eq!(info.metadata_u64("test.uint").unwrap(), Some(7));
+    assert_eq!(info.metadata_bool("test.bool").unwrap(), Some(true));
+    assert_eq!(
+        info.metadata_strv("test.strv").unwrap(),
+        Some(vec!["a".to_string(), "b".to_string()])
+    );
+    assert!(info.metadata_string("test.bool").is_err());
+    assert_eq!(info.metadata_string("absent").unwrap(), None);
+    assert_eq!(info.pkglist().unwrap(), Some(pkglist()));
+    assert_eq!(
+        info.read_file("/usr/etc/passwd").unwrap().as_deref(),
+        Some(&b"root:x:0:0:root:/root:/bin/bash\n"[..])
+    );
+    assert_eq!(info.read_file("/usr/lib/passwd").unwrap(), None);
+    assert!(info.read_file("/usr/bin").is_err());
+    // The rootfs is kept unless `consume` is asked for.
+    assert!(rootfs.join("usr/bin/hello").exists());
+}
+
+#[test]
+fn commit_into_bare_user_repo() {
+    commit_full_tree("bare-user");
+}
+
+#[test]
+fn commit_into_archive_repo() {
+    commit_full_tree("archive");
+}
+
+#[test]
+fn same_tree_and_time_give_same_checksum() {
+    let tmp = tmpdir();
+    let rootfs = tmp.path().join("rootfs");
+    build_rootfs(&rootfs);
+    let mut sums = Vec::new();
+    for (i, mode) in ["archive", "archive", "bare-user"].iter().enumerate() {
+        let repo = init_repo(&tmp.path().join(format!("repo{i}")), mode);
+        let mut opts = options(&rootfs);
+        opts.metadata = full_metadata();
+        let r = commit_rootfs(&repo, &opts).unwrap();
+        sums.push((r.checksum, r.content_checksum));
+    }
+    assert_eq!(sums[0], sums[1]);
+    assert_eq!(sums[0], sums[2]);
+
+    // Another time: another commit checksum, the same content checksum.
+    let repo = init_repo(&tmp.path().join("repo-later"), "archive");
+    let mut opts = options(&rootfs);
+    opts.metadata = full_metadata();
+    opts.timestamp = Some(TIME + 1);
+    let later = commit_rootfs(&repo, &opts).unwrap();
+    assert_ne!(later.checksum, sums[0].0);
+    assert_eq!(later.content_checksum, sums[0].1);
+}
+
+#[test]
+fn parent_from_ref_no_parent_and_explicit_parent() {
+    let tmp = tmpdir();
+    let rootfs = tmp.path().join("rootfs");
+    build_rootfs(&rootfs);
+    let repo_path = tmp.path().join("repo");
+    let repo = init_repo(&repo_path, "archive");
+
+    let first = commit_rootfs(&repo, &options(&rootfs)).unwrap();
+    write(&rootfs.join("usr/share/new"), "v2\n", 0o644);
+    let mut opts = options(&rootfs);
+    opts.timestamp = Some(TIME + 10);
+    let second = commit_rootfs(&repo, &opts).unwrap();
+    assert_eq!(second.parent.as_deref(), Some(first.checksum.as_str()));
+    let log = ostree(&repo_path, &["log", REF]);
+    assert!(
+        log.contains(&first.checksum) && log.contains(&second.checksum),
+        "{log}"
+    );
+    assert!(second.stats.content_written < first.stats.content_written);
+
+    // --no-parent: history starts over.
+    let mut opts = options(&rootfs);
+    opts.timestamp = Some(TIME + 20);
+    opts.parent = ParentSpec::None;
+    let orphan = commit_rootfs(&repo, &opts).unwrap();
+    let log = ostree(&repo_path, &["log", REF]);
+    assert!(log.contains(&orphan.checksum), "{log}");
+    assert!(!log.contains(&second.checksum), "{log}");
+
+    // --parent REF resolves; --parent with an absent full checksum is accepted.
+    let mut opts = options(&rootfs);
+    opts.timestamp = Some(TIME + 30);
+    opts.parent = ParentSpec::Rev(first.checksum.clone());
+    let on_first = commit_rootfs(&repo, &opts).unwrap();
+    assert_eq!(on_first.parent.as_deref(), Some(first.checksum.as_str()));
+    let absent = "01ba4719c80b6fe911b091a7c05124b64eeece964e09c058ef8f9805daca546b";
+    let mut opts = options(&rootfs);
+    opts.parent = ParentSpec::Rev(absent.to_string());
+    let dangling = commit_rootfs(&repo, &opts).unwrap();
+    assert_eq!(dangling.parent.as_deref(), Some(absent));
+    let log = ostree(&repo_path, &["log", REF]);
+    assert!(
+        log.contains("History beyond this commit not fetched"),
+        "{log}"
+    );
+    ostree(&repo_path, &["fsck"]);
+
+    // A parent that does not resolve is invalid input, and nothing moves.
+    let before = ostree(&repo_path, &["rev-parse", REF]);
+    let mut opts = options(&rootfs);
+    opts.parent = ParentSpec::Rev("no/such/ref".into());
+    let err = commit_rootfs(&repo, &opts).unwrap_err();
+    assert_eq!(class_of(&err), Some(ErrorClass::InvalidInput));
+    assert!(format!("{err:#}").contains("no/such/ref"), "{err:#}");
+    assert_eq!(ostree(&repo_path, &["rev-parse", REF]), before);
+}
+
+fn count_commit_objects(repo: &Path) -> usize {
+    let mut n = 0;
+    for dir in std::fs::read_dir(repo.join("objects")).unwrap() {
+        for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            if f.unwrap().path().extension().is_some_and(|e| e == "commit") {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn failed_commit_moves_no_ref_and_leaves_repo_clean() {
+    let tmp = tmpdir();
+    let rootfs = tmp.path().join("rootfs");
+    build_rootfs(&rootfs);
+    let repo_path = tmp.path().join("repo");
+    let repo = init_repo(&repo_path, "bare-user");
+    let first = commit_rootfs(&repo, &options(&rootfs)).unwrap();
+    let commits_before = count_commit_objects(&repo_path);
+
+    // Fails after the tree and the commit object were written: signing with a
+    // key that does not exist in an empty GnuPG home.
+    write(&rootfs.join("usr/share/changed"), "new content\n", 0o644);
+    let gnupg = tmp.path().join("gnupg");
+    std::fs::create_dir(&gnupg).unwrap();
+    std::fs::set_permissions(&gnupg, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut opts = options(&rootfs);
+    opts.timestamp = Some(TIME + 5);
+    opts.gpg_key = Some("0123456789ABCDEF".into());
+    opts.gpg_homedir = Some(gnupg.clone());
+    let err = commit_rootfs(&repo, &opts).unwrap_err();
+    let _ = Command::new("gpgconf")
+        .arg("--homedir")
+        .arg(&gnupg)
+        .args(["--kill", "gpg-agent"])
+        .status();
+    assert!(format!("{err:#}").contains("Signing commit"), "{err:#}");
+    assert_eq!(
+        ostree(&repo_path, &["rev-parse", REF]).trim(),
+        first.checksum
+    );
+    assert_eq!(count_commit_objects(&repo_path), commits_before);
+    ostree(&repo_path, &["fsck"]);
+
+    // An invalid ref name fails before anything is written.
+    let mut opts = options(&rootfs);
+    opts.ref_ = Some("bad ref".into());
+    let err = commit_rootfs(&repo, &opts).unwrap_err();
+    assert_eq!(class_of(&err), Some(ErrorClass::InvalidInput));
+    assert_eq!(count_commit_objects(&repo_path), commits_before);
+
+    // The repo still takes commits.
+    let mut opts = options(&rootfs);
+    opts.timestamp = Some(TIME + 6);
+    let next = commit_rootfs(&repo, &opts).unwrap();
+    assert_eq!(next.parent.as_deref(), Some(first.checksum.as_str()));
+}
+
+#[test]
+fn write_ref_false_leaves_ref() {
+    let tmp = tmpdir();
+    let rootfs = tmp.path().join("rootfs");
+    build_rootfs(&rootfs);
+    let repo_path = tmp.path().join("repo");
+    let repo = init_repo(&repo_path, "archive");
+    let mut opts = options(&rootfs);
+    opts.write_ref = false;
+    let r = commit_rootfs(&repo, &opts).unwrap();
+    assert_eq!(r.ref_written, None);
+    assert!(ostree(&repo_path, &["refs"]).trim().is_empty());
+    ostree(&repo_path, &["show", &r.checksum]);
+
+    let first = commit_rootfs(&repo, &options(&rootfs)).unwrap();
+    let mut opts = options(&rootfs);
+    opts.write_ref = false;
+    opts.timestamp = Some(TIME + 1);
+    let unrefd = commit_rootfs(&repo, &opts).unwrap();
+    assert_eq!(unrefd.parent.as_deref(), Some(first.checksum.as_str()));
+    assert_eq!(
+        ostree(&repo_path, &["rev-parse", REF]).trim(),
+        first.checksum
+    );
+}
+
+#[test]
+fn not_a_repo_says_how_to_create_one() {
+    let tmp = tmpdir();
+    let err = commit::open_repo(tmp.path()).unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("not an OSTree repository"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "ostree init --repo={} --mode=archive",
+            tmp.path().display()
+        )),
+        "{text}"
+    );
+    assert_eq!(class_of(&err), Some(ErrorClass::InvalidInput));
+    let err = commit::open_repo(&tmp.path().join("missing")).unwrap_err();
+    assert!(format!("{err:#}").contains("not an OSTree repository"));
+
+    // open_or_create initialises an empty directory, refuses a non-empty one.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (repo, created) = commit::open_or_create_repo(&empty, ostree::RepoMode::Archive).unwrap();
+    assert!(created);
+    assert_eq!(repo.mode(), ostree::RepoMode::Archive);
+    let (_, created) = commit::open_or_create_repo(&empty, ostree::RepoMode::BareUser).unwrap();
+    assert!(!created);
+    std::fs::write(tmp.path().join("junk"), "x").unwrap();
+    let err = commit::open_or_create_repo(tmp.path(), ostree::RepoMode::Archive).unwrap_err();
+    assert!(format!("{err:#}").contains("not empty"), "{err:#}");
+}
+
+#[test]
+fn selinux_without_policy_commits_unlabeled() {
+    let tmp = tmpdir();
+    let rootfs = tmp.path().join("rootfs");
+    build_rootfs(&rootfs);
+    let repo = init_repo(&tmp.path().join("repo"), "archive");
+    let mut opts = options(&rootfs);
+    opts.selinux = true;
+    let r = commit_rootfs(&repo, &opts).unwrap();
+    assert!(!r.selinux_labeled);
+    let mut opts = options(&rootfs);
+    opts.selinux = false;
+    opts.parent = ParentSpec::None;
+    let plain = commit_rootfs(&repo, &opts).unwrap();
+    assert_eq!(plain.content_checksum, r.content_checksum);
+}
+
+#[test]
+fn recommit_of_bare_user_checkout_keeps_recorded_ownership() {
+    let tmp = tmpdir();
+    let rootfs = tmp.path().join("rootfs");
+    build_rootfs(&rootfs);
+    // What a user-mode checkout cannot reproduce, by design of libostree:
+    // directory ownership (dirs carry no user.ostreemeta) and mode-0000 files
+    // (copied, not hardlinked, and made readable).
+    std::os::unix::fs::chown(rootfs.join("var/lib/owned"), Some(0), Some(0)).unwrap();
+    std::fs::remove_file(rootfs.join("usr/etc/shadow")).unwrap();
+    let repo_path = tmp.path().join("repo");
+    let repo = init_repo(&repo_path, "bare-user");
+    let first = commit_rootfs(&repo, &options(&rootfs)).unwrap();
+
+    // A hardlinked user-mode checkout: files carry user.ostreemeta, and are
+    // owned by us with modes bare-user masks. The checkout fills the devino cache.
+    let co = tmp.path().join("checkout");
+    let cache = ostree::RepoDevInoCache::new();
+    let checkout_opts = ostree::RepoCheckoutAtOptions {
+        mode: ostree::RepoCheckoutMode::User,
+        no_copy_fallback: true,
+        devino_to_csum_cache: Some(cache.clone()),
+        ..Default::default()
+    };
+    repo.checkout_at(
+        Some(&checkout_opts),
+        libc::AT_FDCWD,
+        &co,
+        &first.checksum,
+        ostree::gio::Cancellable::NONE,
+    )
+    .unwrap();
+    let su_meta = std::fs::symlink_metadata(co.join("usr/bin/su")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::nlink(&su_meta), 2);
+    let mut opts = options(&co);
+    opts.parent = ParentSpec::None;
+    opts.devino_cache = Some(cache);
+    let again = commit_rootfs(&repo, &opts).unwrap();
+    assert_eq!(again.checksum, first.checksum);
+    assert!(again.stats.devino_cache_hits > 0, "{:?}", again.stats);
+
+    // Without the devino cache, user.ostreemeta gives the same answer.
+    let mut opts = options(&co);
+    opts.parent = ParentSpec::None;
+    let uncached = commit_rootfs(&repo, &opts).unwrap();
+    assert_eq!(uncached.checksum, first.checksum);
+    let ls = ostree(&repo_path, &["ls", "-R", &uncached.checksum]);
+    assert!(ls.contains("-04755 0 0     10 /usr/bin/su"), "{ls}");
+    assert!(
+        ls.contains("-00640 900 901      6 /var/lib/owned/data"),
+        "{ls}"
+    );
+}
+
+#[test]
+fn consume_deletes_the_rootfs() {
+    let tmp = tmpdir();
+    let rootfs = tmp.path().join("rootfs");
+    build_rootfs(&rootfs);
+    let repo_path = tmp.path().join("repo");
+    let repo = init_repo(&repo_path, "archive");
+    let mut opts = options(&rootfs);
+    opts.consume = true;
+    commit_rootfs(&repo, &opts).unwrap();
+    assert!(!rootfs.join("usr/bin/hello").exists());
+    ostree(&repo_path, &["fsck"]);
+}
+
+#[test]
+fn pull_local_commit_only_or_with_history() {
+    let tmp = tmpdir();
+    let rootfs = tmp.path().join("rootfs");
+    build_rootfs(&rootfs);
+    let build_path = tmp.path().join("build");
+    let build = init_repo(&build_path, "bare-user");
+    let c1 = commit_rootfs(&build, &options(&rootfs)).unwrap();
+    write(&rootfs.join("usr/share/v2"), "2\n", 0o644);
+    let mut opts = options(&rootfs);
+    opts.timestamp = Some(TIME + 1);
+    let c2 = commit_rootfs(&build, &opts).unwrap();
+
+    let only_path = tmp.path().join("only");
+    let only = init_repo(&only_path, "archive");
+    let n = commit::pull_local(
+        &only,
+        &commit::PullLocalOptions {
+            src_repo: &build_path,
+            commit: &c2.checksum,
+            ref_: Some(REF),
+            history: commit::PullHistory::CommitOnly,
+        },
+    )
+    .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(ostree(&only_path, &["rev-parse", REF]).trim(), c2.checksum);
+    assert!(ostree(&only_path, &["log", REF]).contains("History beyond this commit not fetched"));
+    ostree(&only_path, &["fsck"]);
+
+    let all_path = tmp.path().join("all");
+    let all = init_repo(&all_path, "archive");
+    let n = commit::pull_local(
+        &all,
+        &commit::PullLocalOptions {
+            src_repo: &build_path,
+            commit: &c2.checksum,
+            ref_: None,
+            history: commit::PullHistory::AllAvailable,
+        },
+    )
+    .unwrap();
+    assert_eq!(n, 2);
+    let log = ostree(&all_path, &["log", &c2.checksum]);
+    assert!(log.contains(&c1.checksum), "{log}");
+    assert!(ostree(&all_path, &["refs"]).trim().is_empty());
+    ostree(&all_path, &["fsck"]);
+    check_committed_tree(&all_path, &c2.checksum);
+}
+
+#[test]
+fn lock_is_exclusive_and_waits() {
+    let tmp = tmpdir();
+    let repo_path: PathBuf = tmp.path().join("repo");
+    init_repo(&repo_path, "archive");
+    let held = RepoLock::acquire(&repo_path).unwrap();
+    let pid = std::process::id().to_string();
+    assert_eq!(
+        std::fs::read_to_string(held.path()).unwrap().trim(),
+        pid.as_str()
+    );
+
+    let err = RepoLock::try_acquire(&repo_path).unwrap_err();
+    assert_eq!(class_of(&err), Some(ErrorClass::Locked));
+    assert!(
+        format!("{err:#}").contains(&format!("pid {pid}")),
+        "{err:#}"
+    );
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = repo_path.clone();
+    let waiter = std::thread::spawn(move || {
+        let lock = RepoLock::acquire(&path).unwrap();
+        tx.send(()).unwrap();
+        drop(lock);
+    });
+    assert!(rx
+        .recv_timeout(std::time::Duration::from_millis(500))
+        .is_err());
+    drop(held);
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the waiter got the lock after release");
+    waiter.join().unwrap();
+    let again = RepoLock::try_acquire(&repo_path).unwrap();
+    drop(again);
+}

@@ -1,0 +1,413 @@
+//! End-to-end `compose tree` against real RPMs, real dnf and real OSTree repos,
+//! checked with the `ostree` and `rpm` CLIs.
+mod common;
+
+use common::composer_bin;
+use common::rpmfixture::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const KVER: &str = "6.1.0-test";
+const REF: &str = "test/x86_64/base";
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    manifest: PathBuf,
+    repo: PathBuf,
+    cache: PathBuf,
+}
+
+fn packages() -> Vec<Pkg> {
+    let app = |version: &str| {
+        Pkg::new("app", version)
+            .arch("x86_64")
+            .requires("libfoo")
+            .requires("setup")
+            .recommends("weakdep")
+            .entry(Entry::exe(
+                "/usr/bin/app",
+                &format!("#!/bin/sh\necho app {version}\n"),
+            ))
+            .entry(Entry::config("/etc/app.conf", "setting=1\n"))
+            .entry(Entry::doc("/usr/share/doc/app/README", "read me\n"))
+            .entry(Entry::file("/usr/share/app/remove-me", "x\n"))
+            .entry(Entry::file(
+                "/usr/lib/systemd/system/app.service",
+                "[Service]\nExecStart=/usr/bin/app\n",
+            ))
+            .entry(Entry::owned_dir("/var/lib/app", 0o750, "demo", "demo"))
+            .script("post", "echo post-ran > /usr/share/app/post-ran")
+    };
+    vec![
+        filesystem_pkg(),
+        setup_pkg(),
+        busybox_pkg(),
+        Pkg::new("libfoo", "1.0")
+            .arch("x86_64")
+            .requires("filesystem")
+            .entry(Entry::file(
+                "/usr/lib64/libfoo.so.1",
+                "not really a library\n",
+            )),
+        app("1.0"),
+        app("2.0"),
+        Pkg::new("weakdep", "1.0").entry(Entry::file("/usr/share/weakdep/data", "weak\n")),
+        kernel_pkg(KVER),
+    ]
+}
+
+const MANIFEST: &str = r#"
+ref: test/x86_64/base
+repos: [fixture]
+packages:
+  - filesystem setup busybox
+  - app
+  - kernel-core
+recommends: true
+documentation: false
+automatic-version-prefix: "1.0"
+add-commit-metadata:
+  fixture: "yes"
+boot-location: modules
+no-initramfs: true
+selinux: false
+machineid-compat: true
+units: [app.service]
+postprocess:
+  - |
+    #!/bin/sh
+    set -e
+    echo hello > /usr/share/postprocess-ran
+    test -L /var/lib/rpm
+add-files:
+  - [extra.conf, /etc/extra.conf]
+remove-files:
+  - usr/share/app/remove-me
+"#;
+
+fn fixture() -> Fixture {
+    assert!(
+        have_rpm_tools(),
+        "rpmbuild and createrepo_c are needed (run ci/setup-host)"
+    );
+    let tmp = tempfile::tempdir_in("/var/tmp").unwrap();
+    let dir = tmp.path().join("manifest");
+    std::fs::create_dir_all(&dir).unwrap();
+    let rpms = build_repo(&tmp.path().join("rpms"), &packages());
+    write_repo_file(&dir, "fixture", &rpms, false);
+    std::fs::write(dir.join("extra.conf"), "extra=1\n").unwrap();
+    let manifest = dir.join("manifest.yaml");
+    std::fs::write(&manifest, MANIFEST).unwrap();
+    let repo = tmp.path().join("repo");
+    init_repo(&repo, "bare-user");
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    Fixture {
+        dir,
+        manifest,
+        repo,
+        cache,
+        _tmp: tmp,
+    }
+}
+
+fn init_repo(path: &Path, mode: &str) {
+    let st = Command::new("ostree")
+        .arg(format!("--repo={}", path.display()))
+        .args(["init", &format!("--mode={mode}")])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn ostree(repo: &Path, args: &[&str]) -> String {
+    let out = Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ostree {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn ostree_ok(repo: &Path, args: &[&str]) -> bool {
+    Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(args)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+fn compose(f: &Fixture, extra: &[&str]) -> Output {
+    let mut cmd = Command::new(composer_bin());
+    cmd.args(["compose", "tree", "--unified-core"])
+        .arg(format!("--repo={}", f.repo.display()))
+        .arg(format!("--cachedir={}", f.cache.display()))
+        .args(extra)
+        .arg(&f.manifest)
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    cmd.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn rev(repo: &Path, r: &str) -> String {
+    ostree(repo, &["rev-parse", r]).trim().to_string()
+}
+
+fn meta(repo: &Path, r: &str, key: &str) -> String {
+    ostree(repo, &["show", r, &format!("--print-metadata-key={key}")])
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn compose_tree_end_to_end() {
+    let f = fixture();
+    let json = f.dir.join("compose.json");
+    let out = compose(&f, &[&format!("--write-composejson-to={}", json.display())]);
+    assert!(out.status.success(), "{}", text(&out));
+    let commit = rev(&f.repo, REF);
+    assert_eq!(commit.len(), 64);
+
+    // Packages: the newest app, its dependency and the weak dependency.
+    let ls = ostree(&f.repo, &["ls", "-R", REF]);
+    for path in [
+        "/usr/bin/app",
+        "/usr/lib64/libfoo.so.1",
+        "/usr/share/weakdep/data",
+        "/usr/etc/app.conf",
+        "/usr/etc/extra.conf",
+        "/usr/share/postprocess-ran",
+        "/usr/share/app/post-ran",
+        "/usr/lib/passwd",
+        "/usr/lib/group",
+        "/usr/share/rpm",
+        "/usr/lib/tmpfiles.d/rpm-ostree-1-autovar.conf",
+        "/usr/lib/modules/6.1.0-test/vmlinuz",
+        "/usr/lib/modules/6.1.0-test/initramfs.img",
+        "/usr/share/rpm-ostree/treefile.json",
+        "/usr/etc/systemd/system/multi-user.target.wants/app.service",
+    ] {
+        assert!(
+            ls.lines()
+                .any(|l| l.ends_with(path) || l.contains(&format!("{path} ->"))),
+            "{path} missing from the commit:\n{ls}"
+        );
+    }
+    for absent in [
+        "/usr/share/doc/app/README",
+        "/usr/share/app/remove-me",
+        " /etc/",
+    ] {
+        assert!(!ls.contains(absent), "{absent} should not be in the commit");
+    }
+    assert_eq!(
+        ostree(&f.repo, &["cat", REF, "/usr/bin/app"]),
+        "#!/bin/sh\necho app 2.0\n"
+    );
+    assert_eq!(
+        ostree(&f.repo, &["cat", REF, "/usr/share/postprocess-ran"]),
+        "hello\n"
+    );
+
+    // passwd/group split: root stays in /usr/etc, system users go to /usr/lib.
+    let etc_passwd = ostree(&f.repo, &["cat", REF, "/usr/etc/passwd"]);
+    let lib_passwd = ostree(&f.repo, &["cat", REF, "/usr/lib/passwd"]);
+    assert!(etc_passwd.starts_with("root:"), "{etc_passwd}");
+    assert!(!etc_passwd.contains("demo:"), "{etc_passwd}");
+    assert!(lib_passwd.contains("demo:x:900:900:"), "{lib_passwd}");
+
+    // /var content became tmpfiles.d lines with names resolved.
+    let autovar = ostree(
+        &f.repo,
+        &["cat", REF, "/usr/lib/tmpfiles.d/rpm-ostree-1-autovar.conf"],
+    );
+    assert!(
+        autovar
+            .lines()
+            .any(|l| l.starts_with("d /var/lib/app 0750 demo demo")),
+        "{autovar}"
+    );
+
+    // Metadata.
+    assert_eq!(meta(&f.repo, REF, "version"), "'1.0'");
+    assert_eq!(meta(&f.repo, REF, "fixture"), "'yes'");
+    assert_eq!(meta(&f.repo, REF, "ostree.bootable"), "true");
+    assert_eq!(meta(&f.repo, REF, "ostree.linux"), format!("'{KVER}'"));
+    let inputhash = meta(&f.repo, REF, "rpmostree.inputhash");
+    assert_eq!(inputhash.trim_matches('\'').len(), 64, "{inputhash}");
+    let pkglist = meta(&f.repo, REF, "rpmostree.rpmdb.pkglist");
+    assert!(
+        pkglist.contains("('app', '0', '2.0', '1', 'x86_64')"),
+        "{pkglist}"
+    );
+
+    // The compose JSON has rpm-ostree's keys.
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(j["ref"], REF);
+    assert_eq!(j["ostree-commit"], commit.as_str());
+    assert_eq!(j["ostree-version"], "1.0");
+    assert_eq!(j["rpm-ostree-inputhash"], inputhash.trim_matches('\''));
+    assert!(j["ostree-content-bytes-written"].as_u64().unwrap() > 0);
+
+    // The rpmdb in the commit is readable by rpm.
+    let co = f.dir.join("checkout");
+    ostree(
+        &f.repo,
+        &["checkout", "--user-mode", REF, co.to_str().unwrap()],
+    );
+    let out = Command::new("rpm")
+        .arg("--dbpath")
+        .arg(co.join("usr/share/rpm"))
+        .args(["-qa", "--qf", "%{NAME}-%{VERSION}\\n"])
+        .output()
+        .unwrap();
+    let pkgs = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        pkgs.contains("app-2.0") && pkgs.contains("libfoo-1.0"),
+        "{pkgs}"
+    );
+    assert!(ostree_ok(&f.repo, &["fsck"]));
+
+    // No change: no new commit.
+    let out = compose(&f, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No apparent changes since previous commit")
+            || String::from_utf8_lossy(&out.stdout)
+                .contains("No apparent changes since previous commit"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(rev(&f.repo, REF), commit);
+
+    // --force-nocache: a new commit, child of the first, next version.
+    let out = compose(&f, &["--force-nocache"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let second = rev(&f.repo, REF);
+    assert_ne!(second, commit);
+    assert_eq!(rev(&f.repo, &format!("{REF}^")), commit);
+    assert_eq!(meta(&f.repo, REF, "version"), "'1.0.1'");
+
+    // --no-parent
+    let out = compose(&f, &["--force-nocache", "--no-parent"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!ostree_ok(&f.repo, &["rev-parse", &format!("{REF}^")]));
+}
+
+#[test]
+fn write_commitid_leaves_the_ref() {
+    let f = fixture();
+    let idfile = f.dir.join("commitid");
+    let out = compose(&f, &[&format!("--write-commitid-to={}", idfile.display())]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = std::fs::read_to_string(&idfile).unwrap();
+    assert_eq!(id.len(), 64, "no newline, 64 hex: {id:?}");
+    assert!(
+        !ostree_ok(&f.repo, &["rev-parse", REF]),
+        "ref must not be set"
+    );
+    assert!(ostree_ok(&f.repo, &["show", &id]));
+}
+
+#[test]
+fn reproducible_with_source_date_epoch() {
+    let f = fixture();
+    let out = compose(&f, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let first = rev(&f.repo, REF);
+    // A fresh repo and a fresh cache: the same commit.
+    let repo2 = f.dir.join("repo2");
+    init_repo(&repo2, "bare-user");
+    let cache2 = f.dir.join("cache2");
+    std::fs::create_dir_all(&cache2).unwrap();
+    let out = Command::new(composer_bin())
+        .args(["compose", "tree"])
+        .arg(format!("--repo={}", repo2.display()))
+        .arg(format!("--cachedir={}", cache2.display()))
+        .arg(&f.manifest)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        rev(&repo2, REF),
+        first,
+        "the same inputs must give the same commit"
+    );
+}
+
+#[test]
+fn failure_leaves_ref_untouched() {
+    let f = fixture();
+    let out = compose(&f, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let before = rev(&f.repo, REF);
+    // A failing postprocess script.
+    let broken = MANIFEST.replace("set -e", "set -e\n    exit 7");
+    std::fs::write(&f.manifest, broken).unwrap();
+    let out = compose(&f, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("postprocess"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(rev(&f.repo, REF), before);
+    assert!(ostree_ok(&f.repo, &["fsck"]));
+    // A missing package.
+    std::fs::write(
+        &f.manifest,
+        MANIFEST.replace("- app\n", "- app nosuchpkg\n"),
+    )
+    .unwrap();
+    let out = compose(&f, &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nosuchpkg"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(rev(&f.repo, REF), before);
+    // The next good run works without clean-up.
+    std::fs::write(&f.manifest, MANIFEST).unwrap();
+    let out = compose(&f, &["--force-nocache"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn print_only_and_dry_run() {
+    let f = fixture();
+    let out = Command::new(composer_bin())
+        .args(["compose", "tree", "--print-only"])
+        .arg(&f.manifest)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["ref"], REF);
+    assert_eq!(j["packages"].as_array().unwrap().len(), 5);
+
+    let out = compose(&f, &["--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !ostree_ok(&f.repo, &["rev-parse", REF]),
+        "dry run must not commit"
+    );
+}

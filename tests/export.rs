@@ -1,0 +1,493 @@
+//! Exporting commits into archive repositories, checked with the `ostree` CLI
+//! and with a real `ostree pull` over HTTP (python's static file server) that
+//! verifies GPG signatures and uses the static delta.
+
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use ostree_composer::commit::{self, commit_rootfs, CommitOptions};
+use ostree_composer::exit::{class_of, ErrorClass};
+use ostree_composer::export::{export, ExportOptions};
+
+const REF: &str = "test/x86_64/os";
+const TIME: u64 = 1_700_000_000;
+
+fn tmpdir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("running a command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ostree(repo: &Path, args: &[&str]) -> String {
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(args))
+}
+
+fn write(path: &Path, content: &str, mode: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A build repo (bare-user) with `n` commits on REF, each adding a file; also
+/// one file big enough to be worth a delta.
+struct Build {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    repo_path: PathBuf,
+    repo: ostree::Repo,
+    rootfs: PathBuf,
+    commits: Vec<String>,
+}
+
+impl Build {
+    fn new() -> Build {
+        let tmp = tmpdir();
+        let dir = tmp.path().to_path_buf();
+        let repo_path = dir.join("build");
+        let repo = commit::create_repo(&repo_path, ostree::RepoMode::BareUser).unwrap();
+        let rootfs = dir.join("rootfs");
+        std::fs::create_dir(&rootfs).unwrap();
+        std::fs::set_permissions(&rootfs, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write(
+            &rootfs.join("usr/bin/tool"),
+            "#!/bin/sh\necho tool\n",
+            0o755,
+        );
+        write(&rootfs.join("usr/bin/su"), "setuid\n", 0o4755);
+        let big: String = (0..20000).map(|i| format!("line {i}\n")).collect();
+        write(&rootfs.join("usr/lib/big.txt"), &big, 0o644);
+        Build {
+            _tmp: tmp,
+            dir,
+            repo_path,
+            repo,
+            rootfs,
+            commits: Vec::new(),
+        }
+    }
+
+    fn commit(&mut self) -> String {
+        let n = self.commits.len();
+        write(
+            &self.rootfs.join(format!("usr/share/v{n}")),
+            &format!("{n}\n"),
+            0o644,
+        );
+        // Change the big file a little, so a delta has something to diff.
+        let big = self.rootfs.join("usr/lib/big.txt");
+        let mut content = std::fs::read_to_string(&big).unwrap();
+        content.push_str(&format!("version {n}\n"));
+        std::fs::write(&big, content).unwrap();
+        let mut opts = CommitOptions::new(&self.rootfs);
+        opts.ref_ = Some(REF.into());
+        opts.timestamp = Some(TIME + n as u64);
+        let r = commit_rootfs(&self.repo, &opts).unwrap();
+        self.commits.push(r.checksum.clone());
+        r.checksum
+    }
+
+    fn export_opts(&self, dest: &Path, commit: &str) -> ExportOptions {
+        ExportOptions {
+            src_repo: self.repo_path.clone(),
+            dest: dest.to_path_buf(),
+            ref_: REF.into(),
+            commit: commit.into(),
+            gpg_key: None,
+            gpg_homedir: None,
+            static_delta: false,
+        }
+    }
+}
+
+#[test]
+fn export_creates_archive_repo_then_adds_delta_and_reruns_clean() {
+    let mut build = Build::new();
+    let c1 = build.commit();
+    let dest = build.dir.join("export");
+
+    let r = export(&build.export_opts(&dest, &c1)).unwrap();
+    assert!(r.created);
+    assert_eq!(r.mode, "archive");
+    assert!(r.ref_updated);
+    assert_eq!(r.commits_pulled, 1);
+    assert!(r.objects_written >= 6, "{r:?}");
+    assert!(r.bytes_written > 0);
+    assert!(r.summary_regenerated);
+    assert!(!r.summary_signed);
+    let config = std::fs::read_to_string(dest.join("config")).unwrap();
+    assert!(config.contains("mode=archive"), "{config}");
+    assert_eq!(ostree(&dest, &["rev-parse", REF]).trim(), c1);
+    let summary = ostree(&dest, &["summary", "--view"]);
+    assert!(summary.contains(REF) && summary.contains(&c1), "{summary}");
+    assert_eq!(
+        ostree(&dest, &["cat", REF, "/usr/bin/tool"]),
+        "#!/bin/sh\necho tool\n"
+    );
+    assert!(ostree(&dest, &["ls", REF, "/usr/bin/su"]).starts_with("-04755 0 0"));
+    ostree(&dest, &["fsck"]);
+
+    // Second commit with a delta from the first.
+    let c2 = build.commit();
+    let mut opts = build.export_opts(&dest, &c2);
+    opts.static_delta = true;
+    let r = export(&opts).unwrap();
+    assert!(!r.created);
+    assert_eq!(r.commits_pulled, 1);
+    let delta = format!("{c1}-{c2}");
+    assert_eq!(r.delta_written.as_deref(), Some(delta.as_str()));
+    let deltas = ostree(&dest, &["static-delta", "list"]);
+    assert!(deltas.contains(&delta), "{deltas}");
+    let summary = ostree(&dest, &["summary", "--view"]);
+    assert!(summary.contains(&c2), "{summary}");
+    assert!(ostree(&dest, &["log", REF]).contains(&c1));
+    ostree(&dest, &["fsck"]);
+
+    // Unchanged rerun: nothing written, the summary stays valid.
+    let summary_before = std::fs::read(dest.join("summary")).unwrap();
+    let r = export(&opts).unwrap();
+    assert_eq!(r.objects_written, 0);
+    assert_eq!(r.commits_pulled, 0);
+    assert!(!r.ref_updated);
+    assert_eq!(r.delta_written, None);
+    assert!(!r.summary_regenerated);
+    assert_eq!(std::fs::read(dest.join("summary")).unwrap(), summary_before);
+    ostree(&dest, &["summary", "--view"]);
+    ostree(&dest, &["fsck"]);
+}
+
+#[test]
+fn export_history_and_delta_without_parent_in_dest() {
+    let mut build = Build::new();
+    let c1 = build.commit();
+    let c2 = build.commit();
+    let c3 = build.commit();
+
+    // A fresh destination gets the whole available history.
+    let dest = build.dir.join("all");
+    let r = export(&build.export_opts(&dest, &c3)).unwrap();
+    assert_eq!(r.commits_pulled, 3);
+    let log = ostree(&dest, &["log", REF]);
+    assert!(log.contains(&c1) && log.contains(&c2), "{log}");
+
+    // A delta is skipped (with a reason) when the parent never reached the dest:
+    // the source lost the parent (pruned), so only c3 itself can be exported.
+    let pruned = build.dir.join("pruned-src");
+    let src = commit::create_repo(&pruned, ostree::RepoMode::Archive).unwrap();
+    commit::pull_local(
+        &src,
+        &commit::PullLocalOptions {
+            src_repo: &build.repo_path,
+            commit: &c3,
+            ref_: Some(REF),
+            history: commit::PullHistory::CommitOnly,
+        },
+    )
+    .unwrap();
+    let dest2 = build.dir.join("nodelta");
+    let mut opts = build.export_opts(&dest2, &c3);
+    opts.src_repo = pruned;
+    opts.static_delta = true;
+    let r = export(&opts).unwrap();
+    assert_eq!(r.commits_pulled, 1);
+    assert_eq!(r.delta_written, None);
+    assert!(
+        r.delta_skipped_reason
+            .as_deref()
+            .unwrap_or("")
+            .contains(&c2),
+        "{r:?}"
+    );
+    ostree(&dest2, &["fsck"]);
+}
+
+#[test]
+fn export_into_existing_dirs() {
+    let mut build = Build::new();
+    let c1 = build.commit();
+
+    // An empty existing directory is initialised as archive.
+    let empty = build.dir.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let r = export(&build.export_opts(&empty, &c1)).unwrap();
+    assert!(r.created);
+    assert_eq!(r.mode, "archive");
+
+    // An existing bare-user repository is written as it is.
+    let bare_user = build.dir.join("bare-user");
+    commit::create_repo(&bare_user, ostree::RepoMode::BareUser).unwrap();
+    let r = export(&build.export_opts(&bare_user, &c1)).unwrap();
+    assert!(!r.created);
+    assert_eq!(r.mode, "bare-user");
+    assert_eq!(ostree(&bare_user, &["rev-parse", REF]).trim(), c1);
+    ostree(&bare_user, &["fsck"]);
+
+    // A non-empty directory that is not a repository is refused, untouched.
+    let junk = build.dir.join("junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("file"), "keep me").unwrap();
+    let err = export(&build.export_opts(&junk, &c1)).unwrap_err();
+    assert_eq!(class_of(&err), Some(ErrorClass::InvalidInput), "{err:#}");
+    assert!(format!("{err:#}").contains("not empty"), "{err:#}");
+    assert!(!junk.join("objects").exists());
+    assert_eq!(
+        std::fs::read_to_string(junk.join("file")).unwrap(),
+        "keep me"
+    );
+
+    // A commit the source does not have: output failure, ref untouched.
+    let missing = "01ba4719c80b6fe911b091a7c05124b64eeece964e09c058ef8f9805daca546b";
+    let err = export(&build.export_opts(&empty, missing)).unwrap_err();
+    assert_eq!(class_of(&err), Some(ErrorClass::OutputFailed), "{err:#}");
+    assert_eq!(ostree(&empty, &["rev-parse", REF]).trim(), c1);
+}
+
+/// A throw-away GnuPG home with one signing key; kills its agent when dropped.
+struct Gpg {
+    home: PathBuf,
+    key_id: String,
+    public_key: PathBuf,
+}
+
+impl Gpg {
+    fn new(dir: &Path) -> Gpg {
+        let home = dir.join("gnupg");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let gpg = |args: &[&str]| run(Command::new("gpg").arg("--homedir").arg(&home).args(args));
+        gpg(&[
+            "--batch",
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            "Export Test <export-test@example.invalid>",
+            "ed25519",
+            "sign",
+            "never",
+        ]);
+        let listing = gpg(&["--list-keys", "--with-colons"]);
+        let key_id = listing
+            .lines()
+            .find(|l| l.starts_with("fpr:"))
+            .and_then(|l| l.split(':').nth(9))
+            .expect("a fingerprint")
+            .to_string();
+        let public_key = dir.join("key.asc");
+        let armored = gpg(&["--armor", "--export", &key_id]);
+        std::fs::write(&public_key, armored).unwrap();
+        Gpg {
+            home,
+            key_id,
+            public_key,
+        }
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(&self.home)
+            .args(["--kill", "gpg-agent"])
+            .status();
+    }
+}
+
+/// `python3 -m http.server` on a free port of 127.0.0.1; killed when dropped.
+struct HttpServer {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl HttpServer {
+    /// Serve `dir`; the access log goes to `log`.
+    fn serve(dir: &Path, log: &Path) -> HttpServer {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("starting python3 -m http.server");
+        let server = HttpServer {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log: log.to_path_buf(),
+        };
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the HTTP server did not start on port {port}");
+    }
+}
+
+impl HttpServer {
+    fn requests(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client_repo(path: &Path, url: &str, gpg_key: Option<&Path>) {
+    run(Command::new("ostree")
+        .arg("init")
+        .arg(format!("--repo={}", path.display()))
+        .arg("--mode=bare-user"));
+    ostree(
+        path,
+        &[
+            "remote",
+            "add",
+            "--set=gpg-verify=true",
+            "--set=gpg-verify-summary=true",
+            "origin",
+            url,
+        ],
+    );
+    if let Some(key) = gpg_key {
+        ostree(
+            path,
+            &[
+                "remote",
+                "gpg-import",
+                &format!("--keyring={}", key.display()),
+                "origin",
+            ],
+        );
+    }
+}
+
+fn pull(client: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new("ostree")
+        .arg(format!("--repo={}", client.display()))
+        .arg("pull")
+        .args(extra)
+        .args(["origin", REF])
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("all_proxy")
+        .env_remove("ALL_PROXY")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn signed_export_is_pulled_over_http_with_verification_and_delta() {
+    let mut build = Build::new();
+    let gpg = Gpg::new(&build.dir);
+    let dest = build.dir.join("export");
+    let c1 = build.commit();
+    let mut opts = build.export_opts(&dest, &c1);
+    opts.gpg_key = Some(gpg.key_id.clone());
+    opts.gpg_homedir = Some(gpg.home.clone());
+    opts.static_delta = true;
+    let r = export(&opts).unwrap();
+    assert!(r.commit_signed && r.summary_signed, "{r:?}");
+    assert!(r.delta_skipped_reason.is_some(), "{r:?}");
+    let first_sig_len = std::fs::metadata(dest.join("summary.sig")).unwrap().len();
+
+    let server = HttpServer::serve(&dest, &build.dir.join("http.log"));
+    let client = build.dir.join("client");
+    client_repo(&client, &server.url, Some(&gpg.public_key));
+    let out = pull(&client, &[]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        ostree(&client, &["rev-parse", &format!("origin:{REF}")]).trim(),
+        c1
+    );
+    let show = ostree(&client, &["show", &c1]);
+    assert!(show.contains("Good signature"), "{show}");
+
+    // The next commit travels as a static delta (the pull refuses anything else).
+    let c2 = build.commit();
+    let mut opts = build.export_opts(&dest, &c2);
+    opts.gpg_key = Some(gpg.key_id.clone());
+    opts.gpg_homedir = Some(gpg.home.clone());
+    opts.static_delta = true;
+    let r = export(&opts).unwrap();
+    assert_eq!(r.delta_written, Some(format!("{c1}-{c2}")));
+    // The regenerated summary carries one fresh signature, not the old ones too.
+    let sig_len = std::fs::metadata(dest.join("summary.sig")).unwrap().len();
+    assert!(
+        sig_len < first_sig_len * 3 / 2,
+        "{first_sig_len} -> {sig_len}"
+    );
+    let out = pull(&client, &["--require-static-deltas"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    let requests = server.requests();
+    assert!(requests.contains("GET /deltas/"), "{text}\n{requests}");
+    assert!(requests.contains("GET /summary.sig"), "{requests}");
+    assert_eq!(
+        ostree(&client, &["rev-parse", &format!("origin:{REF}")]).trim(),
+        c2
+    );
+    ostree(&client, &["fsck"]);
+
+    // The unchanged rerun keeps a summary the client still accepts.
+    let r = export(&opts).unwrap();
+    assert!(!r.summary_regenerated && !r.commit_signed, "{r:?}");
+    let show = ostree(&dest, &["show", &c2]);
+    assert_eq!(show.matches("Signature made").count(), 1, "{show}");
+    let out = pull(&client, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A client without the key refuses the repository.
+    let stranger = build.dir.join("stranger");
+    client_repo(&stranger, &server.url, None);
+    let out = pull(&stranger, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.to_lowercase().contains("gpg") || err.contains("signature"),
+        "{err}"
+    );
+    drop(server);
+}

@@ -1,0 +1,891 @@
+//! OCI output with real parts: RPMs built with rpmbuild, installed with rpm into a
+//! rootfs, committed with the `ostree` CLI, encapsulated with ostree-ext, checked
+//! with skopeo, imported back with ostree-ext, pushed to a real docker-registry.
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::rpmfixture::*;
+use ostree_composer::exit::{class_of, ErrorClass};
+use ostree_composer::oci::{self, OciOptions};
+use ostree_ext::container::OstreeImageReference;
+
+const REF: &str = "test/x86_64";
+const COMMIT_TIME: &str = "2024-01-02T03:04:05Z";
+const KVER: &str = "6.1.0-1.x86_64";
+
+struct Fixture {
+    dir: PathBuf,
+    repo: PathBuf,
+    rootfs: PathBuf,
+    commit: String,
+}
+
+fn scratch_root() -> PathBuf {
+    // Not /tmp: bare-user repos need user xattrs (tmpfs lacks them on older kernels).
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+}
+
+fn tmpdir() -> tempfile::TempDir {
+    tempfile::tempdir_in(scratch_root()).unwrap()
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Deterministic, poorly compressible bytes.
+fn noise(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x & 0xff) as u8
+        })
+        .collect()
+}
+
+fn blob(path: &str, len: usize, seed: u32, mode: u32) -> Entry {
+    Entry::File {
+        path: path.into(),
+        content: noise(len, seed),
+        mode,
+        user: "root".into(),
+        group: "root".into(),
+        config: false,
+        doc: false,
+    }
+}
+
+fn packages() -> Vec<Pkg> {
+    vec![
+        filesystem_pkg(),
+        setup_pkg(),
+        Pkg::new("hello", "1.0")
+            .arch("x86_64")
+            .entry(Entry::exe("/usr/bin/hello", "#!/bin/sh\necho hello\n"))
+            .entry(Entry::config("/etc/hello.conf", "greeting=hi\n"))
+            .entry(Entry::doc("/usr/share/doc/hello/README", "hello docs\n")),
+        Pkg::new("libfoo", "2.3")
+            .arch("x86_64")
+            .entry(blob("/usr/lib64/libfoo.so.2", 300_000, 1, 0o755))
+            .entry(Entry::symlink("/usr/lib64/libfoo.so", "libfoo.so.2")),
+        Pkg::new("sutool", "0.5")
+            .arch("x86_64")
+            .entry(blob("/usr/bin/sutool", 20_000, 2, 0o4755)),
+        Pkg::new("kernel", "6.1.0")
+            .arch("x86_64")
+            .entry(Entry::dir("/usr/lib/modules/6.1.0-1.x86_64"))
+            .entry(blob(
+                "/usr/lib/modules/6.1.0-1.x86_64/vmlinuz",
+                400_000,
+                3,
+                0o755,
+            ))
+            .entry(Entry::file(
+                "/usr/lib/modules/6.1.0-1.x86_64/modules.dep",
+                "kernel/foo.ko:\n",
+            )),
+        Pkg::new("bigdata", "1.0").entry(blob("/usr/share/bigdata/blob", 600_000, 4, 0o644)),
+    ]
+}
+
+/// Build the RPMs, install them into a rootfs with rpm, and commit it (once per test binary).
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let t = Instant::now();
+        let dir = scratch_root().join("oci-fixture");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        let rpmrepo = build_repo(&dir.join("rpms"), &packages());
+        let rootfs = dir.join("rootfs");
+        std::fs::create_dir_all(&rootfs).unwrap();
+        let rpms: Vec<PathBuf> = std::fs::read_dir(rpmrepo.join("Packages"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        run(Command::new("rpm").arg("--root").arg(&rootfs).args([
+            "--dbpath",
+            "/usr/share/rpm",
+            "--initdb",
+        ]));
+        run(Command::new("rpm")
+            .arg("--root")
+            .arg(&rootfs)
+            .args([
+                "--dbpath",
+                "/usr/share/rpm",
+                "-i",
+                "--nodeps",
+                "--noscripts",
+            ])
+            .args(&rpms));
+        // What the compose pipeline does before committing: /etc -> /usr/etc.
+        std::fs::rename(rootfs.join("etc"), rootfs.join("usr/etc")).unwrap();
+        // Unowned content: an initramfs and a stray file.
+        std::fs::write(
+            rootfs.join(format!("usr/lib/modules/{KVER}/initramfs.img")),
+            noise(80_000, 5),
+        )
+        .unwrap();
+        std::fs::write(rootfs.join("usr/share/unowned.txt"), "nobody owns me\n").unwrap();
+        let repo = dir.join("repo");
+        run(Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(["init", "--mode=bare-user"]));
+        let commit = run(Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .arg("commit")
+            .arg(format!("--branch={REF}"))
+            .arg(format!("--tree=dir={}", rootfs.display()))
+            .arg("--add-metadata-string=version=1.0")
+            .arg("--add-metadata=ostree.bootable=true")
+            .arg(format!("--timestamp={COMMIT_TIME}"))
+            .arg("--subject=fixture"))
+        .trim()
+        .to_string();
+        assert_eq!(commit.len(), 64, "{commit}");
+        eprintln!(
+            "fixture: built RPMs, rootfs and commit {commit} in {:.1}s",
+            t.elapsed().as_secs_f32()
+        );
+        Fixture {
+            dir,
+            repo,
+            rootfs,
+            commit,
+        }
+    })
+}
+
+fn options(f: &Fixture, workdir: &Path) -> OciOptions {
+    let mut labels = BTreeMap::new();
+    labels.insert(
+        "org.opencontainers.image.title".to_string(),
+        "Test OS".to_string(),
+    );
+    labels.insert("com.example.flavor".to_string(), "plain".to_string());
+    OciOptions {
+        repo: f.repo.clone(),
+        rev: REF.into(),
+        labels,
+        workdir: workdir.to_path_buf(),
+        retry_backoff: Duration::from_millis(200),
+        ..Default::default()
+    }
+}
+
+fn inspect(imgref: &str, extra: &[&str]) -> serde_json::Value {
+    let out = run(Command::new("skopeo")
+        .arg("inspect")
+        .args(extra)
+        .arg(imgref));
+    serde_json::from_str(&out).unwrap()
+}
+
+fn unencapsulate(imgref: &str, insecure: bool) -> String {
+    let d = tmpdir();
+    let repo = ostree::Repo::new_for_path(d.path());
+    repo.create(ostree::RepoMode::BareUser, ostree::gio::Cancellable::NONE)
+        .unwrap();
+    let imgref: OstreeImageReference = imgref.parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let commit = rt.block_on(async {
+        let mut cfg = containers_image_proxy::ImageProxyConfig::default();
+        if insecure {
+            cfg.insecure_skip_tls_verification = Some(true);
+        }
+        let imp = ostree_ext::container::store::ImageImporter::new(&repo, &imgref, cfg)
+            .await
+            .unwrap();
+        imp.unencapsulate().await.unwrap().ostree_commit
+    });
+    // The setuid bit survived the trip.
+    let ls = run(Command::new("ostree")
+        .arg(format!("--repo={}", d.path().display()))
+        .args(["ls", &commit, "/usr/bin/sutool"]));
+    assert!(ls.starts_with("-04755"), "{ls}");
+    commit
+}
+
+fn components_of(raw_manifest: &serde_json::Value) -> Vec<String> {
+    raw_manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["annotations"]["ostree.components"].as_str())
+        .flat_map(|s| s.split(',').map(str::to_string))
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+#[test]
+fn oci_dir_and_archive_roundtrip() {
+    let f = fixture();
+    let out = tmpdir();
+    let work = tmpdir();
+    let ocidir = out.path().join("img");
+    let archive = out.path().join("img.tar");
+    let dests = [
+        format!("oci:{}:v1", ocidir.display()),
+        format!("oci-archive:{}:v1", archive.display()),
+    ];
+    let t = Instant::now();
+    let results = oci::build_and_push_many(&options(f, work.path()), &dests).unwrap();
+    eprintln!(
+        "build + 2 outputs: {:.1}s; {results:?}",
+        t.elapsed().as_secs_f32()
+    );
+    assert_eq!(results.len(), 2);
+    let r = &results[0];
+    assert_eq!(r.commit, f.commit);
+    assert_eq!(r.manifest_digest, results[1].manifest_digest);
+    assert_eq!(r.architecture, "amd64");
+    assert!(r.layer_count >= 6, "{r:?}");
+    assert!(r.compressed_size > 1_000_000, "{r:?}");
+    // The work directory is cleaned up.
+    assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
+
+    for imgref in [&dests[0], &dests[1]] {
+        let info = inspect(imgref, &[]);
+        let labels = &info["Labels"];
+        assert_eq!(labels["ostree.commit"], f.commit.as_str(), "{info:#}");
+        assert_eq!(labels["version"], "1.0");
+        assert_eq!(labels["org.opencontainers.image.version"], "1.0");
+        assert_eq!(labels["containers.bootc"], "1");
+        assert_eq!(labels["org.opencontainers.image.created"], COMMIT_TIME);
+        assert_eq!(labels["org.opencontainers.image.title"], "Test OS");
+        assert_eq!(labels["com.example.flavor"], "plain");
+        assert_eq!(info["Architecture"], "amd64");
+        assert_eq!(info["Created"], COMMIT_TIME);
+        assert_eq!(info["Digest"], r.manifest_digest.as_str());
+        assert_eq!(info["Layers"].as_array().unwrap().len(), r.layer_count);
+
+        let raw = inspect(imgref, &["--raw"]);
+        let comps = components_of(&raw);
+        for p in [
+            "hello",
+            "libfoo",
+            "sutool",
+            "kernel",
+            "bigdata",
+            "setup",
+            "initramfs",
+            "rpmostree-unpackaged-content",
+        ] {
+            assert!(comps.iter().any(|c| c == p), "{p} not in {comps:?}");
+        }
+        // Every package layer has the annotation, each component once.
+        let mut sorted = comps.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), comps.len(), "{comps:?}");
+
+        let config = inspect(imgref, &["--config"]);
+        for h in config["history"].as_array().unwrap() {
+            assert_eq!(h["created"], COMMIT_TIME, "{config:#}");
+        }
+        assert_eq!(config["architecture"], "amd64");
+    }
+
+    let t = Instant::now();
+    let c1 = unencapsulate(&format!("ostree-unverified-image:{}", dests[0]), false);
+    let c2 = unencapsulate(&format!("ostree-unverified-image:{}", dests[1]), false);
+    eprintln!("two imports: {:.1}s", t.elapsed().as_secs_f32());
+    assert_eq!(c1, f.commit);
+    assert_eq!(c2, f.commit);
+    eprintln!(
+        "fixture image: {} layers, {} bytes compressed; archive {} bytes",
+        r.layer_count,
+        r.compressed_size,
+        std::fs::metadata(&archive).unwrap().len()
+    );
+}
+
+#[test]
+fn same_commit_same_digest_and_rpmdb_from_rootfs() {
+    let f = fixture();
+    let mut digests = Vec::new();
+    let outs = [tmpdir(), tmpdir()];
+    for (i, out) in outs.iter().enumerate() {
+        let work = tmpdir();
+        let mut o = options(f, work.path());
+        if i == 1 {
+            // The second run reads the rpmdb from the rootfs instead of the commit.
+            o.rootfs_for_rpmdb = Some(f.rootfs.clone());
+        }
+        let t = Instant::now();
+        let r =
+            oci::build_and_push(&o, &format!("oci:{}", out.path().join("img").display())).unwrap();
+        eprintln!(
+            "run {i}: {:.1}s {}",
+            t.elapsed().as_secs_f32(),
+            r.manifest_digest
+        );
+        digests.push(r.manifest_digest);
+    }
+    assert_eq!(digests[0], digests[1]);
+    // Byte-identical blob sets.
+    let blobs = |d: &Path| {
+        let mut v: Vec<_> = std::fs::read_dir(d.join("img/blobs/sha256"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(blobs(outs[0].path()), blobs(outs[1].path()));
+
+    // A different creation time gives a different digest, and it is recorded. Written
+    // untagged over the first image: the directory then holds just the new one.
+    let work = tmpdir();
+    let mut o = options(f, work.path());
+    o.created = Some("1700000000".into());
+    o.max_layers = 4;
+    let dest = format!("oci:{}", outs[0].path().join("img").display());
+    let r = oci::build_and_push(&o, &dest).unwrap();
+    assert_ne!(r.manifest_digest, digests[0]);
+    // 4 package bins at most, plus the commit layer.
+    assert!(r.layer_count <= 5 && r.layer_count >= 2, "{r:?}");
+    let info = inspect(&dest, &[]);
+    assert_eq!(info["Created"], "2023-11-14T22:13:20Z");
+    assert_eq!(info["Digest"], r.manifest_digest.as_str());
+    assert_eq!(
+        unencapsulate(&format!("ostree-unverified-image:{dest}"), false),
+        f.commit
+    );
+}
+
+#[test]
+fn container_encapsulate_dropin() {
+    let f = fixture();
+    let out = tmpdir();
+    let work = tmpdir();
+    let first = format!("oci:{}:first", out.path().join("img").display());
+    let second = format!("oci:{}:second", out.path().join("img").display());
+    let meta = out.path().join("contentmeta.json");
+    let imgcfg = out.path().join("config.json");
+    std::fs::write(
+        &imgcfg,
+        r#"{"Env":["PATH=/usr/bin","LANG=C.UTF-8"],"User":"0"}"#,
+    )
+    .unwrap();
+    let base = oci::EncapsulateOptions {
+        repo: f.repo.clone(),
+        rev: f.commit.clone(),
+        imgref: first.clone(),
+        labels: vec!["a.b=c".into()],
+        copymeta: vec!["version".into()],
+        cmd: Some(vec!["/usr/bin/hello".into()]),
+        write_contentmeta_json: Some(meta.clone()),
+        image_config: Some(imgcfg.clone()),
+        workdir: Some(work.path().to_path_buf()),
+        ..Default::default()
+    };
+    let r1 = oci::container_encapsulate(&base).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    let names: Vec<&str> = m
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"libfoo") && names.contains(&"rpmostree-unpackaged-content"),
+        "{names:?}"
+    );
+    let libfoo = m
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "libfoo")
+        .unwrap();
+    // The 300 kB library and its symlink, nothing else.
+    let size = libfoo["size"].as_u64().unwrap();
+    assert!((300_000..300_100).contains(&size), "{libfoo}");
+    assert_eq!(libfoo["identifier"], "libfoo-2.3-1.x86_64");
+    let info = inspect(&first, &["--config"]);
+    assert_eq!(info["config"]["Cmd"][0], "/usr/bin/hello");
+    assert_eq!(info["config"]["Labels"]["a.b"], "c");
+    assert_eq!(info["config"]["Env"][1], "LANG=C.UTF-8", "{info:#}");
+    assert_eq!(info["config"]["User"], "0");
+
+    // Previous build manifest keeps the packing; compare-with-build works.
+    let raw = run(Command::new("skopeo").args(["inspect", "--raw", &first]));
+    let prev = out.path().join("prev.json");
+    std::fs::write(&prev, raw).unwrap();
+    let r2 = oci::container_encapsulate(&oci::EncapsulateOptions {
+        imgref: second.clone(),
+        previous_build_manifest: Some(prev.clone()),
+        compare_with_build: Some(first.clone()),
+        ..base.clone()
+    })
+    .unwrap();
+    assert_eq!(r1.manifest_digest, r2.manifest_digest);
+
+    // Bad inputs are classified.
+    let e = oci::container_encapsulate(&oci::EncapsulateOptions {
+        format_version: Some(2),
+        ..base.clone()
+    })
+    .unwrap_err();
+    assert_eq!(class_of(&e), Some(ErrorClass::Unsupported));
+    std::fs::write(&prev, "{\"schemaVersion\":2}").unwrap();
+    let e = oci::container_encapsulate(&oci::EncapsulateOptions {
+        imgref: second.clone(),
+        previous_build_manifest: Some(prev),
+        ..base.clone()
+    })
+    .unwrap_err();
+    assert_eq!(class_of(&e), Some(ErrorClass::InvalidInput), "{e:#}");
+    let e = oci::container_encapsulate(&oci::EncapsulateOptions {
+        copymeta: vec!["no.such.key".into()],
+        ..base.clone()
+    })
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("no.such.key"), "{e:#}");
+    assert_eq!(class_of(&e), Some(ErrorClass::InvalidInput), "{e:#}");
+    let e = oci::container_encapsulate(&oci::EncapsulateOptions {
+        copymeta_opt: vec!["ostree.bootable".into()],
+        ..base.clone()
+    })
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("not a string"), "{e:#}");
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let f = fixture();
+    let work = tmpdir();
+    let out = tmpdir();
+    let dest = format!("oci:{}", out.path().join("img").display());
+    let mut o = options(f, work.path());
+    o.max_layers = 3;
+    let e = oci::build_and_push(&o, &dest).unwrap_err();
+    assert_eq!(class_of(&e), Some(ErrorClass::InvalidInput));
+    assert!(format!("{e:#}").contains("at least 4"), "{e:#}");
+
+    let o = options(f, work.path());
+    let e = oci::build_and_push(&o, "ftp://example.com/x").unwrap_err();
+    assert_eq!(class_of(&e), Some(ErrorClass::InvalidInput));
+    assert!(format!("{e:#}").contains("unknown transport"), "{e:#}");
+
+    let mut o = options(f, work.path());
+    o.rev = "no/such/ref".into();
+    let e = oci::build_and_push(&o, &dest).unwrap_err();
+    assert_eq!(class_of(&e), Some(ErrorClass::InvalidInput));
+    assert!(format!("{e:#}").contains("no/such/ref"), "{e:#}");
+
+    let mut o = options(f, work.path());
+    o.labels.insert("ostree.commit".into(), "x".into());
+    let e = oci::build_and_push(&o, &dest).unwrap_err();
+    assert_eq!(class_of(&e), Some(ErrorClass::InvalidInput));
+    assert!(!out.path().join("img").exists());
+}
+
+/// A docker-registry on a free local port, killed on drop.
+struct Registry {
+    child: Child,
+    port: u16,
+    storage: tempfile::TempDir,
+    _config: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_registry() -> Registry {
+    let port = free_port();
+    let storage = tmpdir();
+    let config = tmpdir();
+    let cfg = config.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            storage.path().display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("/usr/bin/docker-registry")
+        .arg("serve")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting docker-registry");
+    let reg = Registry {
+        child,
+        port,
+        storage,
+        _config: config,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "registry did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    reg
+}
+
+fn blob_count(storage: &Path) -> usize {
+    let dir = storage.join("docker/registry/v2/blobs/sha256");
+    let mut n = 0;
+    for a in std::fs::read_dir(dir).unwrap() {
+        n += std::fs::read_dir(a.unwrap().path()).unwrap().count();
+    }
+    n
+}
+
+#[test]
+fn registry_push_roundtrip_and_failure() {
+    let f = fixture();
+    let reg = start_registry();
+    let work = tmpdir();
+    let mut o = options(f, work.path());
+    o.tls_verify = false;
+    let dest = format!("docker://127.0.0.1:{}/test/os:latest", reg.port);
+    let t = Instant::now();
+    let r = oci::build_and_push(&o, &dest).unwrap();
+    eprintln!("registry push: {:.1}s {r:?}", t.elapsed().as_secs_f32());
+    assert_eq!(r.layers_reused, 0, "{r:?}");
+    let info = inspect(&dest, &["--tls-verify=false"]);
+    assert_eq!(info["Labels"]["ostree.commit"], f.commit.as_str());
+    assert_eq!(info["Labels"]["containers.bootc"], "1");
+    assert_eq!(info["Digest"], r.manifest_digest.as_str());
+    assert_eq!(info["Layers"].as_array().unwrap().len(), r.layer_count);
+    let blobs = blob_count(reg.storage.path());
+    // The registry stores the manifest as a blob too.
+    assert_eq!(blobs, r.layer_count + 2, "layers + config + manifest");
+
+    // Round trip from the registry.
+    let c = unencapsulate(
+        &format!(
+            "ostree-unverified-registry:127.0.0.1:{}/test/os:latest",
+            reg.port
+        ),
+        true,
+    );
+    assert_eq!(c, f.commit);
+
+    // Second push: nothing new goes over the wire.
+    let r2 = oci::build_and_push(&o, &dest).unwrap();
+    assert_eq!(r2.manifest_digest, r.manifest_digest);
+    assert_eq!(r2.layers_reused, r.layer_count, "{r2:?}");
+    assert_eq!(blob_count(reg.storage.path()), blobs);
+
+    // TLS verification on against a plain-HTTP registry: a clear, non-retried failure.
+    let mut strict = options(f, work.path());
+    strict.tls_verify = true;
+    let e = oci::build_and_push(&strict, &dest).unwrap_err();
+    assert_eq!(class_of(&e), Some(ErrorClass::OutputFailed), "{e:#}");
+
+    // Registry down: a clear error after the retries, naming the registry.
+    let port = reg.port;
+    drop(reg);
+    let mut o = options(f, work.path());
+    o.tls_verify = false;
+    o.retries = 2;
+    let t = Instant::now();
+    let e = oci::build_and_push(&o, &dest).unwrap_err();
+    let msg = format!("{e:#}");
+    eprintln!("registry down -> {:.1}s: {msg}", t.elapsed().as_secs_f32());
+    assert_eq!(class_of(&e), Some(ErrorClass::OutputFailed), "{msg}");
+    assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+    assert!(msg.contains("3 attempt"), "{msg}");
+}
+
+#[test]
+fn authfile_secrets_never_shown() {
+    let f = fixture();
+    let work = tmpdir();
+    let auth = work.path().join("auth.json");
+    let port = free_port();
+    // base64("user:s3cr3t-pass")
+    std::fs::write(
+        &auth,
+        format!(r#"{{"auths":{{"127.0.0.1:{port}":{{"auth":"dXNlcjpzM2NyM3QtcGFzcw=="}}}}}}"#),
+    )
+    .unwrap();
+    let mut o = options(f, work.path());
+    o.tls_verify = false;
+    o.retries = 0;
+    o.authfile = Some(auth);
+    let e = oci::build_and_push(&o, &format!("docker://127.0.0.1:{port}/x/y:z")).unwrap_err();
+    let msg = format!("{e:#} {e:?}");
+    assert!(
+        !msg.contains("s3cr3t") && !msg.contains("dXNlcjpz"),
+        "{msg}"
+    );
+    let _ = &f.dir;
+}
+
+/// Runs only as a child of `reproducible_across_processes` (a fresh process means fresh
+/// HashMap seeds, so any hash-order dependence in the image would show).
+#[test]
+#[ignore]
+fn child_build() {
+    let (Ok(repo), Ok(out)) = (
+        std::env::var("OCI_CHILD_REPO"),
+        std::env::var("OCI_CHILD_OUT"),
+    ) else {
+        return;
+    };
+    let work = tmpdir();
+    let o = OciOptions {
+        repo: repo.into(),
+        rev: REF.into(),
+        workdir: work.path().to_path_buf(),
+        ..Default::default()
+    };
+    let r = oci::build_and_push(&o, &format!("oci:{out}")).unwrap();
+    std::fs::write(format!("{out}.digest"), r.manifest_digest).unwrap();
+}
+
+#[test]
+fn reproducible_across_processes() {
+    let f = fixture();
+    let out = tmpdir();
+    let mut digests = Vec::new();
+    for i in 0..2 {
+        let img = out.path().join(format!("img{i}"));
+        run(Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "child_build", "--ignored", "--nocapture"])
+            .env("OCI_CHILD_REPO", &f.repo)
+            .env("OCI_CHILD_OUT", &img));
+        digests.push(std::fs::read_to_string(format!("{}.digest", img.display())).unwrap());
+    }
+    assert!(digests[0].starts_with("sha256:"), "{digests:?}");
+    assert_eq!(digests[0], digests[1]);
+}
+
+#[test]
+fn archive_repo_gives_the_same_image() {
+    let f = fixture();
+    let d = tmpdir();
+    let archive = d.path().join("archive");
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", archive.display()))
+        .args(["init", "--mode=archive"]));
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", archive.display()))
+        .arg("pull-local")
+        .arg(&f.repo)
+        .arg(REF));
+    let mut digests = Vec::new();
+    for repo in [&f.repo, &archive] {
+        let work = tmpdir();
+        let mut o = options(f, work.path());
+        o.repo = repo.clone();
+        let out = d.path().join(format!("img-{}", digests.len()));
+        let r = oci::build_and_push(&o, &format!("oci:{}", out.display())).unwrap();
+        digests.push(r.manifest_digest);
+    }
+    assert_eq!(digests[0], digests[1]);
+}
+
+/// Manual measurement, not part of the suite:
+/// `OCI_MEASURE_DIR=/usr/lib/x86_64-linux-gnu cargo test --test oci measure -- --ignored --nocapture`
+/// commits the directory as the root of a tree and times each step.
+#[test]
+#[ignore]
+fn measure_dir_throughput() {
+    let Ok(src) = std::env::var("OCI_MEASURE_DIR") else {
+        return;
+    };
+    let d = tmpdir();
+    let repo = d.path().join("repo");
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["init", "--mode=bare-user"]));
+    let t = Instant::now();
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args([
+            "commit",
+            "--branch=m/x86_64",
+            "--timestamp=2024-01-01T00:00:00Z",
+        ])
+        .arg(format!("--tree=dir={src}")));
+    eprintln!("measure: ostree commit {:.1}s", t.elapsed().as_secs_f32());
+    let work = tmpdir();
+    let o = OciOptions {
+        repo: repo.clone(),
+        rev: "m/x86_64".into(),
+        arch: Some("x86_64".into()),
+        workdir: work.path().to_path_buf(),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let r = oci::build_and_push_many(
+        &o,
+        &[
+            format!("oci:{}", d.path().join("img").display()),
+            format!("oci-archive:{}", d.path().join("img.tar").display()),
+        ],
+    )
+    .unwrap();
+    eprintln!(
+        "measure: build + oci + oci-archive {:.1}s: {r:?}",
+        t.elapsed().as_secs_f32()
+    );
+}
+
+#[test]
+fn non_bootable_commit_and_foreign_arch() {
+    let f = fixture();
+    let d = tmpdir();
+    let repo = d.path().join("repo");
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["init", "--mode=bare-user"]));
+    // Same tree, no ostree.bootable, no version.
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .arg("commit")
+        .arg("--branch=plain/aarch64")
+        .arg(format!("--tree=dir={}", f.rootfs.display()))
+        .arg(format!("--timestamp={COMMIT_TIME}")));
+    let work = tmpdir();
+    let mut o = options(f, work.path());
+    o.repo = repo;
+    o.rev = "plain/aarch64".into();
+    o.arch = Some("aarch64".into());
+    let dest = format!("oci:{}:a", d.path().join("img").display());
+    let r = oci::build_and_push(&o, &dest).unwrap();
+    assert_eq!(r.architecture, "arm64");
+    let info = inspect(&dest, &["--config"]);
+    assert_eq!(info["architecture"], "arm64", "{info:#}");
+    assert_eq!(info["os"], "linux");
+    let labels = &info["config"]["Labels"];
+    assert!(labels.get("containers.bootc").is_none(), "{labels:#}");
+    assert!(labels.get("version").is_none(), "{labels:#}");
+    assert_eq!(labels["ostree.commit"].as_str().unwrap().len(), 64);
+    // The index entry carries the platform too.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("img/index.json")).unwrap()).unwrap();
+    let entry = &index["manifests"][0];
+    assert_eq!(entry["digest"], r.manifest_digest.as_str());
+    assert_eq!(entry["platform"]["architecture"], "arm64", "{index:#}");
+
+    let mut bad = options(f, work.path());
+    bad.arch = Some("vax".into());
+    let e = oci::build_and_push(&bad, &dest).unwrap_err();
+    assert_eq!(class_of(&e), Some(ErrorClass::InvalidInput), "{e:#}");
+}
+
+#[test]
+fn prior_build_keeps_packing_when_packages_change() {
+    let f = fixture();
+    let d = tmpdir();
+    let work = tmpdir();
+    // Build 1: the fixture, packed into at most 5 bins.
+    let mut o = options(f, work.path());
+    o.max_layers = 5;
+    let first = format!("oci:{}:one", d.path().join("img").display());
+    oci::build_and_push(&o, &first).unwrap();
+    let raw1 = inspect(&first, &["--raw"]);
+    let prev = d.path().join("prev.json");
+    std::fs::write(&prev, serde_json::to_vec(&raw1).unwrap()).unwrap();
+
+    // Build 2: bigdata removed, newpkg added.
+    let rootfs = d.path().join("rootfs2");
+    run(Command::new("cp").arg("-a").arg(&f.rootfs).arg(&rootfs));
+    let rpmdir = d.path().join("rpms");
+    let newpkg = build_rpm(
+        &Pkg::new("newpkg", "1.0").entry(blob("/usr/share/newpkg/data", 50_000, 9, 0o644)),
+        &rpmdir,
+    );
+    let rpm = |args: &[&str]| {
+        let mut c = Command::new("rpm");
+        c.arg("--root")
+            .arg(&rootfs)
+            .args(["--dbpath", "/usr/share/rpm"])
+            .args(args);
+        c
+    };
+    run(&mut rpm(&["-e", "--nodeps", "--noscripts", "bigdata"]));
+    run(rpm(&["-i", "--nodeps", "--noscripts"]).arg(&newpkg));
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", f.repo.display()))
+        .arg("commit")
+        .arg("--branch=test2/x86_64")
+        .arg(format!("--tree=dir={}", rootfs.display()))
+        .arg("--add-metadata-string=version=2.0")
+        .arg(format!("--timestamp={COMMIT_TIME}")));
+    let mut o2 = options(f, work.path());
+    o2.rev = "test2/x86_64".into();
+    o2.max_layers = 5;
+    o2.prior_manifest = Some(prev);
+    let second = format!("oci:{}:two", d.path().join("img").display());
+    let r2 = oci::build_and_push(&o2, &second).unwrap();
+    let raw2 = inspect(&second, &["--raw"]);
+
+    let layers = |raw: &serde_json::Value| -> Vec<Vec<String>> {
+        raw["layers"].as_array().unwrap()[1..]
+            .iter()
+            .map(|l| {
+                l["annotations"]["ostree.components"]
+                    .as_str()
+                    .unwrap()
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .collect()
+    };
+    let (l1, l2) = (layers(&raw1), layers(&raw2));
+    assert_eq!(l1.len(), l2.len(), "{l1:?} {l2:?}");
+    // Same bins, minus bigdata; newpkg goes into the last (reserved) bin.
+    for (a, b) in l1.iter().zip(&l2).take(l1.len() - 1) {
+        let a: Vec<_> = a.iter().filter(|p| *p != "bigdata").cloned().collect();
+        assert_eq!(&a, b, "{l1:?} {l2:?}");
+    }
+    assert!(l2.last().unwrap().contains(&"newpkg".to_string()), "{l2:?}");
+    assert!(!l2.iter().flatten().any(|p| p == "bigdata"), "{l2:?}");
+    assert_eq!(r2.layer_count, raw2["layers"].as_array().unwrap().len());
+    // And it still imports to the right commit.
+    let c2 = run(Command::new("ostree")
+        .arg(format!("--repo={}", f.repo.display()))
+        .args(["rev-parse", "test2/x86_64"]));
+    assert_eq!(
+        unencapsulate(&format!("ostree-unverified-image:{second}"), false),
+        c2.trim()
+    );
+}
