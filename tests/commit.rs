@@ -410,6 +410,28 @@ fn failed_commit_moves_no_ref_and_leaves_repo_clean() {
     assert_eq!(count_commit_objects(&repo_path), commits_before);
     ostree(&repo_path, &["fsck"]);
 
+    // Fails in the middle of the tree walk: a file with a corrupt
+    // user.ostreemeta. The fifo that was moved aside for the walk is back.
+    write(&rootfs.join("usr/share/zz-corrupt"), "x\n", 0o644);
+    setxattr(
+        &rootfs.join("usr/share/zz-corrupt"),
+        "user.ostreemeta",
+        b"garbage",
+    );
+    let mut opts = options(&rootfs);
+    opts.timestamp = Some(TIME + 7);
+    let err = commit_rootfs(&repo, &opts).unwrap_err();
+    assert!(format!("{err:#}").contains("user.ostreemeta"), "{err:#}");
+    assert_eq!(
+        ostree(&repo_path, &["rev-parse", REF]).trim(),
+        first.checksum
+    );
+    assert_eq!(count_commit_objects(&repo_path), commits_before);
+    let fifo = std::fs::symlink_metadata(rootfs.join("usr/share/fifo")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&fifo.file_type()));
+    ostree(&repo_path, &["fsck"]);
+    std::fs::remove_file(rootfs.join("usr/share/zz-corrupt")).unwrap();
+
     // An invalid ref name fails before anything is written.
     let mut opts = options(&rootfs);
     opts.ref_ = Some("bad ref".into());
@@ -422,6 +444,81 @@ fn failed_commit_moves_no_ref_and_leaves_repo_clean() {
     opts.timestamp = Some(TIME + 6);
     let next = commit_rootfs(&repo, &opts).unwrap();
     assert_eq!(next.parent.as_deref(), Some(first.checksum.as_str()));
+}
+
+#[test]
+fn pkgdiff_from_parent_commit() {
+    let tmp = tmpdir();
+    let rootfs = tmp.path().join("rootfs");
+    build_rootfs(&rootfs);
+    let repo = init_repo(&tmp.path().join("repo"), "archive");
+    let pkg = |name: &str, version: &str| PkgListEntry {
+        name: name.into(),
+        epoch: "0".into(),
+        version: version.into(),
+        release: "1".into(),
+        arch: "x86_64".into(),
+    };
+    let mut opts = options(&rootfs);
+    opts.metadata.insert(
+        "rpmostree.rpmdb.pkglist",
+        MetaValue::PkgList(vec![pkg("bash", "5.1"), pkg("gone", "1")]),
+    );
+    let first = commit_rootfs(&repo, &opts).unwrap();
+    assert!(CommitInfo::load(&repo, &first.checksum)
+        .unwrap()
+        .pkgdiff_from_parent()
+        .unwrap()
+        .is_none());
+    let mut opts = options(&rootfs);
+    opts.timestamp = Some(TIME + 1);
+    opts.metadata.insert(
+        "rpmostree.rpmdb.pkglist",
+        MetaValue::PkgList(vec![pkg("bash", "5.2"), pkg("new", "1")]),
+    );
+    let second = commit_rootfs(&repo, &opts).unwrap();
+    let diff = CommitInfo::load(&repo, &second.checksum)
+        .unwrap()
+        .pkgdiff_from_parent()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        commit::pkgdiff_to_json(&diff),
+        serde_json::json!([
+            ["new", 0, {"NewPackage": ["new", "1-1", "x86_64"]}],
+            ["gone", 1, {"PreviousPackage": ["gone", "1-1", "x86_64"]}],
+            ["bash", 2, {"PreviousPackage": ["bash", "5.1-1", "x86_64"],
+                         "NewPackage": ["bash", "5.2-1", "x86_64"]}],
+        ])
+    );
+}
+
+#[test]
+fn kernel_version_for_bootable_metadata() {
+    let tmp = tmpdir();
+    let root = tmp.path();
+    assert_eq!(commit::find_kernel_version(root).unwrap(), None);
+    write(
+        &root.join("usr/lib/modules/6.1.0-13-amd64/vmlinuz"),
+        "kernel",
+        0o644,
+    );
+    std::fs::create_dir_all(root.join("usr/lib/modules/6.1.0-13-amd64/kernel")).unwrap();
+    std::fs::create_dir_all(root.join("usr/lib/modules/extra-no-kernel")).unwrap();
+    assert_eq!(
+        commit::find_kernel_version(root).unwrap().as_deref(),
+        Some("6.1.0-13-amd64")
+    );
+    write(
+        &root.join("usr/lib/modules/6.5.0-1/vmlinuz"),
+        "kernel",
+        0o644,
+    );
+    let err = commit::find_kernel_version(root).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("6.1.0-13-amd64, 6.5.0-1"),
+        "{err:#}"
+    );
 }
 
 #[test]
@@ -495,6 +592,54 @@ fn selinux_without_policy_commits_unlabeled() {
     opts.parent = ParentSpec::None;
     let plain = commit_rootfs(&repo, &opts).unwrap();
     assert_eq!(plain.content_checksum, r.content_checksum);
+}
+
+#[test]
+fn selinux_labels_from_the_rootfs_policy() {
+    let tmp = tmpdir();
+    let rootfs = tmp.path().join("rootfs");
+    build_rootfs(&rootfs);
+    // A minimal policy: libostree checksums policy/policy.N and labels with
+    // the textual file_contexts (libselinux does not validate the contexts).
+    let policy = rootfs.join("usr/etc/selinux");
+    write(
+        &policy.join("config"),
+        "SELINUX=enforcing\nSELINUXTYPE=test\n",
+        0o644,
+    );
+    write(
+        &policy.join("test/policy/policy.33"),
+        "not a real policy\n",
+        0o644,
+    );
+    write(
+        &policy.join("test/contexts/files/file_contexts"),
+        "/.*\tsystem_u:object_r:default_t:s0\n/usr/bin(/.*)?\tsystem_u:object_r:bin_t:s0\n",
+        0o644,
+    );
+    let repo_path = tmp.path().join("repo");
+    let repo = init_repo(&repo_path, "archive");
+    let mut opts = options(&rootfs);
+    opts.selinux = true;
+    let r = commit_rootfs(&repo, &opts).unwrap();
+    assert!(r.selinux_labeled);
+    let su = ostree(&repo_path, &["ls", "-X", REF, "/usr/bin/su"]);
+    assert!(
+        su.contains("b'security.selinux', b'system_u:object_r:bin_t:s0"),
+        "{su}"
+    );
+    let passwd = ostree(&repo_path, &["ls", "-X", REF, "/usr/etc/passwd"]);
+    assert!(
+        passwd.contains("system_u:object_r:default_t:s0"),
+        "{passwd}"
+    );
+    // File capabilities survive next to the label.
+    let ping = ostree(&repo_path, &["ls", "-X", REF, "/usr/bin/ping"]);
+    assert!(
+        ping.contains("security.capability") && ping.contains("bin_t"),
+        "{ping}"
+    );
+    ostree(&repo_path, &["fsck"]);
 }
 
 #[test]
@@ -616,6 +761,53 @@ fn pull_local_commit_only_or_with_history() {
 }
 
 #[test]
+fn concurrent_locked_composes_chain_their_commits() {
+    let tmp = tmpdir();
+    let repo_path = tmp.path().join("repo");
+    init_repo(&repo_path, "archive");
+    let mut workers = Vec::new();
+    for i in 0..3u64 {
+        let repo_path = repo_path.clone();
+        let rootfs = tmp.path().join(format!("rootfs{i}"));
+        build_rootfs(&rootfs);
+        write(&rootfs.join("usr/share/worker"), &format!("{i}\n"), 0o644);
+        workers.push(std::thread::spawn(move || {
+            let _lock = RepoLock::acquire(&repo_path).unwrap();
+            let repo = commit::open_repo(&repo_path).unwrap();
+            let mut opts = options(&rootfs);
+            opts.timestamp = Some(TIME + i);
+            commit_rootfs(&repo, &opts).unwrap()
+        }));
+    }
+    let results: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    // Each commit's parent is another one's checksum, except one root: no
+    // ref update was lost.
+    let roots = results.iter().filter(|r| r.parent.is_none()).count();
+    assert_eq!(roots, 1, "{results:?}");
+    let log = ostree(&repo_path, &["log", REF]);
+    for r in &results {
+        assert!(log.contains(&r.checksum), "{log}");
+    }
+    ostree(&repo_path, &["fsck"]);
+}
+
+#[test]
+fn fsync_setting_is_persisted() {
+    let tmp = tmpdir();
+    let repo_path = tmp.path().join("repo");
+    let repo = init_repo(&repo_path, "archive");
+    commit::set_repo_fsync(&repo, false).unwrap();
+    let config = std::fs::read_to_string(repo_path.join("config")).unwrap();
+    assert!(config.contains("fsync=false"), "{config}");
+    assert!(repo.is_disable_fsync());
+    commit::set_repo_fsync(&repo, true).unwrap();
+    assert!(!repo.is_disable_fsync());
+    assert!(std::fs::read_to_string(repo_path.join("config"))
+        .unwrap()
+        .contains("fsync=true"));
+}
+
+#[test]
 fn lock_is_exclusive_and_waits() {
     let tmp = tmpdir();
     let repo_path: PathBuf = tmp.path().join("repo");
@@ -627,6 +819,7 @@ fn lock_is_exclusive_and_waits() {
         pid.as_str()
     );
 
+    assert!(RepoLock::is_held_by_this_process(&repo_path));
     let err = RepoLock::try_acquire(&repo_path).unwrap_err();
     assert_eq!(class_of(&err), Some(ErrorClass::Locked));
     assert!(
@@ -648,6 +841,23 @@ fn lock_is_exclusive_and_waits() {
     rx.recv_timeout(std::time::Duration::from_secs(10))
         .expect("the waiter got the lock after release");
     waiter.join().unwrap();
+    assert!(!RepoLock::is_held_by_this_process(&repo_path));
     let again = RepoLock::try_acquire(&repo_path).unwrap();
     drop(again);
+
+    // Another process holding it: the non-blocking variant fails, naming no
+    // pid it cannot know (util-linux flock writes none).
+    let mut holder = Command::new("flock")
+        .arg(repo_path.join(".ostree-composer.lock"))
+        .args(["-c", "sleep 1"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let err = RepoLock::try_acquire(&repo_path).unwrap_err();
+    assert_eq!(class_of(&err), Some(ErrorClass::Locked));
+    let start = std::time::Instant::now();
+    let waited = RepoLock::acquire(&repo_path).unwrap();
+    assert!(start.elapsed() >= std::time::Duration::from_millis(300));
+    holder.wait().unwrap();
+    drop(waited);
 }

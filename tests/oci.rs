@@ -20,7 +20,6 @@ const COMMIT_TIME: &str = "2024-01-02T03:04:05Z";
 const KVER: &str = "6.1.0-1.x86_64";
 
 struct Fixture {
-    dir: PathBuf,
     repo: PathBuf,
     rootfs: PathBuf,
     commit: String,
@@ -170,7 +169,6 @@ fn fixture() -> &'static Fixture {
             t.elapsed().as_secs_f32()
         );
         Fixture {
-            dir,
             repo,
             rootfs,
             commit,
@@ -214,10 +212,13 @@ fn unencapsulate(imgref: &str, insecure: bool) -> String {
         .build()
         .unwrap();
     let commit = rt.block_on(async {
-        let mut cfg = containers_image_proxy::ImageProxyConfig::default();
-        if insecure {
-            cfg.insecure_skip_tls_verification = Some(true);
-        }
+        let cfg = containers_image_proxy::ImageProxyConfig {
+            // Run skopeo as ourselves: under systemd (INVOCATION_ID set, e.g. a CI runner)
+            // ostree-ext would otherwise drop to `nobody`, who cannot read our temp dirs.
+            skopeo_cmd: Some(Command::new("skopeo")),
+            insecure_skip_tls_verification: insecure.then_some(true),
+            ..Default::default()
+        };
         let imp = ostree_ext::container::store::ImageImporter::new(&repo, &imgref, cfg)
             .await
             .unwrap();
@@ -266,8 +267,14 @@ fn oci_dir_and_archive_roundtrip() {
     assert_eq!(r.architecture, "amd64");
     assert!(r.layer_count >= 6, "{r:?}");
     assert!(r.compressed_size > 1_000_000, "{r:?}");
-    // The work directory is cleaned up.
+    // The work directory is cleaned up, and no partial archive is left behind.
     assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
+    let mut names: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["img", "img.tar"]);
 
     for imgref in [&dests[0], &dests[1]] {
         let info = inspect(imgref, &[]);
@@ -499,6 +506,11 @@ fn bad_inputs_are_clear_errors() {
     assert_eq!(class_of(&e), Some(ErrorClass::InvalidInput));
     assert!(format!("{e:#}").contains("no/such/ref"), "{e:#}");
 
+    let o = options(f, work.path());
+    let e = oci::build_and_push(&o, "oci-archive:/nonexistent/dir/x.tar").unwrap_err();
+    assert_eq!(class_of(&e), Some(ErrorClass::OutputFailed), "{e:#}");
+    assert!(format!("{e:#}").contains("/nonexistent/dir"), "{e:#}");
+
     let mut o = options(f, work.path());
     o.labels.insert("ostree.commit".into(), "x".into());
     let e = oci::build_and_push(&o, &dest).unwrap_err();
@@ -529,19 +541,31 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// htpasswd line: bcrypt of "s3cr3t-pass" (cost 4, to keep the test fast).
+const HTPASSWD: &str = "tester:$2b$04$ZiKRJr.SkX2uzLC0RL.svOgeYWiSSUUtIGREq2xnafimlEiHg.9MS\n";
+
 fn start_registry() -> Registry {
+    start_registry_with(false)
+}
+
+fn start_registry_with(auth: bool) -> Registry {
     let port = free_port();
     let storage = tmpdir();
     let config = tmpdir();
     let cfg = config.path().join("config.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            storage.path().display()
-        ),
-    )
-    .unwrap();
+    let mut yaml = format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+        storage.path().display()
+    );
+    if auth {
+        let pw = config.path().join("htpasswd");
+        std::fs::write(&pw, HTPASSWD).unwrap();
+        yaml.push_str(&format!(
+            "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+            pw.display()
+        ));
+    }
+    std::fs::write(&cfg, yaml).unwrap();
     let child = Command::new("/usr/bin/docker-registry")
         .arg("serve")
         .arg(&cfg)
@@ -631,28 +655,83 @@ fn registry_push_roundtrip_and_failure() {
 }
 
 #[test]
-fn authfile_secrets_never_shown() {
+fn registry_with_authentication() {
     let f = fixture();
+    let reg = start_registry_with(true);
     let work = tmpdir();
-    let auth = work.path().join("auth.json");
-    let port = free_port();
-    // base64("user:s3cr3t-pass")
-    std::fs::write(
-        &auth,
-        format!(r#"{{"auths":{{"127.0.0.1:{port}":{{"auth":"dXNlcjpzM2NyM3QtcGFzcw=="}}}}}}"#),
-    )
-    .unwrap();
+    let dest = format!("docker://127.0.0.1:{}/auth/os:1", reg.port);
+    let authfile = |pw: &str| {
+        let p = work.path().join(format!("auth-{pw}.json"));
+        let token = base64(&format!("tester:{pw}"));
+        std::fs::write(
+            &p,
+            format!(
+                r#"{{"auths":{{"127.0.0.1:{}":{{"auth":"{token}"}}}}}}"#,
+                reg.port
+            ),
+        )
+        .unwrap();
+        (p, token)
+    };
     let mut o = options(f, work.path());
     o.tls_verify = false;
-    o.retries = 0;
-    o.authfile = Some(auth);
-    let e = oci::build_and_push(&o, &format!("docker://127.0.0.1:{port}/x/y:z")).unwrap_err();
-    let msg = format!("{e:#} {e:?}");
+    o.retries = 2;
+
+    // No credentials: refused at once (not retried), classified, naming the registry.
+    let t = Instant::now();
+    let e = oci::build_and_push(&o, &dest).unwrap_err();
+    let msg = format!("{e:#}");
+    assert_eq!(class_of(&e), Some(ErrorClass::OutputFailed), "{msg}");
     assert!(
-        !msg.contains("s3cr3t") && !msg.contains("dXNlcjpz"),
+        msg.contains("not retried") && msg.contains(&format!("127.0.0.1:{}", reg.port)),
         "{msg}"
     );
-    let _ = &f.dir;
+    assert!(t.elapsed() < Duration::from_secs(10), "{msg}");
+
+    // Wrong password: refused, and neither the password nor the token shows up.
+    let (bad, bad_token) = authfile("wrong-horse-battery");
+    o.authfile = Some(bad);
+    let e = oci::build_and_push(&o, &dest).unwrap_err();
+    let msg = format!("{e:#} {e:?}");
+    assert!(
+        !msg.contains("wrong-horse-battery") && !msg.contains(&bad_token),
+        "{msg}"
+    );
+    assert!(msg.to_lowercase().contains("unauthorized"), "{msg}");
+
+    // Right password: pushed, and readable with the same credentials.
+    let (good, _) = authfile("s3cr3t-pass");
+    o.authfile = Some(good.clone());
+    let r = oci::build_and_push(&o, &dest).unwrap();
+    let info = inspect(
+        &dest,
+        &["--tls-verify=false", "--authfile", good.to_str().unwrap()],
+    );
+    assert_eq!(info["Digest"], r.manifest_digest.as_str());
+
+    // A missing authfile is an input error.
+    o.authfile = Some(work.path().join("missing.json"));
+    let e = oci::build_and_push(&o, &dest).unwrap_err();
+    assert_eq!(class_of(&e), Some(ErrorClass::InvalidInput), "{e:#}");
+}
+
+fn base64(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Runs only as a child of `reproducible_across_processes` (a fresh process means fresh
@@ -888,4 +967,72 @@ fn prior_build_keeps_packing_when_packages_change() {
         unencapsulate(&format!("ostree-unverified-image:{second}"), false),
         c2.trim()
     );
+}
+
+#[test]
+fn packages_of_empty_files_do_not_break_chunking() {
+    // Edge input for ostree-ext's size statistics: every package component has size 0
+    // (median and deviation 0), with few and with many layers.
+    let d = tmpdir();
+    // Only such packages: every component but the unpackaged rpmdb has size 0.
+    let mut pkgs = vec![];
+    // Distinct modes make distinct (empty) content objects, one per package.
+    for (i, mode) in [0o644, 0o640, 0o600, 0o444, 0o400, 0o664]
+        .into_iter()
+        .enumerate()
+    {
+        pkgs.push(Pkg::new(&format!("empty{i}"), "1.0").entry(Entry::File {
+            path: format!("/usr/share/empty{i}/marker"),
+            content: vec![],
+            mode,
+            user: "root".into(),
+            group: "root".into(),
+            config: false,
+            doc: false,
+        }));
+    }
+    let rpmrepo = build_repo(&d.path().join("rpms"), &pkgs);
+    let rootfs = d.path().join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let rpms: Vec<PathBuf> = std::fs::read_dir(rpmrepo.join("Packages"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    run(Command::new("rpm")
+        .arg("--root")
+        .arg(&rootfs)
+        .args([
+            "--dbpath",
+            "/usr/share/rpm",
+            "-i",
+            "--nodeps",
+            "--noscripts",
+        ])
+        .args(&rpms));
+    let repo = d.path().join("repo");
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["init", "--mode=bare-user"]));
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["commit", "--branch=e/x86_64"])
+        .arg(format!("--tree=dir={}", rootfs.display())));
+    let work = tmpdir();
+    for max_layers in [4, 5, 64] {
+        let o = OciOptions {
+            repo: repo.clone(),
+            rev: "e/x86_64".into(),
+            arch: Some("x86_64".into()),
+            max_layers,
+            workdir: work.path().to_path_buf(),
+            ..Default::default()
+        };
+        let dest = format!("oci:{}:m{max_layers}", d.path().join("img").display());
+        let r = oci::build_and_push(&o, &dest).unwrap();
+        assert!(r.layer_count >= 2, "{r:?}");
+        let comps = components_of(&inspect(&dest, &["--raw"]));
+        for i in 0..6 {
+            assert!(comps.contains(&format!("empty{i}")), "{comps:?}");
+        }
+    }
 }

@@ -9,9 +9,17 @@
 //! protects single transactions; this one spans the read-parent ->
 //! commit -> set-ref sequence.
 //!
+//! Within one thread, [`RepoLock::acquire`] is re-entrant: a nested acquire
+//! of a repository this thread already holds returns a guard that does
+//! nothing (the one-shot command holds the export repo's lock while the export
+//! step takes it again; flock locks belong to the open file description, so a
+//! second open of the lock file would otherwise wait on itself forever).
+//!
 //! Not for: locking between threads of one process (flock locks belong to the
 //! open file description; take one lock per process and pass it around).
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -23,17 +31,44 @@ use rustix::io::Errno;
 /// File name of the lock inside the repository directory.
 pub const LOCK_FILE_NAME: &str = ".ostree-composer.lock";
 
+thread_local! {
+    /// Repositories (canonical paths) whose lock this thread holds.
+    static HELD_BY_THIS_THREAD: RefCell<BTreeSet<PathBuf>> = const { RefCell::new(BTreeSet::new()) };
+}
+
 /// A held exclusive lock on a repository. Dropping it releases the lock.
 #[derive(Debug)]
 pub struct RepoLock {
-    file: File,
+    /// `None` for a nested guard of a lock this thread already holds.
+    file: Option<File>,
     path: PathBuf,
+    /// The key in [`HELD_BY_THIS_THREAD`] (for the outermost guard).
+    held_key: PathBuf,
+}
+
+fn held_key(repo_path: &Path) -> PathBuf {
+    std::fs::canonicalize(repo_path).unwrap_or_else(|_| repo_path.to_path_buf())
 }
 
 impl RepoLock {
+    /// Whether this thread holds the lock of the repository at `repo_path`
+    /// (a function that may run under its caller's lock checks this).
+    pub fn is_held_by_this_process(repo_path: &Path) -> bool {
+        let key = held_key(repo_path);
+        HELD_BY_THIS_THREAD.with(|h| h.borrow().contains(&key))
+    }
+
     /// Take the lock, waiting as long as another process holds it (printing
     /// "waiting for lock on REPO held by pid N" once to stderr).
     pub fn acquire(repo_path: &Path) -> Result<RepoLock> {
+        let key = held_key(repo_path);
+        if HELD_BY_THIS_THREAD.with(|h| h.borrow().contains(&key)) {
+            return Ok(RepoLock {
+                file: None,
+                path: repo_path.join(LOCK_FILE_NAME),
+                held_key: key,
+            });
+        }
         let (mut file, path) = open_lock_file(repo_path)?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
@@ -50,7 +85,7 @@ impl RepoLock {
                 return Err(e).with_context(|| format!("Locking {}", path.display()));
             }
         }
-        Self::record_holder(file, path)
+        Self::record_holder(file, path, key)
     }
 
     /// Take the lock if it is free; otherwise fail at once with an error of
@@ -58,7 +93,7 @@ impl RepoLock {
     pub fn try_acquire(repo_path: &Path) -> Result<RepoLock> {
         let (mut file, path) = open_lock_file(repo_path)?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => Self::record_holder(file, path),
+            Ok(()) => Self::record_holder(file, path, held_key(repo_path)),
             Err(e) if e == Errno::WOULDBLOCK => Err(crate::exit::locked(format!(
                 "the repository {} is locked by another compose ({}); wait for it to finish or retry later",
                 repo_path.display(),
@@ -73,7 +108,7 @@ impl RepoLock {
         &self.path
     }
 
-    fn record_holder(mut file: File, path: PathBuf) -> Result<RepoLock> {
+    fn record_holder(mut file: File, path: PathBuf, held_key: PathBuf) -> Result<RepoLock> {
         let write_pid = |file: &mut File| -> std::io::Result<()> {
             file.set_len(0)?;
             file.seek(SeekFrom::Start(0))?;
@@ -81,15 +116,23 @@ impl RepoLock {
             file.flush()
         };
         write_pid(&mut file).with_context(|| format!("Writing pid to {}", path.display()))?;
-        Ok(RepoLock { file, path })
+        HELD_BY_THIS_THREAD.with(|h| h.borrow_mut().insert(held_key.clone()));
+        Ok(RepoLock {
+            file: Some(file),
+            path,
+            held_key,
+        })
     }
 }
 
 impl Drop for RepoLock {
     fn drop(&mut self) {
+        // A nested guard leaves the outer one's lock alone.
+        let Some(file) = &self.file else { return };
+        HELD_BY_THIS_THREAD.with(|h| h.borrow_mut().remove(&self.held_key));
         // Leave the file (removing it would race with a waiter that already
         // opened it); clear the pid so nobody is named as a holder.
-        let _ = self.file.set_len(0);
+        let _ = file.set_len(0);
         // Closing the descriptor releases the flock.
     }
 }
@@ -114,5 +157,28 @@ fn holder_description(file: &mut File) -> String {
     match read {
         Ok(_) if !content.trim().is_empty() => format!("pid {}", content.trim()),
         _ => "another process".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_acquire_in_one_thread_does_not_wait_on_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let outer = RepoLock::acquire(dir.path()).unwrap();
+        // Before the fix this blocked forever (a second flock in the same process).
+        let inner = RepoLock::acquire(dir.path()).unwrap();
+        drop(inner);
+        // The outer guard still holds the lock.
+        assert!(RepoLock::try_acquire(dir.path()).is_err());
+        drop(outer);
+        let again = RepoLock::try_acquire(dir.path()).unwrap();
+        drop(again);
+        // And a fresh acquire after release takes the lock for real.
+        let fresh = RepoLock::acquire(dir.path()).unwrap();
+        assert!(RepoLock::try_acquire(dir.path()).is_err());
+        drop(fresh);
     }
 }

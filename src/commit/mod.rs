@@ -4,7 +4,9 @@
 //! - [`repo`]: open/create repositories (clear errors, fsync policy).
 //! - [`lock`]: the exclusive per-repository compose lock.
 //! - [`metadata`]: typed commit metadata and its big-endian `a{sv}` form.
-//! - [`write`]: [`commit_rootfs`], one transaction, ref moved only on success.
+//! - [`write`]: [`commit_rootfs`], one transaction, ref moved only on success;
+//!   [`xattrs`] decides which extended attributes are kept, `special` moves
+//!   fifos/sockets/devices out of the way.
 //! - [`read`]: [`CommitInfo`], a previous commit's metadata and files.
 //! - [`pkgdiff`]: the compose JSON package diff (pure).
 //! - [`pull`]: copying commits between local repositories.
@@ -19,7 +21,9 @@ pub mod pkgdiff;
 pub mod pull;
 pub mod read;
 pub mod repo;
+mod special;
 pub mod write;
+pub mod xattrs;
 
 pub use lock::RepoLock;
 pub use metadata::{CommitMetadata, MetaValue, PkgListEntry};
@@ -28,6 +32,6 @@ pub use pull::{pull_local, PullHistory, PullLocalOptions};
 pub use read::{format_timestamp, CommitInfo};
 pub use repo::{create_repo, open_or_create_repo, open_repo, set_repo_fsync};
 pub use write::{
-    commit_rootfs, find_kernel_version, resolve_parent, CommitOptions, CommitResult, CommitStats,
-    ParentSpec,
+    commit_rootfs, find_kernel_version, resolve_parent, source_date_epoch, CommitOptions,
+    CommitResult, CommitStats, ParentSpec,
 };

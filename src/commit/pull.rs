@@ -33,7 +33,8 @@ pub struct PullLocalOptions<'a> {
     pub src_repo: &'a Path,
     /// The commit checksum to copy.
     pub commit: &'a str,
-    /// Set this ref in the destination to the commit, atomically with the pull.
+    /// Set this ref in the destination to the commit once the pull completed
+    /// (an atomic file replacement; it never points at missing objects).
     pub ref_: Option<&'a str>,
     pub history: PullHistory,
 }

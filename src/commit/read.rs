@@ -160,6 +160,23 @@ impl CommitInfo {
         }
     }
 
+    /// The package difference from this commit's parent, if the parent is in
+    /// the repository and both commits carry a package list (the compose JSON's
+    /// `pkgdiff` is only written then).
+    pub fn pkgdiff_from_parent(&self) -> Result<Option<Vec<super::pkgdiff::PkgDiffEntry>>> {
+        let Some(parent) = self.parent() else {
+            return Ok(None);
+        };
+        if !has_commit(&self.repo, &parent)? {
+            return Ok(None);
+        }
+        let parent = CommitInfo::load(&self.repo, &parent)?;
+        match (parent.pkglist()?, self.pkglist()?) {
+            (Some(old), Some(new)) => Ok(Some(super::pkgdiff::pkgdiff(&old, &new))),
+            _ => Ok(None),
+        }
+    }
+
     fn typed<T: glib::FromVariant>(&self, key: &str, type_str: &str) -> Result<Option<T>> {
         let Some(v) = self.metadata_value(key) else {
             return Ok(None);

@@ -99,6 +99,17 @@ pub fn open_or_create_repo_ignoring(
     if is_repo(path) {
         return Ok((open_repo(path)?, false));
     }
+    check_repo_or_empty(path, mode, ignored)?;
+    Ok((create_repo(path, mode)?, true))
+}
+
+/// Fail unless `path` is a repository, is missing, or is an empty directory
+/// (entries named in `ignored` do not count). Nothing is created. `mode` is
+/// only used in the error message.
+pub fn check_repo_or_empty(path: &Path, mode: RepoMode, ignored: &[&str]) -> Result<()> {
+    if is_repo(path) {
+        return Ok(());
+    }
     if path.exists() {
         if !path.is_dir() {
             return Err(crate::exit::invalid_input(format!(
@@ -122,7 +133,7 @@ pub fn open_or_create_repo_ignoring(
             )));
         }
     }
-    Ok((create_repo(path, mode)?, true))
+    Ok(())
 }
 
 /// Turn fsync on or off for `repo`, persistently (`core.fsync` in its config)

@@ -175,6 +175,10 @@ pub fn run(args: OneShotArgs) -> Result<()> {
         fallback_previous,
         ..Default::default()
     };
+    let mut json = composejson::ComposeJson {
+        r#ref: Some(treeref.clone()),
+        ..Default::default()
+    };
     let commit = match tree::compose_tree(&req)? {
         TreeOutcome::DryRun { .. } | TreeOutcome::DownloadOnly => return Ok(()),
         TreeOutcome::Unchanged { previous } => {
@@ -196,8 +200,12 @@ pub fn run(args: OneShotArgs) -> Result<()> {
             }
             previous
         }
-        TreeOutcome::Committed(c) => c.checksum.clone(),
+        TreeOutcome::Committed(c) => {
+            json = c.composejson.clone();
+            c.checksum.clone()
+        }
     };
+    json.ostree_commit = commit.clone();
     // The commit is in the build repo, unless the compose was "unchanged"
     // against the exported repo's commit (no persistent cache): then outputs
     // read it from the exported repo.
@@ -209,11 +217,6 @@ pub fn run(args: OneShotArgs) -> Result<()> {
         export_path.clone()
     };
 
-    let mut json = composejson::ComposeJson {
-        r#ref: Some(treeref.clone()),
-        ostree_commit: commit.clone(),
-        ..Default::default()
-    };
     if in_build_repo {
         let t = Instant::now();
         progress::phase("export", &format!("Exporting to {}", export_path.display()));

@@ -71,22 +71,6 @@ pub fn inject_passwd(
     Ok(())
 }
 
-fn opt_usrlocal(c: &tf::TreeComposeConfig) -> prepare_rootfs::OptUsrLocal {
-    match c.opt_usrlocal() {
-        tf::OptUsrLocal::Var => prepare_rootfs::OptUsrLocal::Var,
-        tf::OptUsrLocal::Root => prepare_rootfs::OptUsrLocal::Root,
-        tf::OptUsrLocal::StateOverlay => prepare_rootfs::OptUsrLocal::StateOverlay,
-    }
-}
-
-fn boot_location(c: &tf::TreeComposeConfig) -> kernel::BootLocation {
-    match c.boot_location() {
-        tf::BootLocation::New => kernel::BootLocation::New,
-        tf::BootLocation::Modules => kernel::BootLocation::Modules,
-        tf::BootLocation::KernelInstall => kernel::BootLocation::KernelInstall,
-    }
-}
-
 fn treefile_steps_options(
     treefile: &Treefile,
     version: Option<&str>,
@@ -121,7 +105,7 @@ fn treefile_steps_options(
     Ok(treefile_steps::TreefileStepsOptions {
         units: c.units.clone().unwrap_or_default(),
         default_target: c.default_target.clone(),
-        opt_usrlocal: opt_usrlocal(c),
+        opt_usrlocal: c.opt_usrlocal(),
         treefile_json: Some(treefile.to_json_pretty()),
         mutate_os_release: c.mutate_os_release.clone(),
         version: version.map(str::to_string),
@@ -217,7 +201,7 @@ pub fn run(
         rootfs,
         &prepare_rootfs::PrepareRootfsOptions {
             tmp_is_dir: c.tmp_is_dir(),
-            opt_usrlocal: opt_usrlocal(c),
+            opt_usrlocal: c.opt_usrlocal(),
         },
     )?;
     let root = fsutil::open_root(rootfs)?;
@@ -233,11 +217,11 @@ pub fn run(
                 .flatten()
                 .cloned()
                 .collect::<BTreeSet<_>>(),
-            opt_usrlocal: final_opt_usrlocal(c),
+            opt_usrlocal: c.opt_usrlocal(),
             transient_root: layout == prepare_rootfs::RootfsLayout::Transient,
             container: c.container(),
             kernel: kernel::KernelOptions {
-                boot_location: boot_location(c),
+                boot_location: c.boot_location(),
                 machineid_compat: c.machineid_compat(),
                 no_initramfs: c.no_initramfs(),
                 initramfs_args: c.initramfs_args.clone(),
@@ -268,13 +252,4 @@ pub fn run(
     Ok(PostprocessReport {
         kernel_version: final_report.kernel.map(|k| k.kver),
     })
-}
-
-fn final_opt_usrlocal(c: &tf::TreeComposeConfig) -> crate::postprocess::tmpfiles::OptUsrLocal {
-    use crate::postprocess::tmpfiles::OptUsrLocal as T;
-    match c.opt_usrlocal() {
-        tf::OptUsrLocal::Var => T::Var,
-        tf::OptUsrLocal::Root => T::Root,
-        tf::OptUsrLocal::StateOverlay => T::StateOverlay,
-    }
 }

@@ -6,6 +6,7 @@ use crate::install::InstalledPackage;
 use anyhow::Result;
 
 /// The compose JSON for a new commit; `pkgdiff` when the parent is in the repo.
+/// `parent` is a full checksum.
 pub fn compose_json(
     repo: &ostree::Repo,
     result: &CommitResult,
@@ -16,6 +17,12 @@ pub fn compose_json(
     installed: &[InstalledPackage],
 ) -> Result<ComposeJson> {
     let stats = &result.stats;
+    // The parent may be absent from this repo: the one-shot command with a
+    // fresh cache takes the exported repo's commit as parent.
+    let parent = match parent {
+        Some(p) if crate::commit::read::has_commit(repo, p)? => Some(p),
+        _ => None,
+    };
     let pkgdiff = match parent {
         Some(p) => match CommitInfo::load_optional(repo, p)? {
             Some(prev) => {

@@ -103,6 +103,7 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     let t0 = Instant::now();
     progress::phase("treefile", &format!("Loading {}", req.treefile.display()));
     let treefile = Treefile::load(&req.treefile, &LoadOptions::default())?;
+    refuse_empty_manifest(&req.treefile)?;
     treefile.validate_for_compose()?;
     let treeref = treefile.strict_ref()?;
     progress::done(
@@ -117,6 +118,7 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
 
     let repo = ostree_commit::open_repo(&req.repo)?;
     let _lock = ostree_commit::RepoLock::acquire(&req.repo)?;
+    check_parent_exists(&repo, req, treeref.as_deref())?;
 
     // The previous commit: --previous-commit, else the ref in the target repo.
     let previous = find_previous(&repo, req, treeref.as_deref())?;
@@ -221,10 +223,12 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     }
 
     // Install into a fresh root in a work directory beside the cache.
+    remove_stale_workdirs(&cachedir);
     let workdir = tempfile::Builder::new()
-        .prefix("compose-")
+        .prefix(WORKDIR_PREFIX)
         .tempdir_in(&cachedir)
         .with_context(|| format!("Creating a work directory in {}", cachedir.display()))?;
+    let _workdir_lock = lock_workdir(workdir.path())?;
     let rootfs_tmp = workdir.path().join("rootfs.tmp");
     std::fs::create_dir_all(&rootfs_tmp)
         .with_context(|| format!("Creating {}", rootfs_tmp.display()))?;
@@ -432,6 +436,90 @@ fn print_transaction(res: &Resolution) {
     for p in &res.packages {
         println!("  {} ({})", p.nevra(), p.repo);
     }
+}
+
+const WORKDIR_PREFIX: &str = "compose-";
+const WORKDIR_LOCK: &str = ".in-use.lock";
+
+/// Hold an flock on `<workdir>/.in-use.lock` for the whole compose, so that a
+/// later compose can tell a work directory left by a killed one (lock free)
+/// from one in use by a concurrent compose sharing the cache (lock held).
+fn lock_workdir(workdir: &Path) -> Result<std::fs::File> {
+    let path = workdir.join(WORKDIR_LOCK);
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("Creating {}", path.display()))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .with_context(|| format!("Locking {}", path.display()))?;
+    Ok(file)
+}
+
+/// Remove work directories that killed composes left in the cache (each
+/// holds a whole root filesystem). Only directories whose in-use lock exists
+/// and is free are removed; failures are reported, never fatal.
+fn remove_stale_workdirs(cachedir: &Path) {
+    let Ok(entries) = std::fs::read_dir(cachedir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(WORKDIR_PREFIX) {
+            continue;
+        }
+        let dir = entry.path();
+        let Ok(lock) = std::fs::File::open(dir.join(WORKDIR_LOCK)) else {
+            continue;
+        };
+        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            continue;
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => progress::note(&format!(
+                "Removed {} left by an interrupted compose",
+                dir.display()
+            )),
+            Err(e) => progress::note(&format!(
+                "warning: could not remove {} left by an interrupted compose: {e}",
+                dir.display()
+            )),
+        }
+    }
+}
+
+/// `--parent` must name a commit in the repo. Checked before anything is
+/// installed: a full checksum of a missing commit would otherwise only fail
+/// after the commit was written and the ref moved.
+fn check_parent_exists(
+    repo: &ostree::Repo,
+    req: &TreeRequest,
+    treeref: Option<&str>,
+) -> Result<()> {
+    let ParentChoice::Rev(rev) = &req.parent else {
+        return Ok(());
+    };
+    let spec = ostree_commit::ParentSpec::Rev(rev.clone());
+    if let Some(checksum) = ostree_commit::resolve_parent(repo, treeref, &spec)? {
+        if !ostree_commit::read::has_commit(repo, &checksum)? {
+            return Err(crate::exit::invalid_input(format!(
+                "--parent {rev}: no such commit in {}; give an existing ref or commit checksum, or drop --parent",
+                req.repo.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An empty (or whitespace-only) manifest parses as an empty treefile, which
+/// would "compose" a tree of nothing; it is almost certainly a mistake.
+fn refuse_empty_manifest(path: &Path) -> Result<()> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("Reading manifest {}", path.display()))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(crate::exit::invalid_input(format!(
+            "{}: the manifest is empty; it needs at least `repos` and `packages` (and `ref` to update a branch)",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 fn touch_if_changed(path: Option<&Path>) -> Result<()> {

@@ -7,6 +7,11 @@
 //! moves and the summary is regenerated (and signed). Rerunning with nothing
 //! new writes nothing and leaves a valid summary in place.
 //!
+//! Concurrency: the export takes the destination's [`RepoLock`] (several
+//! composes may export into one repository) unless this process already holds
+//! it or the destination is the source repository; the caller is expected to
+//! hold the source's lock.
+//!
 //! Files are written as the current user; archive repositories never chown.
 //! Local pulls run libostree's per-object imports on GLib worker threads, so a
 //! bare-user -> archive export (which compresses every file) uses the cores
@@ -27,7 +32,7 @@ use ostree::{Repo, RepoMode, StaticDeltaGenerateOpt};
 use crate::commit::lock::{RepoLock, LOCK_FILE_NAME};
 use crate::commit::pull::{pull_local, PullHistory, PullLocalOptions};
 use crate::commit::read::{has_commit, resolve_rev};
-use crate::commit::repo::{mode_name, open_or_create_repo_ignoring};
+use crate::commit::repo::{check_repo_or_empty, mode_name, open_or_create_repo_ignoring};
 
 /// Options of [`export`].
 #[derive(Debug, Clone)]
@@ -114,6 +119,8 @@ fn export_inner(opts: &ExportOptions) -> Result<ExportResult> {
     }
     ostree::validate_rev(&opts.ref_)
         .map_err(|e| crate::exit::invalid_input(format!("invalid ref '{}': {e}", opts.ref_)))?;
+    // Refuse an unsuitable destination before touching it (not even a lock file).
+    check_repo_or_empty(&opts.dest, RepoMode::Archive, &[LOCK_FILE_NAME])?;
     if !opts.dest.exists() {
         std::fs::create_dir_all(&opts.dest)
             .with_context(|| format!("Creating {}", opts.dest.display()))?;
@@ -124,8 +131,9 @@ fn export_inner(opts: &ExportOptions) -> Result<ExportResult> {
         .with_context(|| format!("Resolving {}", opts.dest.display()))?;
     let same_repo = src_abs == dest_abs;
     // The caller holds the source repository's lock; take the destination's
-    // (it may be shared by several composes) unless it is the same repository.
-    let _dest_lock = if same_repo {
+    // (it may be shared by several composes) unless it is the same repository
+    // or this process already holds it.
+    let _dest_lock = if same_repo || RepoLock::is_held_by_this_process(&dest_abs) {
         None
     } else {
         Some(RepoLock::acquire(&dest_abs)?)

@@ -259,6 +259,9 @@ def check_signatures(base, pkgs, req):
                     infos = dnf.crypto.retrieve(keyurl, repo)
                 except Exception as e:
                     raise Failure("Retrieving GPG key %s for repo '%s': %s" % (keyurl, repo.id, e))
+                if not infos:
+                    raise Failure("GPG key %s for repo '%s' contains no OpenPGP public key; "
+                                  "fix gpgkey= in its .repo file" % (keyurl, repo.id))
                 for info in infos:
                     if ts.pgpImportPubkey(dnf.yum.misc.procgpgkey(info.raw_key)) != 0:
                         raise Failure("Importing GPG key %s for repo '%s' failed" % (keyurl, repo.id))

@@ -70,23 +70,27 @@ pub fn encapsulate_to_ocidir(
             &dest,
         ))
     };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
-        Ok(r) => {
-            r.with_context(|| format!("Encapsulating commit {} with ostree-ext", inputs.commit))?;
-            Ok(())
-        }
-        Err(payload) => {
-            let msg = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(anyhow!(
-                "ostree-ext failed internally while chunking commit {} ({msg}); try another --max-layers value or drop --previous-build-manifest",
+    catch_panic(run)
+        .with_context(|| {
+            format!(
+                "ostree-ext failed internally while chunking commit {}; try another --max-layers value or drop --previous-build-manifest",
                 inputs.commit
-            ))
-        }
-    }
+            )
+        })?
+        .with_context(|| format!("Encapsulating commit {} with ostree-ext", inputs.commit))?;
+    Ok(())
+}
+
+/// Run `f`, turning a panic into an error carrying the panic message.
+fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        let msg = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into());
+        anyhow!("panic: {msg}")
+    })
 }
 
 /// Check a prior build's manifest so ostree-ext's packer cannot panic on it:
@@ -160,6 +164,13 @@ mod tests {
 
     fn manifest(layers: Vec<oci_image::Descriptor>) -> oci_image::ImageManifest {
         ocidir::new_empty_manifest().layers(layers).build().unwrap()
+    }
+
+    #[test]
+    fn panics_become_errors() {
+        assert_eq!(catch_panic(|| 3).unwrap(), 3);
+        let e = catch_panic(|| -> u32 { panic!("assertion left == right failed") }).unwrap_err();
+        assert!(format!("{e}").contains("assertion left == right"), "{e}");
     }
 
     #[test]

@@ -13,8 +13,14 @@
 //! [`container_encapsulate`] for `compose container-encapsulate`.
 //! Errors after the commit exists are classified `output_failed`, bad options
 //! `invalid_input`, unimplemented options `unsupported`.
+//!
+//! Runtime needs: `skopeo` (ostree-ext queries the written `oci:` directory with it,
+//! and every destination is written with `skopeo copy`) and `rpm` (to read the
+//! commit's rpmdb). Nothing is written to /tmp or /var/tmp: the image, skopeo's
+//! temporary files and the extracted rpmdb all live under `OciOptions::workdir`.
 
 pub mod chunking;
+pub mod dropin;
 pub mod encapsulate;
 pub mod imageref;
 pub mod push;
@@ -31,7 +37,8 @@ use ostree::gio;
 use ostree_ext::chunking::ObjectMetaSized;
 use ostree_ext::oci_spec::image as oci_image;
 
-use crate::exit::{invalid_input, unsupported, Classified, ErrorClass};
+use crate::exit::{invalid_input, Classified, ErrorClass};
+pub use dropin::{container_encapsulate, parse_labels, EncapsulateOptions};
 use imageref::Destination;
 
 /// ostree-ext's default and minimum layer counts.
@@ -114,7 +121,7 @@ impl Default for OciOptions {
 }
 
 /// What was written to one destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct OciResult {
     /// The destination as given.
     pub reference: String,
@@ -145,6 +152,9 @@ pub fn build_and_push_many(opts: &OciOptions, dests: &[String]) -> Result<Vec<Oc
         .iter()
         .map(|d| imageref::parse_destination(d))
         .collect::<Result<_>>()?;
+    for d in &parsed {
+        push::precheck(d)?;
+    }
     let built = build_image(opts)?;
     let push_opts = push::PushOptions {
         tls_verify: opts.tls_verify,
@@ -212,7 +222,7 @@ struct BuiltImage {
 }
 
 /// Add an `output_failed` class (unless the error already has one) with a context line.
-fn output_failed_ctx(e: anyhow::Error, what: String) -> anyhow::Error {
+pub(crate) fn output_failed_ctx(e: anyhow::Error, what: String) -> anyhow::Error {
     if crate::exit::class_of(&e).is_some() {
         return e.context(what);
     }
@@ -522,7 +532,7 @@ fn read_image_config(path: &Path) -> Result<oci_image::Config> {
     })
 }
 
-fn human_size(n: u64) -> String {
+pub(crate) fn human_size(n: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -537,163 +547,10 @@ fn human_size(n: u64) -> String {
     }
 }
 
-/// `compose container-encapsulate` options, as rpm-ostree spells them.
-#[derive(Debug, Clone, Default)]
-pub struct EncapsulateOptions {
-    /// `--repo`
-    pub repo: PathBuf,
-    /// `REF`
-    pub rev: String,
-    /// `IMGREF`
-    pub imgref: String,
-    /// `-l/--label KEY=VALUE`
-    pub labels: Vec<String>,
-    /// `--image-config FILE`
-    pub image_config: Option<PathBuf>,
-    /// `--arch`
-    pub arch: Option<String>,
-    /// `--copymeta KEY`
-    pub copymeta: Vec<String>,
-    /// `--copymeta-opt KEY`
-    pub copymeta_opt: Vec<String>,
-    /// `--cmd`
-    pub cmd: Option<Vec<String>>,
-    /// `--max-layers` (default 64)
-    pub max_layers: Option<u32>,
-    /// `--format-version` (default 1; only 1 is supported)
-    pub format_version: Option<u32>,
-    /// `--write-contentmeta-json FILE`
-    pub write_contentmeta_json: Option<PathBuf>,
-    /// `--compare-with-build IMGREF`: print the layer differences against this image.
-    pub compare_with_build: Option<String>,
-    /// `--previous-build-manifest FILE`
-    pub previous_build_manifest: Option<PathBuf>,
-    /// `--authfile` (not an rpm-ostree flag of this subcommand, but needed for registries).
-    pub authfile: Option<PathBuf>,
-    /// TLS verification for registry destinations (default true).
-    pub tls_verify: Option<bool>,
-    /// Scratch directory; default: the repository's own `tmp/`.
-    pub workdir: Option<PathBuf>,
-}
-
-/// Split `KEY=VALUE` labels.
-pub fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for l in labels {
-        let Some((k, v)) = l.split_once('=') else {
-            return Err(invalid_input(format!("Label '{l}' is not KEY=VALUE")));
-        };
-        out.insert(k.to_string(), v.to_string());
-    }
-    Ok(out)
-}
-
-/// `compose container-encapsulate --repo REPO REF IMGREF`.
-pub fn container_encapsulate(e: &EncapsulateOptions) -> Result<OciResult> {
-    match e.format_version.unwrap_or(1) {
-        1 => {}
-        2 => {
-            return Err(unsupported(
-                "--format-version=2 (parent directories in every layer) is not supported; use 1",
-            ))
-        }
-        n => {
-            return Err(invalid_input(format!(
-                "--format-version={n}: expected 1 or 2"
-            )))
-        }
-    }
-    let mut copymeta_opt = e.copymeta_opt.clone();
-    if !copymeta_opt.iter().any(|k| k == "rpmostree.inputhash") {
-        copymeta_opt.push("rpmostree.inputhash".into());
-    }
-    let opts = OciOptions {
-        repo: e.repo.clone(),
-        rev: e.rev.clone(),
-        max_layers: e.max_layers.unwrap_or(DEFAULT_MAX_LAYERS),
-        labels: parse_labels(&e.labels)?,
-        arch: e.arch.clone(),
-        tls_verify: e.tls_verify.unwrap_or(true),
-        authfile: e.authfile.clone(),
-        workdir: e.workdir.clone().unwrap_or_else(|| e.repo.join("tmp")),
-        image_config: e.image_config.clone(),
-        cmd: e.cmd.clone(),
-        prior_manifest: e.previous_build_manifest.clone(),
-        copymeta: e.copymeta.clone(),
-        copymeta_opt,
-        contentmeta_json: e.write_contentmeta_json.clone(),
-        ..OciOptions::default()
-    };
-    let result = build_and_push(&opts, &e.imgref)?;
-    if let Some(other) = &e.compare_with_build {
-        compare_with_build(&result, &e.imgref, other, opts.tls_verify)
-            .map_err(|err| output_failed_ctx(err, format!("Comparing with {other}")))?;
-    }
-    Ok(result)
-}
-
-/// Print which layers of the new image `new_ref` are shared with `other`.
-fn compare_with_build(new: &OciResult, new_ref: &str, other: &str, tls_verify: bool) -> Result<()> {
-    let new_dest = imageref::parse_destination(new_ref)?;
-    let new_m = inspect_raw(&new_dest.skopeo_ref(), tls_verify)?;
-    let other_ref = match imageref::parse_destination(other) {
-        Ok(d) => d.skopeo_ref(),
-        Err(_) => other.to_string(),
-    };
-    let old_m = inspect_raw(&other_ref, tls_verify)?;
-    let old: std::collections::HashSet<String> = old_m
-        .layers()
-        .iter()
-        .map(|l| l.digest().to_string())
-        .collect();
-    let (mut shared, mut added, mut added_size) = (0usize, 0usize, 0u64);
-    for l in new_m.layers() {
-        if old.contains(&l.digest().to_string()) {
-            shared += 1;
-        } else {
-            added += 1;
-            added_size += l.size();
-        }
-    }
-    let removed = old_m.layers().len() - shared.min(old_m.layers().len());
-    println!(
-        "Compared {} with {other}: {shared} layers shared, {added} new ({}), {removed} removed",
-        new.manifest_digest,
-        human_size(added_size)
-    );
-    Ok(())
-}
-
-fn inspect_raw(skopeo_ref: &str, tls_verify: bool) -> Result<oci_image::ImageManifest> {
-    let mut cmd = std::process::Command::new("skopeo");
-    cmd.arg("inspect").arg("--raw");
-    if skopeo_ref.starts_with("docker://") {
-        cmd.arg(format!("--tls-verify={tls_verify}"));
-    }
-    cmd.arg(skopeo_ref);
-    let out = cmd.output().context("Running skopeo inspect")?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "skopeo inspect {skopeo_ref} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("Parsing the manifest of {skopeo_ref}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::exit::class_of;
-
-    #[test]
-    fn labels_parse() {
-        let l = parse_labels(&["a=b".into(), "c=d=e".into()]).unwrap();
-        assert_eq!(l["c"], "d=e");
-        let e = parse_labels(&["novalue".into()]).unwrap_err();
-        assert_eq!(class_of(&e), Some(ErrorClass::InvalidInput));
-    }
 
     #[test]
     fn small_max_layers_is_invalid_input() {
@@ -704,16 +561,6 @@ mod tests {
         let e = build_image(&opts).err().unwrap();
         assert_eq!(class_of(&e), Some(ErrorClass::InvalidInput));
         assert!(format!("{e}").contains("at least 4"), "{e}");
-    }
-
-    #[test]
-    fn format_version_2_unsupported() {
-        let e = container_encapsulate(&EncapsulateOptions {
-            format_version: Some(2),
-            ..Default::default()
-        })
-        .unwrap_err();
-        assert_eq!(class_of(&e), Some(ErrorClass::Unsupported));
     }
 
     #[test]

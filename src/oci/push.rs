@@ -41,6 +41,21 @@ pub struct PushOutcome {
     pub attempts: u32,
 }
 
+/// Cheap checks to run before building: a local destination's directory must exist.
+pub fn precheck(dest: &Destination) -> Result<()> {
+    if let Destination::OciArchive { path, .. } | Destination::OciDir { path, .. } = dest {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.is_dir() {
+                return Err(crate::exit::output_failed(format!(
+                    "Cannot write {dest}: directory {} does not exist",
+                    parent.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Copy `src_oci_dir:src_tag` to `dest`.
 pub fn copy_image(
     src_oci_dir: &Path,
@@ -62,16 +77,7 @@ pub fn copy_image(
     };
     let digestfile = tempfile::NamedTempFile::new_in(&opts.tmpdir)
         .with_context(|| format!("Creating a digest file in {}", opts.tmpdir.display()))?;
-    if let Destination::OciArchive { path, .. } | Destination::OciDir { path, .. } = dest {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if !parent.is_dir() {
-                return Err(crate::exit::output_failed(format!(
-                    "Cannot write {dest}: directory {} does not exist",
-                    parent.display()
-                )));
-            }
-        }
-    }
+    precheck(dest)?;
     let mut cmd = Command::new("skopeo");
     // --debug: the only way skopeo 1.9 reports reused blobs without a terminal. Debug
     // lines are parsed for that and never shown.
@@ -86,10 +92,46 @@ pub fn copy_image(
             cmd.arg("--dest-authfile").arg(a);
         }
     }
+    // An archive is written next to its final name and renamed into place on success,
+    // so a failed copy never leaves a truncated archive under the requested name.
+    let (skopeo_dest, partial) = match dest {
+        Destination::OciArchive { path, tag } => {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "image".into());
+            let partial = path.with_file_name(format!(".{name}.partial"));
+            let tmp = Destination::OciArchive {
+                path: partial.clone(),
+                tag: tag.clone(),
+            };
+            (tmp.skopeo_ref(), Some((partial, path.clone())))
+        }
+        _ => (dest.skopeo_ref(), None),
+    };
     cmd.arg(format!("oci:{}:{src_tag}", src_oci_dir.display()))
-        .arg(dest.skopeo_ref())
+        .arg(skopeo_dest)
         .env("TMPDIR", &opts.tmpdir);
+    let result = run_with_retries(&mut cmd, dest, opts, &secrets, digestfile.path());
+    if let Some((partial, fin)) = partial {
+        if result.is_ok() {
+            std::fs::rename(&partial, &fin)
+                .with_context(|| format!("Renaming {} to {}", partial.display(), fin.display()))?;
+        } else if partial.exists() {
+            std::fs::remove_file(&partial)
+                .with_context(|| format!("Removing {}", partial.display()))?;
+        }
+    }
+    result
+}
 
+fn run_with_retries(
+    cmd: &mut Command,
+    dest: &Destination,
+    opts: &PushOptions,
+    secrets: &[String],
+    digestfile: &Path,
+) -> Result<PushOutcome> {
     let mut backoff = opts.initial_backoff;
     let mut attempt = 0;
     loop {
@@ -98,9 +140,9 @@ pub fn copy_image(
             .output()
             .context("Running skopeo (is it installed and on PATH?)")?;
         let stderr_all = String::from_utf8_lossy(&out.stderr);
-        let stderr = scrub(&without_debug_lines(&stderr_all), &secrets);
+        let stderr = scrub(&without_debug_lines(&stderr_all), secrets);
         if out.status.success() {
-            let digest = std::fs::read_to_string(digestfile.path())
+            let digest = std::fs::read_to_string(digestfile)
                 .context("Reading skopeo's --digestfile")?
                 .trim()
                 .to_string();
@@ -193,6 +235,8 @@ fn is_permanent(stderr: &str) -> bool {
         "x509:",
         "certificate",
         "http response to https client",
+        "no space left on device",
+        "read-only file system",
     ]
     .iter()
     .any(|p| s.contains(p))

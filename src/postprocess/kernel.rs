@@ -26,18 +26,7 @@ use sha2::{Digest, Sha256};
 
 use super::passwd;
 
-/// Treefile `boot-location`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BootLocation {
-    /// Also hardlink kernel and initramfs into `usr/lib/ostree-boot` with the
-    /// bootcsum suffix (rpm-ostree's 2014-edition default).
-    #[default]
-    New,
-    /// Only `usr/lib/modules/KVER`.
-    Modules,
-    /// As `Modules` here (the difference is in which scripts run).
-    KernelInstall,
-}
+pub use crate::treefile::BootLocation;
 
 /// Options for [`process_kernel`].
 #[derive(Debug, Clone, Default)]

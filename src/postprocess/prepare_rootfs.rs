@@ -10,7 +10,6 @@
 
 use std::ffi::OsString;
 use std::path::Path;
-use std::str::FromStr;
 
 use anyhow::{Context, Result};
 use cap_std_ext::cap_std::fs::Dir;
@@ -19,31 +18,7 @@ use cap_std_ext::dirext::CapStdExtDirExt;
 use super::fsutil;
 use crate::exit::invalid_input;
 
-/// Treefile `opt-usrlocal`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum OptUsrLocal {
-    /// `/opt -> var/opt`, `/usr/local -> ../var/usrlocal`.
-    #[default]
-    Var,
-    /// Plain directories.
-    Root,
-    /// `/opt -> usr/lib/opt`, state-overlay units.
-    StateOverlay,
-}
-
-impl FromStr for OptUsrLocal {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "var" => Ok(OptUsrLocal::Var),
-            "root" => Ok(OptUsrLocal::Root),
-            "state-overlay" | "stateoverlay" => Ok(OptUsrLocal::StateOverlay),
-            other => Err(invalid_input(format!(
-                "opt-usrlocal: unknown value {other:?} (expected var, root or state-overlay)"
-            ))),
-        }
-    }
-}
+pub use crate::treefile::OptUsrLocal;
 
 /// Options for [`prepare_rootfs`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -323,21 +298,5 @@ mod tests {
         assert!(parse_transient_root("transient=true\n").is_err());
         assert!(parse_transient_root("[root\n").is_err());
         assert!(parse_transient_root("[root]\nnonsense\n").is_err());
-    }
-
-    #[test]
-    fn opt_usrlocal_spellings() {
-        assert_eq!("var".parse::<OptUsrLocal>().unwrap(), OptUsrLocal::Var);
-        assert_eq!("root".parse::<OptUsrLocal>().unwrap(), OptUsrLocal::Root);
-        assert_eq!(
-            "stateoverlay".parse::<OptUsrLocal>().unwrap(),
-            OptUsrLocal::StateOverlay
-        );
-        assert_eq!(
-            "state-overlay".parse::<OptUsrLocal>().unwrap(),
-            OptUsrLocal::StateOverlay
-        );
-        let e = "usr".parse::<OptUsrLocal>().unwrap_err();
-        assert_eq!(crate::exit::exit_code_for(&e), 3);
     }
 }

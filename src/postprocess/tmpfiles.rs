@@ -45,17 +45,7 @@ const KNOWN_STATE_FILES: &[&str] = &[
     "log/btmp",
 ];
 
-/// Treefile `opt-usrlocal`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OptUsrLocal {
-    /// `/opt -> var/opt`, `/usr/local -> ../var/usrlocal` (default).
-    #[default]
-    Var,
-    /// Plain directories.
-    Root,
-    /// `/opt -> usr/lib/opt`, a real `/usr/local`, state overlays.
-    StateOverlay,
-}
+pub use crate::treefile::OptUsrLocal;
 
 /// Quote a path for the path field of a tmpfiles.d line. systemd-tmpfiles
 /// splits fields with shell-like unquoting (v252: double quotes and backslash,

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{RepoPackage, TreeComposeConfig};
+use super::model::{OverrideReplace, RepoPackage, TreeComposeConfig};
 
 fn first<T>(dest: &mut Option<T>, src: Option<T>) {
     if dest.is_none() {
@@ -125,6 +125,11 @@ pub fn merge(dest: &mut TreeComposeConfig, src: TreeComposeConfig) {
     let d = dest;
     set(&mut d.packages, packages);
     vec(&mut d.repo_packages, repo_packages);
+    // Like rpm-ostree, the override de-duplication runs on every merge (and
+    // only then: a lone file keeps its own duplicates).
+    if let Some(rp) = d.repo_packages.take() {
+        d.repo_packages = Some(dedupe_repo_packages(rp));
+    }
     first(&mut d.cliwrap, cliwrap);
     vec(&mut d.cliwrap_binaries, cliwrap_binaries);
     first(&mut d.base_refspec, base_refspec);
@@ -136,6 +141,9 @@ pub fn merge(dest: &mut TreeComposeConfig, src: TreeComposeConfig) {
     );
     set(&mut d.override_remove, override_remove);
     vec(&mut d.ex_override_replace, ex_override_replace);
+    if let Some(r) = d.ex_override_replace.take() {
+        d.ex_override_replace = Some(dedupe_override_replace(r));
+    }
     map(&mut d.override_replace_local, override_replace_local);
     first(&mut d.initramfs, initramfs);
     first(&mut d.custom, custom);
@@ -194,6 +202,20 @@ pub fn merge(dest: &mut TreeComposeConfig, src: TreeComposeConfig) {
     first(&mut d.container_cmd, container_cmd);
     map(&mut d.variables, variables);
     map(&mut d.repovars, repovars);
+}
+
+/// Same de-duplication for `ex-override-replace` entries.
+pub fn dedupe_override_replace(entries: Vec<OverrideReplace>) -> Vec<OverrideReplace> {
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut out: Vec<OverrideReplace> = Vec::new();
+    for mut e in entries.into_iter().rev() {
+        e.packages.retain(|p| seen.insert(p.clone()));
+        if !e.packages.is_empty() {
+            out.push(e);
+        }
+    }
+    out.reverse();
+    out
 }
 
 /// `repo-packages` override de-duplication: a package keeps only its last

@@ -9,6 +9,18 @@
 //! `condition` (conditional-include), `split` (package strings), `kickstart`,
 //! `merge` (include merge rules), `resolve` (include walk + externals),
 //! `varsubst` (`${var}`), `validate` (§2.2 checks).
+//!
+//! Deliberate differences from rpm-ostree (v2026.2):
+//! * unknown JSON keys are serialized sorted by name (rpm-ostree: `HashMap`
+//!   order, which can make its inputhash unstable);
+//! * an inline `conditional-include` treefile that sets `include`,
+//!   `arch-include`, `conditional-include`, `postprocess-script`, `add-files`
+//!   or a `file` check-passwd/check-groups is an error (rpm-ostree silently
+//!   drops or half-applies them);
+//! * `remove-files` and `cliwrap-binaries` are checked in
+//!   [`Treefile::validate_for_compose`], before anything is installed
+//!   (rpm-ostree fails on them during post-processing);
+//! * error messages keep rpm-ostree's wording and add the file, key and a hint.
 
 pub mod condition;
 pub mod kickstart;
@@ -23,7 +35,7 @@ pub mod varsubst;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use sha2::{Digest, Sha256};
 
 pub use condition::{IncludeCondition, IncludeConditions, VarValue};
@@ -79,8 +91,8 @@ impl Treefile {
             initial_variables: opts.initial_variables.clone(),
             missing_externals: MissingExternals::Error,
         };
-        let resolved = resolve(path, &ropts)
-            .with_context(|| format!("Loading treefile {}", path.display()))?;
+        // Every error from `resolve` already names the file (and include chain).
+        let resolved = resolve(path, &ropts)?;
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -177,13 +189,23 @@ fn sorted_value(v: serde_json::Value) -> serde_json::Value {
     }
 }
 
+/// Keys whose values are free-form JSON (`serde_json::Value` in rpm-ostree).
+const FREE_FORM_KEYS: &[&str] = &["metadata", "add-commit-metadata"];
+
 /// The config as an ordered JSON object: struct order, then unknown keys sorted.
 pub fn config_to_value(cfg: &TreeComposeConfig) -> serde_json::Map<String, serde_json::Value> {
     let mut out = serde_json::Map::new();
     // Serializing plain data (strings, numbers, maps with string keys) cannot fail.
     if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(cfg) {
         for (k, v) in m {
-            out.insert(k, sorted_value(v));
+            // Typed structs keep their field order; only free-form JSON
+            // values (maps in rpm-ostree) are sorted.
+            let v = if FREE_FORM_KEYS.contains(&k.as_str()) {
+                sorted_value(v)
+            } else {
+                v
+            };
+            out.insert(k, v);
         }
     }
     for (k, v) in &cfg.extra {

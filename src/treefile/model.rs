@@ -21,19 +21,23 @@ pub enum Edition {
     E2024,
 }
 
-/// `boot-location`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `boot-location`. Also the parameter type of the kernel step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BootLocation {
+    /// Also hardlink kernel and initramfs into `usr/lib/ostree-boot` (2014 edition default).
+    #[default]
     New,
     Modules,
     KernelInstall,
 }
 
-/// `opt-usrlocal`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `opt-usrlocal`. Also the parameter type of the post-processing steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OptUsrLocal {
+    /// `/opt -> var/opt`, `/usr/local -> ../var/usrlocal`.
+    #[default]
     Var,
     Root,
     #[serde(alias = "stateoverlay")]
@@ -200,6 +204,38 @@ pub enum CheckGroups {
     Data { entries: BTreeMap<String, u32> },
 }
 
+/// `ex-override-replace` entry (derivation only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverrideReplace {
+    pub from: OverrideReplaceFrom,
+    pub packages: BTreeSet<String>,
+}
+
+/// Where `ex-override-replace` takes packages from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverrideReplaceFrom {
+    Repo(String),
+}
+
+/// `initramfs` (derivation only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeriveInitramfs {
+    pub regenerate: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etc: Option<BTreeSet<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+}
+
+/// `custom` (derivation only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeriveCustom {
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
 /// The whole treefile. Field order = rpm-ostree serialization order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -225,13 +261,13 @@ pub struct TreeComposeConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub override_remove: Option<BTreeSet<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ex_override_replace: Option<Vec<serde_json::Value>>,
+    pub ex_override_replace: Option<Vec<OverrideReplace>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub override_replace_local: Option<BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub initramfs: Option<serde_json::Value>,
+    pub initramfs: Option<DeriveInitramfs>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub custom: Option<serde_json::Value>,
+    pub custom: Option<DeriveCustom>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub override_commit: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -470,6 +506,35 @@ impl TreeComposeConfig {
         self.treeref.as_deref()
     }
 
+    /// rpm-ostree's deprecation warnings for this config (it prints them
+    /// and sleeps 3 s if there are any; the caller decides).
+    pub fn deprecation_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let boot = self.boot_location();
+        if boot != BootLocation::Modules {
+            let name = serde_json::to_string(&boot).unwrap_or_default();
+            out.push(format!(
+                "boot-location: {name} is deprecated, use boot-location: modules"
+            ));
+        }
+        if self.initramfs_args.as_ref().is_some_and(|v| !v.is_empty()) {
+            out.push("initramfs-args is deprecated, use /etc/dracut.conf.d".to_string());
+        }
+        if self.cliwrap() {
+            out.push("cliwrap is deprecated and slated for removal".to_string());
+        }
+        out
+    }
+
+    /// Keys that are experimental (rpm-ostree prints a NOTICE for each).
+    pub fn experimental_keys(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.lockfile_repos.is_some() {
+            out.push("lockfile-repos");
+        }
+        out
+    }
+
     /// The derivation keys that are set, in rpm-ostree's order.
     pub fn derivation_keys_set(&self) -> Vec<&'static str> {
         let set = [
@@ -571,6 +636,24 @@ mod tests {
         }
         assert!(!keys.contains(&"extra"));
         assert!(!keys.contains(&"gpg_key"));
+    }
+
+    #[test]
+    fn deprecations() {
+        let c = TreeComposeConfig::default();
+        assert_eq!(
+            c.deprecation_warnings(),
+            ["boot-location: \"new\" is deprecated, use boot-location: modules"]
+        );
+        let c = TreeComposeConfig {
+            boot_location: Some(BootLocation::Modules),
+            initramfs_args: Some(vec!["--no-hostonly".into()]),
+            cliwrap: Some(true),
+            lockfile_repos: Some(vec![]),
+            ..Default::default()
+        };
+        assert_eq!(c.deprecation_warnings().len(), 2);
+        assert_eq!(c.experimental_keys(), ["lockfile-repos"]);
     }
 
     #[test]

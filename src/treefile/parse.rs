@@ -57,13 +57,71 @@ pub fn text_to_object(text: &str, format: Format, name: &str) -> Result<Map<Stri
         })?,
     };
     match value {
-        Value::Object(m) => Ok(m),
-        Value::Null => Ok(Map::new()),
+        Value::Object(m) => {
+            reject_duplicate_fields(text, format, name)?;
+            Ok(m)
+        }
+        // An empty YAML document is an empty treefile (serde_yaml reads it as
+        // a struct with nothing set); an explicit null is not.
+        Value::Null if format == Format::Yaml && yaml_has_no_content(text) => Ok(Map::new()),
         other => Err(invalid_input(format!(
             "{name}: a treefile must be a mapping of keys to values, found {}",
             kind(&other)
         ))),
     }
+}
+
+/// rpm-ostree deserializes straight into its struct, where a key given twice
+/// is a "duplicate field" error; reading into a JSON value would silently keep
+/// the last one. Re-scan the top-level keys to keep that error (with its
+/// location). Unknown keys may repeat (they land in a map there too).
+fn reject_duplicate_fields(text: &str, format: Format, name: &str) -> Result<()> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    struct Scan;
+    impl<'de> Visitor<'de> for Scan {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a mapping")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let known = known_keys();
+            let mut seen = BTreeSet::new();
+            while let Some(k) = map.next_key::<String>()? {
+                let is_field = known.contains(&k.as_str())
+                    || LEGACY_KEYS.iter().any(|(legacy, _)| *legacy == k);
+                if is_field && !seen.insert(k.clone()) {
+                    return Err(serde::de::Error::custom(format!(
+                        "duplicate field `{k}` (give each key once)"
+                    )));
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(())
+        }
+    }
+    let res = match format {
+        Format::Yaml => serde_yaml::Deserializer::from_str(text)
+            .deserialize_map(Scan)
+            .map_err(|e| {
+                let at = e
+                    .location()
+                    .map(|l| format!(":{}:{}", l.line(), l.column()))
+                    .unwrap_or_default();
+                format!("{name}{at}: {e}")
+            }),
+        Format::Json | Format::Kickstart => serde_json::Deserializer::from_str(text)
+            .deserialize_map(Scan)
+            .map_err(|e| format!("{name}:{}:{}: {e}", e.line(), e.column())),
+    };
+    res.map_err(invalid_input)
+}
+
+fn yaml_has_no_content(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---" || l == "..."
+    })
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -130,6 +188,11 @@ fn parse_conditional_includes(v: Value, name: &str) -> Result<Vec<ConditionalInc
                 "{what}: 'include' must be a path, a list of paths or an inline treefile mapping"
             ))
         })?;
+        // Like rpm-ostree, an inline treefile must be well-typed even when
+        // its condition is false.
+        if let ConditionalIncludeTarget::Inline(m) = &include {
+            parse_inline(m, &what)?;
+        }
         out.push(ConditionalInclude { condition, include });
     }
     Ok(out)
@@ -154,15 +217,49 @@ pub fn parse_treefile_str(
     let mut map = text_to_object(text, format, name)?;
     let known = known_keys();
 
-    // packages-$arch: every such key must be a list of strings.
-    let arch_keys: Vec<String> = map
-        .keys()
-        .filter(|k| k.starts_with("packages-") && !known.contains(&k.as_str()))
-        .cloned()
-        .collect();
+    // Set aside what rpm-ostree keeps outside the typed fields: packages-*
+    // keys, legacy underscore spellings and unknown keys. Errors about them
+    // are raised below, in rpm-ostree's order.
+    let mut arch_entries: Vec<(String, Value)> = Vec::new();
+    let mut legacy: Vec<(&str, &str, Value)> = Vec::new();
+    let mut extra = BTreeMap::new();
+    let keys: Vec<String> = map.keys().cloned().collect();
+    for k in keys {
+        if known.contains(&k.as_str()) {
+            continue;
+        }
+        let Some(v) = map.remove(&k) else { continue };
+        if let Some((l, kebab)) = LEGACY_KEYS.iter().find(|(l, _)| *l == k) {
+            legacy.push((l, kebab, v));
+        } else if k.starts_with("packages-") {
+            arch_entries.push((k, v));
+        } else {
+            extra.insert(k, v);
+        }
+    }
+
+    // 1. Types (rpm-ostree: serde deserialization of the whole document).
+    let conditional = match map.remove("conditional-include") {
+        Some(v) => Some(parse_conditional_includes(v, name)?),
+        None => None,
+    };
+    let mut cfg = deserialize_config(map, name)?;
+    let mut legacy_cfgs = Vec::new();
+    for (l, kebab, v) in legacy {
+        let mut one = Map::new();
+        one.insert(kebab.to_string(), v);
+        let parsed = serde_json::from_value::<TreeComposeConfig>(Value::Object(one))
+            .map_err(|e| invalid_input(format!("{name}: invalid value for key '{l}': {e}")))?;
+        legacy_cfgs.push((l, kebab, parsed));
+    }
+    cfg.conditional_include = conditional;
+
+    // 2. basearch, reserved variables, automatic variables.
+    finish_file(&mut cfg, name, basearch)?;
+
+    // 3. packages-$arch: every such key must be a list of strings.
     let mut arch_packages: Vec<String> = Vec::new();
-    for k in arch_keys {
-        let v = map.remove(&k).unwrap_or(Value::Null);
+    for (k, v) in arch_entries {
         let list = string_list(&v).ok_or_else(|| {
             invalid_input(format!(
                 "{name}: Invalid field {k}: expected array of strings"
@@ -173,60 +270,31 @@ pub fn parse_treefile_str(
         }
     }
 
-    // Legacy underscore spellings.
-    for (legacy, kebab) in LEGACY_KEYS {
-        if let Some(v) = map.remove(*legacy) {
-            if map.contains_key(*kebab) {
-                return Err(invalid_input(format!(
-                    "{name}: Cannot use new and legacy forms of {legacy} (both '{kebab}' and '{legacy}' are set; keep '{kebab}')"
-                )));
-            }
-            map.insert(kebab.to_string(), v);
-        }
+    // 4. Unknown keys: an error in YAML, kept in JSON.
+    if !extra.is_empty() && format == Format::Yaml {
+        let unknown: Vec<&str> = extra.keys().map(String::as_str).collect();
+        return Err(invalid_input(format!(
+            "{name}: Unknown fields: {} (remove or rename them; see the treefile reference for valid keys)",
+            unknown.join(", ")
+        )));
     }
-
-    // Unknown keys.
-    let unknown: Vec<String> = map
-        .keys()
-        .filter(|k| !known.contains(&k.as_str()))
-        .cloned()
-        .collect();
-    let mut extra = BTreeMap::new();
-    if !unknown.is_empty() {
-        if format == Format::Yaml {
-            return Err(invalid_input(format!(
-                "{name}: Unknown fields: {} (remove or rename them; see the treefile reference for valid keys)",
-                unknown.join(", ")
-            )));
-        }
-        for k in unknown {
-            if let Some(v) = map.remove(&k) {
-                extra.insert(k, v);
-            }
-        }
-    }
-
-    let conditional = match map.remove("conditional-include") {
-        Some(v) => Some(parse_conditional_includes(v, name)?),
-        None => None,
-    };
-
-    let mut cfg = deserialize_config(map, name)?;
-    cfg.conditional_include = conditional;
     cfg.extra = extra;
 
-    // Reserved variables.
-    if let Some(vars) = &cfg.variables {
-        for reserved in ["releasever", "basearch"] {
-            if vars.contains_key(reserved) {
-                return Err(invalid_input(format!(
-                    "{name}: variables: cannot define reserved variable '{reserved}' (it is set automatically; use the '{reserved}' key instead)"
-                )));
-            }
-        }
+    // 5. container / edition defaults, applied to this file only.
+    if cfg.container == Some(true) {
+        cfg.boot_location = Some(BootLocation::Modules);
+        cfg.selinux = Some(false);
+        cfg.tmp_is_dir = Some(true);
+        cfg.preserve_passwd = Some(false);
+        cfg.check_passwd = Some(CheckPasswd::None);
+        cfg.check_groups = Some(CheckGroups::None);
+    }
+    if cfg.edition == Some(Edition::E2024) {
+        cfg.boot_location.get_or_insert(BootLocation::Modules);
+        cfg.tmp_is_dir.get_or_insert(true);
     }
 
-    // Package strings: whitespace split, bootstrap-packages and packages-$arch folded in.
+    // 6. Package strings: whitespace split, bootstrap-packages and packages-$arch folded in.
     let split = |items: Vec<String>, key: &str| -> Result<BTreeSet<String>> {
         split_all(items.iter())
             .map(|v| v.into_iter().collect())
@@ -245,34 +313,56 @@ pub fn parse_treefile_str(
         let key = format!("packages-{}", basearch.unwrap_or_default());
         pkgs.extend(split(arch_packages, &key)?);
     }
-    cfg.packages = Some(pkgs);
     if let Some(rp) = cfg.repo_packages.as_mut() {
         for entry in rp.iter_mut() {
             let items: Vec<String> = std::mem::take(&mut entry.packages).into_iter().collect();
             entry.packages = split(items, "repo-packages")?;
         }
     }
-
-    finish_file(&mut cfg, name, basearch)?;
-
-    // container / edition defaults, applied to this file only.
-    if cfg.container == Some(true) {
-        cfg.boot_location = Some(BootLocation::Modules);
-        cfg.selinux = Some(false);
-        cfg.tmp_is_dir = Some(true);
-        cfg.preserve_passwd = Some(false);
-        cfg.check_passwd = Some(CheckPasswd::None);
-        cfg.check_groups = Some(CheckGroups::None);
+    if let Some(rp) = cfg.ex_override_replace.as_mut() {
+        for entry in rp.iter_mut() {
+            let items: Vec<String> = std::mem::take(&mut entry.packages).into_iter().collect();
+            entry.packages = split(items, "ex-override-replace")?;
+        }
     }
-    if cfg.edition == Some(Edition::E2024) {
-        cfg.boot_location.get_or_insert(BootLocation::Modules);
-        cfg.tmp_is_dir.get_or_insert(true);
+    cfg.packages = Some(pkgs);
+
+    // 7. Legacy underscore spellings, migrated last as rpm-ostree does: a
+    //    value already set (also by the container/edition defaults above)
+    //    next to the legacy one is an error.
+    for (l, kebab, legacy_cfg) in legacy_cfgs {
+        let clash = match l {
+            "gpg_key" => merge_legacy(&mut cfg.gpg_key, legacy_cfg.gpg_key),
+            "boot_location" => merge_legacy(&mut cfg.boot_location, legacy_cfg.boot_location),
+            "default_target" => merge_legacy(&mut cfg.default_target, legacy_cfg.default_target),
+            _ => merge_legacy(
+                &mut cfg.automatic_version_prefix,
+                legacy_cfg.automatic_version_prefix,
+            ),
+        };
+        if clash {
+            return Err(invalid_input(format!(
+                "{name}: Cannot use new and legacy forms of {l} (both '{kebab}' and '{l}' are set; keep '{kebab}')"
+            )));
+        }
     }
     Ok(cfg)
 }
 
-/// Basearch check/fill-in and the automatic `basearch`/`releasever`
-/// variables. Applied to every parsed file (YAML, JSON and kickstart).
+/// Move a legacy value into its field; `true` if both were set.
+fn merge_legacy<T>(field: &mut Option<T>, legacy: Option<T>) -> bool {
+    match (field.is_some(), legacy) {
+        (true, Some(_)) => true,
+        (false, l) => {
+            *field = l;
+            false
+        }
+        (true, None) => false,
+    }
+}
+
+/// Basearch check/fill-in, the reserved-variable check and the automatic
+/// `basearch`/`releasever` variables of one YAML/JSON file.
 pub fn finish_file(cfg: &mut TreeComposeConfig, name: &str, basearch: Option<&str>) -> Result<()> {
     match (&cfg.basearch, basearch) {
         (Some(own), Some(arch)) if own != arch => {
@@ -283,6 +373,15 @@ pub fn finish_file(cfg: &mut TreeComposeConfig, name: &str, basearch: Option<&st
         (_, Some(arch)) => cfg.basearch = Some(arch.to_string()),
         // Architecture unknown (inspection only): like rpm-ostree, drop it.
         (_, None) => cfg.basearch = None,
+    }
+    if let Some(vars) = &cfg.variables {
+        for reserved in ["releasever", "basearch"] {
+            if vars.contains_key(reserved) {
+                return Err(invalid_input(format!(
+                    "{name}: variables: cannot define reserved variable '{reserved}' (it is set automatically; use the '{reserved}' key instead)"
+                )));
+            }
+        }
     }
     let mut auto = BTreeMap::new();
     if let Some(arch) = &cfg.basearch {
@@ -354,7 +453,7 @@ mod tests {
     fn errors_name_file_and_key() {
         let e = format!("{:#}", yaml("foo: 1\nbar: 2\n").unwrap_err());
         assert!(
-            e.contains("t.yaml") && e.contains("Unknown fields: foo, bar"),
+            e.contains("t.yaml") && e.contains("Unknown fields: bar, foo"),
             "{e}"
         );
         let e = format!("{:#}", yaml("selinux: maybe\n").unwrap_err());
@@ -370,6 +469,78 @@ mod tests {
         assert!(e.contains("Invalid field packages-foo"), "{e}");
         let e = format!("{:#}", yaml("basearch: aarch64\n").unwrap_err());
         assert!(e.contains("cross-composes are not supported"), "{e}");
+    }
+
+    #[test]
+    fn empty_documents() {
+        assert_eq!(yaml("").unwrap().packages.unwrap().len(), 0);
+        assert!(yaml("# just a comment\n---\n").is_ok());
+        assert!(yaml("~\n").is_err());
+        assert!(parse_treefile_str("null", Format::Json, "t.json", None).is_err());
+        assert!(parse_treefile_str("", Format::Json, "t.json", None).is_err());
+        let e = format!("{:#}", yaml("- a\n").unwrap_err());
+        assert!(
+            e.contains("must be a mapping") && e.contains("a list"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn duplicate_fields_rejected() {
+        let e = format!("{:#}", yaml("ref: a\npackages: [x]\nref: b\n").unwrap_err());
+        assert!(
+            e.contains("duplicate field `ref`") && e.contains("t.yaml:"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            parse_treefile_str(
+                "{\"ref\": \"a\",\n \"ref\": \"b\"}",
+                Format::Json,
+                "t.json",
+                None
+            )
+            .unwrap_err()
+        );
+        assert!(
+            e.contains("duplicate field `ref`") && e.contains("t.json:2:"),
+            "{e}"
+        );
+        let c = parse_treefile_str("{\"c\": 1, \"c\": 2}", Format::Json, "t.json", None).unwrap();
+        assert_eq!(c.extra["c"], 2);
+    }
+
+    #[test]
+    fn legacy_keys_migrate_last() {
+        let c = yaml("default_target: graphical.target\n").unwrap();
+        assert_eq!(c.default_target.as_deref(), Some("graphical.target"));
+        // rpm-ostree quirk: edition 2024 sets boot-location before the legacy
+        // key is migrated, so the two clash.
+        let e = format!(
+            "{:#}",
+            yaml("edition: \"2024\"\nboot_location: new\n").unwrap_err()
+        );
+        assert!(
+            e.contains("Cannot use new and legacy forms of boot_location"),
+            "{e}"
+        );
+        let e = format!("{:#}", yaml("boot_location: sideways\n").unwrap_err());
+        assert!(e.contains("'boot_location'"), "{e}");
+    }
+
+    #[test]
+    fn inline_is_typechecked_even_if_false() {
+        let e = format!(
+            "{:#}",
+            yaml(
+                "conditional-include:\n  - if: basearch == \"s390x\"\n    include: {packages: 5}\n"
+            )
+            .unwrap_err()
+        );
+        assert!(
+            e.contains("conditional-include entry 1") && e.contains("'packages'"),
+            "{e}"
+        );
     }
 
     #[test]

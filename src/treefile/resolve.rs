@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 
 use super::condition::VarValue;
 use super::kickstart::kickstart_config;
-use super::merge::{dedupe_repo_packages, merge};
+use super::merge::merge;
 use super::model::{CheckGroups, CheckPasswd, ConditionalIncludeTarget, TreeComposeConfig};
 use super::parse::{parse_inline, parse_treefile_str, Format};
 use super::validate::validate_config;
@@ -97,6 +97,16 @@ pub struct Resolved {
 
 /// Read a file as UTF-8 text, returning its (device, inode).
 pub fn read_with_devino(path: &Path) -> Result<(String, (u64, u64))> {
+    // Check the type first so a FIFO or device is refused, not opened (a FIFO
+    // would block).
+    let pre = std::fs::metadata(path)
+        .map_err(|e| invalid_input(format!("Opening treefile {}: {e}", path.display())))?;
+    if !pre.is_file() {
+        return Err(invalid_input(format!(
+            "Treefile {} is not a regular file",
+            path.display()
+        )));
+    }
     let mut f = std::fs::File::open(path)
         .map_err(|e| invalid_input(format!("Opening treefile {}: {e}", path.display())))?;
     let md = f
@@ -293,9 +303,6 @@ pub fn resolve(path: &Path, opts: &ResolveOptions) -> Result<Resolved> {
     };
     let (mut config, externals) = walker.walk(path, 0)?;
     config.variables = Some(walker.vars);
-    if let Some(rp) = config.repo_packages.take() {
-        config.repo_packages = Some(dedupe_repo_packages(rp));
-    }
     let vars = config.variables.clone().unwrap_or_default();
     substitute_config(&mut config, &vars)
         .map_err(|e| invalid_input(format!("{}: variables: {e}", path.display())))?;

@@ -4,37 +4,25 @@
 //! Hand-written: shell-word crates also interpret double quotes and
 //! backslashes, which rpm-ostree does not.
 
-/// Split on whitespace; a single-quoted segment is one token (quotes removed).
-/// A quote that does not start a token, or an unterminated one, is an error.
+/// Split on whitespace; text between a pair of single quotes is one token,
+/// taken verbatim (quotes removed). Quotes pair up left to right wherever they
+/// appear (`a'b c'd` is `a`, `b c`, `d`, as in rpm-ostree); an odd number of
+/// quotes is an error.
 pub fn split_whitespace_unless_quoted(s: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
-    let mut rest = s;
-    loop {
-        rest = rest.trim_start();
-        if rest.is_empty() {
-            return Ok(out);
-        }
-        if let Some(after) = rest.strip_prefix('\'') {
-            let end = after
-                .find('\'')
-                .ok_or_else(|| format!("Missing terminating quote: {s}"))?;
-            let token = &after[..end];
-            let tail = &after[end + 1..];
-            if !(tail.is_empty() || tail.starts_with(char::is_whitespace)) {
-                return Err(format!("Missing whitespace after closing quote: {s}"));
-            }
-            out.push(token.to_string());
-            rest = tail;
+    let mut quoted = false;
+    for (n, segment) in s.split('\'').enumerate() {
+        quoted = n % 2 == 1;
+        if quoted {
+            out.push(segment.to_string());
         } else {
-            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-            let token = &rest[..end];
-            if token.contains('\'') {
-                return Err(format!("Missing terminating quote: {s}"));
-            }
-            out.push(token.to_string());
-            rest = &rest[end..];
+            out.extend(segment.split_whitespace().map(str::to_string));
         }
     }
+    if quoted {
+        return Err(format!("Missing terminating quote: {s}"));
+    }
+    Ok(out)
 }
 
 /// Split every entry of a package list.
@@ -66,7 +54,18 @@ mod tests {
         ok("corge 'quuz >= 1.0'", &["corge", "quuz >= 1.0"]);
         ok("'a b' c 'd'", &["a b", "c", "d"]);
         ok("'skopeo >= 2:1.7.0'", &["skopeo >= 2:1.7.0"]);
-        for bad in ["'foo", "foo'", "fo'o", "'foo' 'bar", "'foo'bar"] {
+        ok(
+            "'foobar >= 1.0' 'quuz < 0.5' 'corge > 2'",
+            &["foobar >= 1.0", "quuz < 0.5", "corge > 2"],
+        );
+        ok(
+            "corge 'foobar >= 1.1' baz-package 'quuz < 0.0.1'",
+            &["corge", "foobar >= 1.1", "baz-package", "quuz < 0.0.1"],
+        );
+        ok("a'b c'd", &["a", "b c", "d"]);
+        ok("'foo'bar", &["foo", "bar"]);
+        ok("''", &[""]);
+        for bad in ["'foo", "foo'", "fo'o", "'foo' 'bar"] {
             assert!(split_whitespace_unless_quoted(bad).is_err(), "{bad:?}");
         }
     }

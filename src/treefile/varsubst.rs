@@ -129,6 +129,18 @@ mod tests {
             "a/x86_64/b"
         );
         assert_eq!(substitute_strict("$x/{y}", &v).unwrap(), "$x/{y}");
+        for noop in ["", "foo bar baz", "}", "$} blah$ }}"] {
+            assert_eq!(substitute_strict(noop, &v).unwrap(), noop);
+        }
+        let v2 = m(&[("basearch", "ppc64le"), ("osvendor", "fedora")]);
+        assert_eq!(
+            substitute_strict("ostree/${osvendor}/${basearch}/blah/${basearch}/whee", &v2).unwrap(),
+            "ostree/fedora/ppc64le/blah/ppc64le/whee"
+        );
+        assert_eq!(
+            substitute_strict("${osvendor}${basearch}", &v2).unwrap(),
+            "fedorappc64le"
+        );
         let e = substitute_strict("a/${stream}", &v).unwrap_err();
         assert!(e.starts_with("Unknown variable reference ${stream}"), "{e}");
         let e = substitute_strict("a/${basearch", &v).unwrap_err();

@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests.
 #![allow(dead_code)]
 
+pub mod compose_fixture;
 pub mod rpmfixture;
 
 use std::path::PathBuf;

@@ -1,0 +1,360 @@
+//! Kill trials: the one-shot compose (install -> commit -> export -> push to a
+//! real local registry) is killed with SIGKILL at chosen phases, found by
+//! reading its `--progress=json` lines, after a varying delay. After every
+//! kill: the refs of the build repo (in the cache) and of the exported archive
+//! repo are at the old commit or at a child of it, `ostree fsck` is clean on
+//! both, and the next run succeeds without any clean-up.
+//!
+//! Half the trials kill the whole process group (as a container stop does),
+//! half only the main process (its helpers are orphaned and must not get in
+//! the way of the next run).
+mod common;
+
+use common::composer_bin;
+use common::rpmfixture::*;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const REF: &str = "test/x86_64/crash";
+
+const MANIFEST: &str = "ref: test/x86_64/crash
+repos: [fixture]
+packages: [filesystem, setup, busybox, app, manyfiles]
+selinux: false
+container: true
+postprocess:
+  - |
+    #!/bin/sh
+    set -e
+    echo postprocessed > /usr/share/postprocess-ran
+";
+
+fn packages() -> Vec<Pkg> {
+    // Enough content that commit, export and push take a measurable moment.
+    let mut many = Pkg::new("manyfiles", "1.0");
+    let mut state: u32 = 12345;
+    for i in 0..400 {
+        let content: String = (0..2000)
+            .map(|_| {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                char::from(b'a' + ((state >> 16) % 26) as u8)
+            })
+            .collect();
+        many = many.entry(Entry::file(&format!("/usr/share/many/f{i:03}"), &content));
+    }
+    vec![
+        filesystem_pkg(),
+        setup_pkg(),
+        busybox_pkg(),
+        Pkg::new("app", "1.0").entry(Entry::file("/usr/share/app/data", "app\n")),
+        many,
+    ]
+}
+
+fn ostree_out(repo: &Path, args: &[&str]) -> Output {
+    Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(args)
+        .output()
+        .expect("running ostree")
+}
+
+fn rev(repo: &Path) -> Option<String> {
+    let out = ostree_out(repo, &["rev-parse", REF]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn parent_of(repo: &Path, commit: &str) -> Option<String> {
+    let out = ostree_out(repo, &["rev-parse", &format!("{commit}^")]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn fsck(repo: &Path) -> Result<(), String> {
+    let out = ostree_out(repo, &["fsck"]);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "fsck {}: {}{}",
+            repo.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// The ref is at `old` or at a new commit whose parent is `old`.
+fn old_or_new(repo: &Path, old: &str) -> Result<String, String> {
+    let now = rev(repo).ok_or_else(|| format!("{}: ref {REF} is gone", repo.display()))?;
+    if now == old || parent_of(repo, &now).as_deref() == Some(old) {
+        Ok(now)
+    } else {
+        Err(format!(
+            "{}: ref {REF} is at {now}, neither the old commit {old} nor a child of it",
+            repo.display()
+        ))
+    }
+}
+
+/// A docker-registry on a free local port, killed on drop.
+struct Registry {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_registry() -> Registry {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("storage").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("/usr/bin/docker-registry")
+        .arg("serve")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting docker-registry");
+    let reg = Registry {
+        child,
+        port,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "registry did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    reg
+}
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    manifest: PathBuf,
+    export: PathBuf,
+    cache: PathBuf,
+    dest: String,
+    _registry: Registry,
+}
+
+impl Setup {
+    fn build_repo(&self) -> PathBuf {
+        self.cache.join("repo-build")
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(composer_bin());
+        cmd.arg(&self.manifest)
+            .arg(format!("--repo={}", self.export.display()))
+            .arg(format!("--cachedir={}", self.cache.display()))
+            .arg(format!("--oci={}", self.dest))
+            .args([
+                "--dest-tls-verify=false",
+                "--force-nocache",
+                "--progress=json",
+            ]);
+        cmd
+    }
+
+    fn run_ok(&self, what: &str) {
+        let out = self.command().output().unwrap();
+        assert!(
+            out.status.success(),
+            "{what}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn setup() -> Setup {
+    assert!(have_rpm_tools(), "rpmbuild and createrepo_c are needed");
+    let tmp = tempfile::tempdir_in("/var/tmp").unwrap();
+    let rpms = build_repo(&tmp.path().join("rpms"), &packages());
+    let dir = tmp.path().join("manifest");
+    std::fs::create_dir_all(&dir).unwrap();
+    write_repo_file(&dir, "fixture", &rpms, false);
+    let manifest = dir.join("m.yaml");
+    std::fs::write(&manifest, MANIFEST).unwrap();
+    let registry = start_registry();
+    Setup {
+        manifest,
+        export: tmp.path().join("export"),
+        cache: tmp.path().join("cache"),
+        dest: format!("docker://127.0.0.1:{}/test/crash:latest", registry.port),
+        _tmp: tmp,
+        _registry: registry,
+    }
+}
+
+/// How a trial kills.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// The process group (the compose and every helper it started).
+    Group,
+    /// Only the main process.
+    MainOnly,
+}
+
+/// Run the compose and SIGKILL it `delay` after it announces `phase`.
+/// Returns whether it was killed (false: it finished first) and the phases seen.
+fn run_and_kill(s: &Setup, phase: &str, delay: Duration, target: Target) -> (bool, Vec<String>) {
+    let mut cmd = s.command();
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.process_group(0);
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id() as i32;
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut killed = false;
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if v["event"] == "phase" {
+            let p = v["phase"].as_str().unwrap_or_default().to_string();
+            seen.push(p.clone());
+            if p == phase {
+                std::thread::sleep(delay);
+                let to = match target {
+                    Target::Group => -pid,
+                    Target::MainOnly => pid,
+                };
+                // SAFETY: plain kill(2) on a pid/pgid we spawned.
+                unsafe { libc::kill(to, libc::SIGKILL) };
+                killed = true;
+                break;
+            }
+        }
+    }
+    let status = child.wait().unwrap();
+    if killed {
+        // It may have finished between the line and the signal.
+        killed = status.code().is_none();
+    }
+    (killed, seen)
+}
+
+#[test]
+fn sigkill_at_any_phase_leaves_repos_consistent_and_next_run_works() {
+    let t0 = Instant::now();
+    let s = setup();
+    s.run_ok("first run");
+    let phases = ["install", "postprocess", "commit", "export", "oci"];
+    let delays_ms = [0u64, 30, 80, 200];
+    let mut killed = 0;
+    let mut per_phase = std::collections::BTreeMap::<&str, usize>::new();
+    let mut failures = Vec::new();
+    for trial in 0..20usize {
+        let phase = phases[trial % phases.len()];
+        let delay = Duration::from_millis(delays_ms[(trial / phases.len()) % delays_ms.len()]);
+        let target = if trial % 2 == 0 {
+            Target::Group
+        } else {
+            Target::MainOnly
+        };
+        let old_build = rev(&s.build_repo()).expect("build repo ref");
+        let old_export = rev(&s.export).expect("export repo ref");
+        let (was_killed, seen) = run_and_kill(&s, phase, delay, target);
+        if was_killed {
+            killed += 1;
+            *per_phase.entry(phase).or_default() += 1;
+        }
+        let mut problems = Vec::new();
+        if let Err(e) = old_or_new(&s.build_repo(), &old_build) {
+            problems.push(e);
+        }
+        if let Err(e) = old_or_new(&s.export, &old_export) {
+            problems.push(e);
+        }
+        for repo in [s.build_repo(), s.export.clone()] {
+            if let Err(e) = fsck(&repo) {
+                problems.push(e);
+            }
+        }
+        // The next run must just work: no lock left behind, no clean-up.
+        let t = Instant::now();
+        let out = s.command().output().unwrap();
+        if !out.status.success() {
+            problems.push(format!(
+                "next run failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        } else if t.elapsed() > Duration::from_secs(60) {
+            problems.push(format!("next run took {:?}", t.elapsed()));
+        }
+        // ...and leave both repos at a new commit, consistent.
+        for repo in [s.build_repo(), s.export.clone()] {
+            if let Err(e) = fsck(&repo) {
+                problems.push(format!("after the next run: {e}"));
+            }
+        }
+        if rev(&s.build_repo()) != rev(&s.export) {
+            problems.push("after the next run the export ref differs from the build ref".into());
+        }
+        eprintln!(
+            "trial {trial:2}: kill {target:?} {delay:?} after '{phase}': {} (phases seen: {seen:?})",
+            if was_killed { "killed" } else { "finished first" }
+        );
+        if !problems.is_empty() {
+            failures.push(format!(
+                "trial {trial} ({phase}, {delay:?}, {target:?}): {}",
+                problems.join("; ")
+            ));
+        }
+    }
+    let leftovers = std::fs::read_dir(&s.cache)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("compose-"))
+        .count();
+    // Work directories of killed runs are removed by the next run (the last
+    // run finished normally, so none should be left at all).
+    assert_eq!(
+        leftovers, 0,
+        "work directories of killed composes pile up in the cache"
+    );
+    eprintln!(
+        "{killed} of 20 trials killed mid-run ({per_phase:?}); {leftovers} work directories left in the cache; {:.0}s",
+        t0.elapsed().as_secs_f32()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(
+        killed >= 15,
+        "only {killed} trials were killed mid-run: the phases went by too fast"
+    );
+    for p in phases {
+        assert!(
+            per_phase.get(p).copied().unwrap_or(0) >= 1,
+            "no kill during '{p}': {per_phase:?}"
+        );
+    }
+}
