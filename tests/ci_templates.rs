@@ -378,3 +378,49 @@ fn bundled_manifests_reference_repos_beside_them() {
     }
     assert_eq!(checked, 3);
 }
+
+/// Every bundled manifest resolves with the binary (`compose tree --print-only`):
+/// keys, includes and variables are valid, and the ref comes out expanded.
+#[test]
+fn bundled_manifests_resolve_with_print_only() {
+    let basearch = String::from_utf8(
+        Command::new("uname")
+            .arg("-m")
+            .output()
+            .expect("uname -m")
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    for (dir, want_ref) in [
+        (
+            "manifests",
+            format!("ostree-composer/demo/{basearch}/minimal"),
+        ),
+        (
+            "manifests/fedora-minimal",
+            format!("fedora/43/{basearch}/minimal"),
+        ),
+        (
+            "manifests/centos-stream-bootc",
+            format!("centos-bootc/stream10/{basearch}"),
+        ),
+    ] {
+        let manifest = root().join(dir).join("manifest.yaml");
+        let out = Command::new(common::composer_bin())
+            .args(["compose", "tree", "--print-only"])
+            .arg(&manifest)
+            .output()
+            .expect("running ostree-composer");
+        assert!(
+            out.status.success(),
+            "{}: --print-only failed: {}",
+            manifest.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{}: --print-only is not JSON: {e}", manifest.display()));
+        assert_eq!(json["ref"], want_ref.as_str(), "{}", manifest.display());
+    }
+}
