@@ -556,3 +556,75 @@ fn readme_own_manifest_command_uses_the_mounted_repo() {
     assert!(all.contains("No apparent changes"), "{all}");
     assert_eq!(check_repo(runner, work.path(), &r#ref), commit);
 }
+
+/// The GitHub workflow's "Compose" step, run as written for its `demo` matrix
+/// entry (rootless, as on a runner): it must leave the compose JSON and an OCI
+/// archive of the commit in ./out. The only change: `--network=none` (this
+/// machine has no rootless networking; the demo needs none).
+#[test]
+fn github_template_compose_step_runs_rootless() {
+    let Some(runner) = runner() else { return };
+    let text = std::fs::read_to_string(root().join("ci/github/compose.yml")).unwrap();
+    let wf: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let job = &wf["jobs"]["compose"];
+    let demo = job["strategy"]["matrix"]["include"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"].as_str() == Some("demo"))
+        .expect("a demo matrix entry");
+    let step = job["steps"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"].as_str() == Some("Compose"))
+        .expect("a Compose step");
+    let mut script = step["run"].as_str().unwrap().to_string();
+    for key in ["name", "manifests", "manifest"] {
+        script = script.replace(
+            &format!("${{{{ matrix.{key} }}}}"),
+            demo[key].as_str().unwrap(),
+        );
+    }
+    assert!(!script.contains("${{"), "unexpanded expression in {script}");
+    let script = script.replace("podman run --rm", "podman run --rm --network=none");
+    let image = wf["env"]["COMPOSER_IMAGE"].as_str().unwrap();
+
+    let work = runner.workdir();
+    // The runner's checkout: the manifests directory of this tree.
+    let copy = Command::new("cp")
+        .arg("-a")
+        .arg(root().join("manifests"))
+        .arg(work.path())
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    chown_tree(work.path(), runner.uid, runner.gid);
+    let out = runner.sh(
+        work.path(),
+        &format!("export COMPOSER_IMAGE='{image}'; set -e\n{script}"),
+    );
+    assert!(
+        out.status.success(),
+        "the Compose step failed ({}):\n{}",
+        out.status,
+        describe(&out)
+    );
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(work.path().join("out/compose.json")).expect("out/compose.json"),
+    )
+    .expect("compose JSON");
+    let r#ref = format!("ostree-composer/demo/{}/minimal", basearch());
+    assert_eq!(json["ref"], r#ref.as_str(), "{json}");
+    let commit = check_repo(runner, work.path(), &r#ref);
+    assert_eq!(json["ostree-commit"], commit.as_str(), "{json}");
+    let inspect = runner.sh_ok(
+        work.path(),
+        "skopeo inspect --config oci-archive:out/demo.ociarchive",
+    );
+    assert!(
+        inspect.contains(&commit),
+        "the OCI image should carry the commit {commit}:\n{inspect}"
+    );
+    assert_owned_by(&work.path().join("out"), runner.uid);
+}
