@@ -628,3 +628,159 @@ fn github_template_compose_step_runs_rootless() {
     );
     assert_owned_by(&work.path().join("out"), runner.uid);
 }
+
+/// A docker-registry with htpasswd authentication on a free local port.
+struct AuthRegistry {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for AuthRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_auth_registry(user: &str, password: &str) -> AuthRegistry {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    let out = Command::new("htpasswd")
+        .args(["-nbB", user, password])
+        .output()
+        .expect("htpasswd (apache2-utils; ci/setup-host installs it)");
+    assert!(out.status.success(), "{}", describe(&out));
+    std::fs::write(&htpasswd, &out.stdout).unwrap();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+            dir.path().join("storage").display(),
+            htpasswd.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("/usr/bin/docker-registry")
+        .arg("serve")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting docker-registry");
+    let reg = AuthRegistry {
+        child,
+        port,
+        _dir: dir,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "docker-registry did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    reg
+}
+
+fn auth_json(registry: &str, user: &str, password: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("base64")
+        .args(["-w0"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{user}:{password}").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let b64 = String::from_utf8(out.stdout).unwrap();
+    format!("{{\"auths\":{{\"{registry}\":{{\"auth\":\"{b64}\"}}}}}}")
+}
+
+/// Pushing from the rootless container as the README describes: the auth file
+/// mounted read-only and passed with --authfile. The image lands in a registry
+/// that requires the credentials; the password never appears in the output,
+/// and a wrong password fails with exit code 5 (commit written, output failed).
+#[test]
+fn push_to_an_authenticated_registry_with_a_mounted_authfile() {
+    let Some(runner) = runner() else { return };
+    let (user, password) = ("composer", "pw-7f3a9c-never-log-me");
+    let registry = start_auth_registry(user, password);
+    let host = format!("127.0.0.1:{}", registry.port);
+    let work = runner.workdir();
+    std::fs::write(
+        work.path().join("auth.json"),
+        auth_json(&host, user, password),
+    )
+    .unwrap();
+    std::fs::write(
+        work.path().join("wrong.json"),
+        auth_json(&host, user, "not-the-password-0c1d"),
+    )
+    .unwrap();
+    chown_tree(work.path(), runner.uid, runner.gid);
+    // Rootless podman shares the user's network with --network=host without
+    // needing /dev/net/tun; that is how the container reaches 127.0.0.1.
+    let push = |authfile: &str| {
+        runner.sh(
+            work.path(),
+            &format!(
+                "mkdir -p repo && podman run --rm --network=host -v ./repo:/srv/repo \
+                 -v ./{authfile}:/run/auth.json:ro {IMAGE} manifest.yaml \
+                 --oci docker://{host}/os/demo:latest --authfile /run/auth.json \
+                 --dest-tls-verify=false --progress=plain"
+            ),
+        )
+    };
+
+    let out = push("auth.json");
+    let all = describe(&out);
+    assert!(out.status.success(), "push failed ({}):\n{all}", out.status);
+    assert!(!all.contains(password), "the password was printed:\n{all}");
+    let r#ref = format!("ostree-composer/demo/{}/minimal", basearch());
+    let commit = check_repo(runner, work.path(), &r#ref);
+    let inspect = runner.sh_ok(
+        work.path(),
+        &format!(
+            "skopeo inspect --config --tls-verify=false --authfile auth.json docker://{host}/os/demo:latest"
+        ),
+    );
+    assert!(
+        inspect.contains(&commit),
+        "the pushed image should carry {commit}:\n{inspect}"
+    );
+    // Without credentials the registry refuses: the image really is protected.
+    let anon = runner.sh(
+        work.path(),
+        &format!("skopeo inspect --tls-verify=false --no-creds docker://{host}/os/demo:latest"),
+    );
+    assert!(
+        !anon.status.success(),
+        "the registry accepted anonymous reads"
+    );
+
+    let bad = push("wrong.json");
+    let all = describe(&bad);
+    assert_eq!(
+        bad.status.code(),
+        Some(5),
+        "a refused push should exit 5:\n{all}"
+    );
+    assert!(
+        !all.contains("not-the-password-0c1d"),
+        "the password was printed:\n{all}"
+    );
+}
