@@ -178,10 +178,19 @@ impl Bar {
             b.set_position(done);
             return;
         }
-        let tenth = (self.total / 10).max(1);
-        if done == self.total || done >= self.last_reported + tenth {
+        let every = if self.total == 0 {
+            1000
+        } else {
+            (self.total / 10).max(1)
+        };
+        if done == self.total || done >= self.last_reported + every {
             self.last_reported = done;
-            step(&self.name, done, Some(self.total), None);
+            step(
+                &self.name,
+                done,
+                (self.total > 0).then_some(self.total),
+                None,
+            );
         }
     }
 }

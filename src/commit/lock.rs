@@ -32,8 +32,21 @@ use rustix::io::Errno;
 pub const LOCK_FILE_NAME: &str = ".ostree-composer.lock";
 
 thread_local! {
-    /// Repositories (canonical paths) whose lock this thread holds.
+    /// Repositories (canonical paths) whose lock this thread holds: a nested
+    /// `acquire` on the same thread gets a guard that does not lock again.
     static HELD_BY_THIS_THREAD: RefCell<BTreeSet<PathBuf>> = const { RefCell::new(BTreeSet::new()) };
+}
+
+/// Repositories whose lock any thread of this process holds. flock locks of
+/// one process conflict with each other too, so code that may run under a
+/// caller's lock on another thread (the export) checks here before locking.
+static HELD_BY_THIS_PROCESS: std::sync::Mutex<BTreeSet<PathBuf>> =
+    std::sync::Mutex::new(BTreeSet::new());
+
+fn held_by_process() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
+    HELD_BY_THIS_PROCESS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A held exclusive lock on a repository. Dropping it releases the lock.
@@ -51,11 +64,10 @@ fn held_key(repo_path: &Path) -> PathBuf {
 }
 
 impl RepoLock {
-    /// Whether this thread holds the lock of the repository at `repo_path`
-    /// (a function that may run under its caller's lock checks this).
+    /// Whether any thread of this process holds the lock of the repository
+    /// at `repo_path` (a function that may run under its caller's lock checks this).
     pub fn is_held_by_this_process(repo_path: &Path) -> bool {
-        let key = held_key(repo_path);
-        HELD_BY_THIS_THREAD.with(|h| h.borrow().contains(&key))
+        held_by_process().contains(&held_key(repo_path))
     }
 
     /// Take the lock, waiting as long as another process holds it (printing
@@ -117,6 +129,7 @@ impl RepoLock {
         };
         write_pid(&mut file).with_context(|| format!("Writing pid to {}", path.display()))?;
         HELD_BY_THIS_THREAD.with(|h| h.borrow_mut().insert(held_key.clone()));
+        held_by_process().insert(held_key.clone());
         Ok(RepoLock {
             file: Some(file),
             path,
@@ -130,6 +143,7 @@ impl Drop for RepoLock {
         // A nested guard leaves the outer one's lock alone.
         let Some(file) = &self.file else { return };
         HELD_BY_THIS_THREAD.with(|h| h.borrow_mut().remove(&self.held_key));
+        held_by_process().remove(&self.held_key);
         // Leave the file (removing it would race with a waiter that already
         // opened it); clear the pid so nobody is named as a holder.
         let _ = file.set_len(0);

@@ -374,7 +374,12 @@ fn build_modifier(
 
     let filter_root = opts.rootfs.clone();
     let filter_error = Rc::clone(callback_error);
+    // The filter sees every path once: count them for the progress display.
+    let seen = std::cell::Cell::new(0u64);
+    let bar = RefCell::new(crate::progress::bar("commit", 0));
     let filter = move |_repo: &Repo, path: &str, info: &gio::FileInfo| {
+        seen.set(seen.get() + 1);
+        bar.borrow_mut().set(seen.get());
         let file_type_bits = info.attribute_uint32("unix::mode") & libc::S_IFMT;
         // Special files were moved out before the walk; one that appeared
         // since is still not committed.
