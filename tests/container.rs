@@ -151,8 +151,33 @@ fn host_is_bookworm() -> bool {
         .unwrap_or(false)
 }
 
+/// Serialize container test runs on this machine (several checkouts share
+/// root's image storage, the test user's storage and the image name): an
+/// exclusive flock held until this test process exits.
+fn lock_machine() -> Result<(), String> {
+    use rustix::fs::{flock, FlockOperation};
+    static HELD: OnceLock<std::fs::File> = OnceLock::new();
+    let path = format!(
+        "/var/tmp/ostree-composer-container-tests-{}.lock",
+        rustix::process::getuid().as_raw()
+    );
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{path}: {e}"))?;
+    if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+        eprintln!("container tests: waiting for another run to release {path}");
+        flock(&file, FlockOperation::LockExclusive).map_err(|e| format!("{path}: {e}"))?;
+    }
+    let _ = HELD.set(file);
+    Ok(())
+}
+
 /// Build the image and make it available to the runner. Once per test run.
 fn prepare() -> Result<Runner, String> {
+    lock_machine()?;
     let user_name =
         std::env::var("COMPOSER_TEST_USER").unwrap_or_else(|_| DEFAULT_TEST_USER.to_string());
     let runner = if is_root() {
