@@ -400,7 +400,7 @@ fn bundled_manifests_resolve_with_print_only() {
         ),
         (
             "manifests/fedora-minimal",
-            format!("fedora/43/{basearch}/minimal"),
+            format!("fedora/44/{basearch}/minimal"),
         ),
         (
             "manifests/centos-stream-bootc",
