@@ -424,3 +424,41 @@ fn bundled_manifests_resolve_with_print_only() {
         assert_eq!(json["ref"], want_ref.as_str(), "{}", manifest.display());
     }
 }
+
+/// README.md stays true to the binary: its exit-code table is the one
+/// `--help` prints, and every flag its one-shot synopsis names exists.
+#[test]
+fn readme_matches_the_binary() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let help = help_of(&[]);
+    let codes: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Exit codes:"))
+        .skip(1)
+        .map(str::trim)
+        .take_while(|l| l.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .collect();
+    assert!(codes.len() >= 6, "no exit codes in --help:\n{help}");
+    for line in codes {
+        assert!(
+            readme.contains(line),
+            "README.md lacks the exit code line `{line}`"
+        );
+    }
+    let known = flags_in_help(&help);
+    let synopsis: String = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("ostree-composer MANIFEST"))
+        .take_while(|l| !l.starts_with("```"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let flag = regex::Regex::new(r"--[a-z][a-z0-9-]*").unwrap();
+    let named: Vec<&str> = flag.find_iter(&synopsis).map(|m| m.as_str()).collect();
+    assert!(named.len() >= 10, "no synopsis found: {synopsis}");
+    for f in named {
+        assert!(
+            known.contains(f),
+            "README synopsis names {f}, which --help lacks"
+        );
+    }
+}
