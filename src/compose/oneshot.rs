@@ -179,7 +179,13 @@ pub fn run(args: OneShotArgs) -> Result<()> {
         TreeOutcome::DryRun { .. } | TreeOutcome::DownloadOnly => return Ok(()),
         TreeOutcome::Unchanged { previous } => {
             // Make sure the output repo really has it (it may have been wiped).
-            if ostree_commit::repo::is_repo(&export_path)
+            // When the build repo has the commit, the (idempotent) export
+            // still runs: a run killed after moving the exported ref but
+            // before regenerating the summary left the summary stale.
+            if !ostree_commit::read::has_commit(
+                &ostree_commit::open_repo(&build_repo_path)?,
+                &previous,
+            )? && ostree_commit::repo::is_repo(&export_path)
                 && ostree_commit::read::resolve_rev(
                     &ostree_commit::open_repo(&export_path)?,
                     &treeref,
