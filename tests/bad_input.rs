@@ -964,3 +964,115 @@ fn registry_down_is_an_output_failure() {
         "a down registry must fail fast"
     );
 }
+
+mod resolver_fuzz {
+    //! Arbitrary manifest trees (several files including each other, with
+    //! conditions, variables, externals and garbage) through the whole
+    //! loader: never a panic, and every refusal is classified invalid input
+    //! (exit 3). The case count follows `PROPTEST_CASES` (default 256).
+    use ostree_composer::exit::{class_of, ErrorClass};
+    use ostree_composer::treefile::{LoadOptions, Treefile};
+    use proptest::prelude::*;
+
+    fn file_ref() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0..4u8).prop_map(|n| format!("f{n}.yaml")),
+            Just("missing.yaml".to_string()),
+            Just("sub".to_string()),
+            Just("../f0.yaml".to_string()),
+            Just("data.txt".to_string()),
+            "[a-z./]{0,12}",
+        ]
+    }
+
+    fn condition() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("basearch == \"x86_64\"".to_string()),
+            Just("releasever >= 3".to_string()),
+            Just("myvar".to_string()),
+            Just("undefined_thing == 1".to_string()),
+            Just("myvar == \"a\" && basearch != \"s390x\"".to_string()),
+            "[a-z =<>!\"0-9&|()]{0,20}",
+        ]
+    }
+
+    fn scalar() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("true".to_string()),
+            Just("1".to_string()),
+            Just("\"a\"".to_string()),
+            Just("[a, 1]".to_string()),
+            Just("{x: y}".to_string()),
+            Just("null".to_string()),
+            Just("${basearch}".to_string()),
+            Just("\"${nope}\"".to_string()),
+            "[a-z0-9/${}. -]{0,10}",
+        ]
+    }
+
+    fn entry() -> impl Strategy<Value = String> {
+        prop_oneof![
+            file_ref().prop_map(|f| format!("include: {f}\n")),
+            (file_ref(), file_ref()).prop_map(|(a, b)| format!("include: [{a}, {b}]\n")),
+            (condition(), file_ref()).prop_map(|(c, f)| format!(
+                "conditional-include:\n  - if: '{}'\n    include: {f}\n",
+                c.replace('\'', "")
+            )),
+            (condition(), scalar()).prop_map(|(c, v)| format!(
+                "conditional-include:\n  - if: '{}'\n    include:\n      packages: [{v}]\n",
+                c.replace('\'', "")
+            )),
+            scalar().prop_map(|v| format!("variables:\n  myvar: {v}\n")),
+            Just("variables:\n  basearch: x\n".to_string()),
+            scalar().prop_map(|v| format!("ref: {v}\n")),
+            scalar().prop_map(|v| format!("packages: [{v}]\n")),
+            scalar().prop_map(|v| format!("releasever: {v}\n")),
+            (file_ref(), "[/a-z.]{0,16}")
+                .prop_map(|(s, d)| format!("add-files:\n  - [\"{s}\", \"{d}\"]\n")),
+            "[/a-z.]{0,16}".prop_map(|p| format!("remove-files: [\"{p}\"]\n")),
+            file_ref().prop_map(|f| format!("postprocess-script: {f}\n")),
+            file_ref().prop_map(|f| format!("check-passwd:\n  type: file\n  filename: {f}\n")),
+            file_ref().prop_map(|f| format!("arch-include:\n  x86_64: {f}\n")),
+            scalar().prop_map(|v| format!("{v}: {v}\n")),
+            ".{0,30}",
+        ]
+    }
+
+    fn file_body() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => proptest::collection::vec(entry(), 0..5).prop_map(|v| v.concat()),
+            1 => ".{0,60}",
+            1 => proptest::collection::vec(entry(), 0..4)
+                .prop_map(|v| format!("{{\"packages\": [\"a\"], \"bad\": {:?}}}", v.concat())),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_manifest_trees_never_panic(bodies in proptest::collection::vec(file_body(), 1..5)) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+            std::fs::write(dir.path().join("data.txt"), "data\n").unwrap();
+            for (i, b) in bodies.iter().enumerate() {
+                std::fs::write(dir.path().join(format!("f{i}.yaml")), b).unwrap();
+            }
+            let top = dir.path().join("f0.yaml");
+            let result = Treefile::load(&top, &LoadOptions::default()).and_then(|tf| {
+                tf.validate_for_compose()?;
+                tf.strict_ref()?;
+                let _ = tf.to_json_pretty();
+                let _ = tf.checksum();
+                Ok(())
+            });
+            if let Err(e) = result {
+                prop_assert_eq!(
+                    class_of(&e),
+                    Some(ErrorClass::InvalidInput),
+                    "unclassified refusal: {:#}\nfiles: {:?}",
+                    e,
+                    bodies
+                );
+            }
+        }
+    }
+}
