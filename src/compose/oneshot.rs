@@ -103,6 +103,31 @@ fn open_or_create_build_repo(path: &Path) -> Result<()> {
     }
 }
 
+/// Refuse an output path that can never be exported to before composing
+/// anything (and before a lock file is put into it).
+fn check_export_destination(path: &Path) -> Result<()> {
+    if !path.exists() || ostree_commit::repo::is_repo(path) {
+        return Ok(());
+    }
+    let shown = path.display();
+    if !path.is_dir() {
+        return Err(invalid_input(format!(
+            "--repo {shown} is not a directory: give an OSTree repository, or an empty or missing directory"
+        )));
+    }
+    let entries = std::fs::read_dir(path).with_context(|| format!("Reading --repo {shown}"))?;
+    let non_empty = entries
+        .flatten()
+        .any(|e| e.file_name() != ostree_commit::lock::LOCK_FILE_NAME);
+    if non_empty {
+        return Err(invalid_input(format!(
+            "--repo {shown} is not an OSTree repository and not empty: give an empty or missing directory, \
+             or create a repository with `ostree init --repo={shown} --mode=archive`"
+        )));
+    }
+    Ok(())
+}
+
 /// Run the one-shot command.
 pub fn run(args: OneShotArgs) -> Result<()> {
     let manifest = args
@@ -140,6 +165,7 @@ pub fn run(args: OneShotArgs) -> Result<()> {
     for dest in &args.oci {
         crate::oci::imageref::parse_destination(dest)?;
     }
+    check_export_destination(&export_path)?;
     let cache = choose_cache(args.cachedir.as_deref())?;
     let build_repo_path = cache.path().join("repo-build");
     open_or_create_build_repo(&build_repo_path)?;
