@@ -623,6 +623,22 @@ fn cases(rpms: &Path) -> Vec<Case> {
         case("oneshot_bad_label", BASE, 3, &["novalue"])
             .oneshot(&["--oci=oci:{dir}/img", "--label=novalue"]),
         case(
+            "oneshot_repo_not_a_repo",
+            BASE,
+            3,
+            &["{dir}/plain", "not an OSTree repository and not empty"],
+        )
+        .file("plain/placeholder", "")
+        .oneshot(&["--repo={dir}/plain"]),
+        case(
+            "oneshot_repo_is_a_file",
+            BASE,
+            3,
+            &["{dir}/afile", "not a directory"],
+        )
+        .file("afile", "x")
+        .oneshot(&["--repo={dir}/afile"]),
+        case(
             "oneshot_manifest_without_ref",
             &BASE.replace("ref: test/x86_64/bad\n", ""),
             3,
@@ -654,6 +670,8 @@ fn bad_inputs_are_refused_cleanly() {
     assert!(out.status.success(), "good one-shot: {}", text(&out));
     let refs_before = refs(&f.repo);
     let export_refs_before = refs(&export);
+    let oneshot_build = f.tmp.path().join("oneshot-cache/repo-build");
+    let oneshot_build_refs_before = refs(&oneshot_build);
     assert_eq!(export_refs_before.len(), 1);
 
     let all = cases(&f.rpms);
@@ -695,15 +713,21 @@ fn bad_inputs_are_refused_cleanly() {
                 a
             }
             Invocation::OneShot(extra) => {
+                let own_repo = extra.iter().any(|a| a.starts_with("--repo"));
                 let mut a = vec![
                     manifest,
-                    format!("--repo={}", export.display()),
+                    if own_repo {
+                        String::new()
+                    } else {
+                        format!("--repo={}", export.display())
+                    },
                     format!(
                         "--cachedir={}",
                         f.tmp.path().join("oneshot-cache").display()
                     ),
                 ];
                 a.extend(extra.iter().map(subst));
+                a.retain(|x| !x.is_empty());
                 a
             }
         };
@@ -730,6 +754,15 @@ fn bad_inputs_are_refused_cleanly() {
                 "refs of the build repo changed: {:?}",
                 refs(&f.repo)
             ));
+        }
+        if refs(&oneshot_build) != oneshot_build_refs_before {
+            problems.push(format!(
+                "refs of the one-shot build repo changed: {:?}",
+                refs(&oneshot_build)
+            ));
+        }
+        if dir.join("plain/.ostree-composer.lock").exists() {
+            problems.push("a lock file was put into a non-repository".into());
         }
         if refs(&export) != export_refs_before {
             problems.push(format!(
