@@ -359,11 +359,11 @@ fn find_previous(
     treeref: Option<&str>,
 ) -> Result<Previous> {
     if let Some(rev) = &req.previous_commit {
-        let info = CommitInfo::load(repo, rev).with_context(|| {
-            format!(
-                "--previous-commit {rev} does not resolve in {}",
+        let info = CommitInfo::load(repo, rev).map_err(|e| {
+            crate::exit::invalid_input(format!(
+                "--previous-commit {rev} does not resolve in {}: {e:#}; give an existing ref or commit checksum",
                 req.repo.display()
-            )
+            ))
         })?;
         return Ok(Previous::Local(info));
     }
