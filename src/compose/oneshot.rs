@@ -166,6 +166,19 @@ pub fn run(args: OneShotArgs) -> Result<()> {
         crate::oci::imageref::parse_destination(dest)?;
     }
     check_export_destination(&export_path)?;
+    if let Some(path) = &args.write_composejson_to {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(invalid_input(format!(
+                "--write-composejson-to {}: the directory {} does not exist; create it first",
+                path.display(),
+                dir.display()
+            )));
+        }
+    }
     let cache = choose_cache(args.cachedir.as_deref())?;
     let build_repo_path = cache.path().join("repo-build");
     open_or_create_build_repo(&build_repo_path)?;
