@@ -585,6 +585,56 @@ fn cases(rpms: &Path) -> Vec<Case> {
             "--parent=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
         ]),
         case(
+            "composejson_dir_missing",
+            BASE,
+            3,
+            &["--write-composejson-to", "{dir}/nodir", "does not exist"],
+        )
+        .args(&[
+            "--force-nocache",
+            "--write-composejson-to={dir}/nodir/c.json",
+        ]),
+        case(
+            "commitid_dir_missing",
+            BASE,
+            3,
+            &["--write-commitid-to", "{dir}/nodir", "does not exist"],
+        )
+        .args(&["--force-nocache", "--write-commitid-to={dir}/nodir/id"]),
+        case(
+            "touch_if_changed_dir_missing",
+            BASE,
+            3,
+            &["--touch-if-changed", "does not exist"],
+        )
+        .args(&["--force-nocache", "--touch-if-changed={dir}/nodir/t"]),
+        case(
+            "lockfile_missing",
+            BASE,
+            3,
+            &["{dir}/nolock.json", "lockfile"],
+        )
+        .args(&["--ex-lockfile={dir}/nolock.json"]),
+        case("metadata_json_missing", BASE, 3, &["{dir}/nometa.json"])
+            .args(&["--add-metadata-from-json={dir}/nometa.json"]),
+        case(
+            "previous_commit_does_not_resolve",
+            BASE,
+            3,
+            &["--previous-commit nosuchrev"],
+        )
+        .args(&["--previous-commit=nosuchrev"]),
+        case(
+            "oneshot_composejson_dir_missing",
+            BASE,
+            3,
+            &["--write-composejson-to", "does not exist"],
+        )
+        .oneshot(&[
+            "--force-nocache",
+            "--write-composejson-to={dir}/nodir/c.json",
+        ]),
+        case(
             "repo_is_not_a_repo",
             BASE,
             3,
