@@ -194,11 +194,15 @@ pub fn run(args: OneShotArgs) -> Result<()> {
             format!(" and {}", args.oci.join(", "))
         }
     ));
-    let _export_lock = if export_path.exists() {
-        Some(ostree_commit::RepoLock::acquire(&export_path)?)
-    } else {
-        None
-    };
+    // Lock the export repo for the whole run, creating its directory first
+    // if needed (export accepts a directory holding only the lock file):
+    // two first runs into a new repo must serialize too, or the second
+    // commit replaces the first without it as parent.
+    if !export_path.exists() {
+        std::fs::create_dir_all(&export_path)
+            .with_context(|| format!("Creating --repo {}", export_path.display()))?;
+    }
+    let _export_lock = ostree_commit::RepoLock::acquire(&export_path)?;
     let fallback_previous = exported_previous(&export_path, &treeref)?;
     let req = TreeRequest {
         treefile: manifest.clone(),
