@@ -358,3 +358,74 @@ fn sigkill_at_any_phase_leaves_repos_consistent_and_next_run_works() {
         );
     }
 }
+
+/// A kill between the export's ref update and its summary regeneration
+/// leaves a stale summary (clients resolving refs through it stay on the old
+/// commit). The next run, with unchanged inputs, must repair it rather than
+/// report "nothing to do". The interrupted state is made deterministically
+/// with the ostree CLI.
+#[test]
+fn next_run_repairs_a_summary_left_stale_by_a_kill() {
+    let s = setup();
+    let plain = |force: bool| {
+        let mut cmd = Command::new(composer_bin());
+        cmd.arg(&s.manifest)
+            .arg(format!("--repo={}", s.export.display()))
+            .arg(format!("--cachedir={}", s.cache.display()));
+        if force {
+            cmd.arg("--force-nocache");
+        }
+        cmd.output().unwrap()
+    };
+    let out = plain(false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let old = rev(&s.export).unwrap();
+    // A new commit in the build repo (what the killed run had done)...
+    let out = Command::new(composer_bin())
+        .args(["compose", "tree", "--force-nocache"])
+        .arg(format!("--repo={}", s.build_repo().display()))
+        .arg(format!("--cachedir={}", s.cache.display()))
+        .arg(&s.manifest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new = rev(&s.build_repo()).unwrap();
+    assert_ne!(new, old);
+    // ...pulled into the export repo and its ref moved, then killed before
+    // the summary was regenerated.
+    let ok = |o: Output| assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok(ostree_out(
+        &s.export,
+        &["pull-local", &s.build_repo().display().to_string(), &new],
+    ));
+    ok(ostree_out(&s.export, &["reset", REF, &new]));
+    let summary = |repo: &Path| {
+        String::from_utf8_lossy(&ostree_out(repo, &["summary", "--view"]).stdout).into_owned()
+    };
+    assert!(
+        summary(&s.export).contains(&old),
+        "precondition: the summary is stale"
+    );
+    // The next run: unchanged inputs.
+    let out = plain(false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(rev(&s.export).as_deref(), Some(new.as_str()));
+    let view = summary(&s.export);
+    assert!(
+        view.contains(&new) && !view.contains(&old),
+        "the summary still points clients at the old commit:\n{view}"
+    );
+    fsck(&s.export).unwrap();
+}

@@ -104,6 +104,7 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     progress::phase("treefile", &format!("Loading {}", req.treefile.display()));
     let treefile = Treefile::load(&req.treefile, &LoadOptions::default())?;
     refuse_empty_manifest(&req.treefile)?;
+    check_output_dirs(req)?;
     treefile.validate_for_compose()?;
     let treeref = treefile.strict_ref()?;
     progress::done(
@@ -359,11 +360,11 @@ fn find_previous(
     treeref: Option<&str>,
 ) -> Result<Previous> {
     if let Some(rev) = &req.previous_commit {
-        let info = CommitInfo::load(repo, rev).with_context(|| {
-            format!(
-                "--previous-commit {rev} does not resolve in {}",
+        let info = CommitInfo::load(repo, rev).map_err(|e| {
+            crate::exit::invalid_input(format!(
+                "--previous-commit {rev} does not resolve in {}: {e:#}; give an existing ref or commit checksum",
                 req.repo.display()
-            )
+            ))
         })?;
         return Ok(Previous::Local(info));
     }
@@ -502,6 +503,33 @@ fn check_parent_exists(
             return Err(crate::exit::invalid_input(format!(
                 "--parent {rev}: no such commit in {}; give an existing ref or commit checksum, or drop --parent",
                 req.repo.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The files written after the commit must have a directory to go into:
+/// checked first, so a typo does not leave a commit (and a moved ref) behind
+/// a failed run.
+fn check_output_dirs(req: &TreeRequest) -> Result<()> {
+    let outputs = [
+        ("--write-commitid-to", &req.write_commitid_to),
+        ("--write-composejson-to", &req.write_composejson_to),
+        ("--touch-if-changed", &req.touch_if_changed),
+        ("--ex-write-lockfile-to", &req.write_lockfile_to),
+    ];
+    for (flag, path) in outputs {
+        let Some(path) = path else { continue };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(crate::exit::invalid_input(format!(
+                "{flag} {}: the directory {} does not exist; create it first",
+                path.display(),
+                dir.display()
             )));
         }
     }
