@@ -106,6 +106,7 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     refuse_empty_manifest(&req.treefile)?;
     check_output_dirs(req)?;
     treefile.validate_for_compose()?;
+    super::support::check_supported(&treefile)?;
     let treeref = treefile.strict_ref()?;
     progress::done(
         "treefile",
