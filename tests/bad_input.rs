@@ -510,7 +510,11 @@ fn cases(rpms: &Path) -> Vec<Case> {
             "missing_package",
             &BASE.replace("app]", "app, nosuchpkg]"),
             1,
-            &["nosuchpkg"],
+            &[
+                "Packages not found: nosuchpkg",
+                "searched repositories: fixture",
+                "'repos'",
+            ],
         ),
         case(
             "unsatisfiable_dependency",
