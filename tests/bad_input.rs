@@ -485,12 +485,36 @@ fn cases(rpms: &Path) -> Vec<Case> {
         ),
         case("repo_id_defined_twice", BASE, 3, &["fixture", "dup.repo"])
             .file("dup.repo", &repo_file(rpms, "gpgcheck=0")),
+        case(
+            "repo_server_down",
+            BASE,
+            1,
+            &["repo 'fixture'", "127.0.0.1:1"],
+        )
+        .file(
+            "fixture.repo",
+            "[fixture]\nbaseurl=http://127.0.0.1:1/repo\ngpgcheck=0\n",
+        ),
+        case(
+            "repo_baseurl_missing",
+            BASE,
+            1,
+            &["repo 'fixture'", "/nonexistent/repo"],
+        )
+        .file(
+            "fixture.repo",
+            "[fixture]\nbaseurl=file:///nonexistent/repo\ngpgcheck=0\n",
+        ),
         // --- Packages
         case(
             "missing_package",
             &BASE.replace("app]", "app, nosuchpkg]"),
             1,
-            &["nosuchpkg"],
+            &[
+                "Packages not found: nosuchpkg",
+                "searched repositories: fixture",
+                "'repos'",
+            ],
         ),
         case(
             "unsatisfiable_dependency",
@@ -652,6 +676,14 @@ fn cases(rpms: &Path) -> Vec<Case> {
         case("repo_is_a_file", BASE, 3, &["not an OSTree repository"])
             .file("afile", "x")
             .raw(&["--repo={dir}/afile"]),
+        case(
+            "cachedir_is_a_file",
+            BASE,
+            1,
+            &["{dir}/afile", "cache directory"],
+        )
+        .file("afile", "x")
+        .raw(&["--repo={repo}", "--cachedir={dir}/afile", "--force-nocache"]),
         case("repo_flag_missing", BASE, 2, &["--repo is required"]).raw(&[]),
         case(
             "unsupported_flag",
@@ -740,7 +772,10 @@ fn bad_inputs_are_refused_cleanly() {
             };
             std::fs::write(&path, content).unwrap();
         }
-        let subst = |s: &String| s.replace("{dir}", &dir.display().to_string());
+        let subst = |s: &String| {
+            s.replace("{dir}", &dir.display().to_string())
+                .replace("{repo}", &f.repo.display().to_string())
+        };
         let manifest = dir.join(c.manifest).display().to_string();
         let mut env: Vec<(&str, &str)> = vec![("SOURCE_DATE_EPOCH", "1700000000")];
         env.extend(c.env.iter().copied());

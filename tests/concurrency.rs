@@ -236,3 +236,42 @@ fn concurrent_oneshots_into_one_export_repo() {
         assert_fsck(&f.tmp.path().join(cache).join("repo-build"));
     }
 }
+
+/// Composes into different repos sharing one fresh cache (rpm-md metadata,
+/// downloaded packages, work directories) at the same time: all succeed.
+#[test]
+fn concurrent_composes_share_one_cache() {
+    let f = fixture();
+    let cache = f.tmp.path().join("shared-cache");
+    let repos: Vec<PathBuf> = (0..3)
+        .map(|i| f.tmp.path().join(format!("repo{i}")))
+        .collect();
+    let cmds = repos
+        .iter()
+        .map(|repo| {
+            assert!(Command::new("ostree")
+                .arg(format!("--repo={}", repo.display()))
+                .args(["init", "--mode=bare-user"])
+                .status()
+                .unwrap()
+                .success());
+            let mut c = Command::new(composer_bin());
+            c.args(["compose", "tree"])
+                .arg(format!("--repo={}", repo.display()))
+                .arg(format!("--cachedir={}", cache.display()))
+                .arg(&f.manifest)
+                .env("SOURCE_DATE_EPOCH", "1700000000");
+            c
+        })
+        .collect();
+    let outs = run_all(cmds);
+    for o in &outs {
+        assert!(o.status.success(), "{}", text(o));
+    }
+    // The same inputs give the same commit in each repo.
+    let commits: Vec<_> = repos.iter().map(|r| rev(r, REF).unwrap()).collect();
+    assert!(commits.windows(2).all(|w| w[0] == w[1]), "{commits:?}");
+    for r in &repos {
+        assert_fsck(r);
+    }
+}

@@ -37,7 +37,7 @@ fn packages() -> Vec<Pkg> {
     // Enough content that commit, export and push take a measurable moment.
     let mut many = Pkg::new("manyfiles", "1.0");
     let mut state: u32 = 12345;
-    for i in 0..400 {
+    for i in 0..150 {
         let content: String = (0..2000)
             .map(|_| {
                 state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);

@@ -204,7 +204,10 @@ def mark_requested(base, req):
             except dnf.exceptions.MarkingError:
                 raise Failure("No matches for '%s' in repo '%s'" % (spec, repo))
     if missing:
-        raise Failure("Packages not found: %s" % ", ".join(missing))
+        searched = ", ".join(sorted(r.id for r in base.repos.iter_enabled())) or "none"
+        raise Failure("Packages not found: %s (searched repositories: %s); check the names in "
+                      "'packages' or add the repository that provides them to 'repos'"
+                      % (", ".join(missing), searched))
 
 
 def repo_states(base):
