@@ -283,6 +283,9 @@ fn worker(
     let repo = Repo::new_for_path(repo_path);
     repo.open(gio::Cancellable::NONE)
         .with_context(|| format!("Opening {} in a commit worker", repo_path.display()))?;
+    // No syncfs per worker: the caller's transaction syncs the filesystem
+    // (when the repository fsyncs at all) before the ref moves.
+    repo.set_disable_fsync(true);
     let txn = repo
         .auto_transaction(gio::Cancellable::NONE)
         .context("Starting a repository transaction in a commit worker")?;
