@@ -117,3 +117,74 @@ fn a_commit_without_the_recorded_inputhash_is_not_unchanged() {
     let out = compose(&f, &[]);
     assert!(text(&out).contains(FAST_NOTE), "{}", text(&out));
 }
+
+/// The key itself: every input a resolve depends on changes it, and any
+/// repository it cannot read cheaply gives no key at all.
+#[test]
+fn fast_path_key_inputs() {
+    use ostree_composer::install::{fastpath, InstallRequest};
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest_dir = tmp.path().join("m");
+    let rpmmd = tmp.path().join("rpmmd/x86_64");
+    std::fs::create_dir_all(rpmmd.join("repodata")).unwrap();
+    std::fs::create_dir_all(&manifest_dir).unwrap();
+    std::fs::write(rpmmd.join("repodata/repomd.xml"), "<repomd>1</repomd>").unwrap();
+    let repo_file = manifest_dir.join("local.repo");
+    std::fs::write(
+        &repo_file,
+        format!(
+            "[local]\nbaseurl=file://{}/rpmmd/$basearch\nenabled=1\ngpgcheck=0\n",
+            tmp.path().display()
+        ),
+    )
+    .unwrap();
+    let mut req = InstallRequest::new(&manifest_dir, &tmp.path().join("cache"), "x86_64");
+    req.packages = vec!["bash".into()];
+    let key = |req: &InstallRequest| fastpath::key(req, "treefile-checksum");
+    let base = key(&req).expect("a local repository gives a key");
+    assert_eq!(key(&req), Some(base.clone()), "the key is stable");
+    assert_ne!(fastpath::key(&req, "other-treefile"), Some(base.clone()));
+
+    // repomd.xml rewritten (e.g. createrepo_c after adding an RPM).
+    std::fs::write(rpmmd.join("repodata/repomd.xml"), "<repomd>2</repomd>").unwrap();
+    let after_repomd = key(&req).unwrap();
+    assert_ne!(after_repomd, base);
+
+    // Package list, flags, lockfiles.
+    let mut other = req.clone();
+    other.packages.push("vim".into());
+    assert_ne!(key(&other).unwrap(), after_repomd);
+    let mut other = req.clone();
+    other.recommends = false;
+    assert_ne!(key(&other).unwrap(), after_repomd);
+    let lock = tmp.path().join("lock.json");
+    std::fs::write(&lock, "{\"packages\": {}}").unwrap();
+    let mut locked = req.clone();
+    locked.lockfiles = vec![lock.clone()];
+    let k1 = key(&locked).unwrap();
+    std::fs::write(&lock, "{\"packages\": {\"a\": {}}}").unwrap();
+    assert_ne!(key(&locked).unwrap(), k1);
+
+    // --cache-only resolves against cached metadata: no key.
+    let mut cache_only = req.clone();
+    cache_only.cache_only = true;
+    assert_eq!(key(&cache_only), None);
+
+    // A remote repository: no key (the caller resolves).
+    std::fs::write(
+        &repo_file,
+        "[local]\nbaseurl=https://example.com/repo\nenabled=1\ngpgcheck=0\n",
+    )
+    .unwrap();
+    assert_eq!(key(&req), None);
+    // A missing repomd.xml: no key either (dnf will say what is wrong).
+    std::fs::write(
+        &repo_file,
+        format!(
+            "[local]\nbaseurl=file://{}/nowhere\nenabled=1\ngpgcheck=0\n",
+            tmp.path().display()
+        ),
+    )
+    .unwrap();
+    assert_eq!(key(&req), None);
+}
