@@ -102,6 +102,7 @@ pub(super) fn write_tree(
     threads: usize,
     consume: bool,
 ) -> Result<std::result::Result<Written, Declined>> {
+    let started = std::time::Instant::now();
     let mut jobs = Vec::new();
     let mut skipped = Vec::new();
     let root_meta = std::fs::symlink_metadata(rootfs)
@@ -123,10 +124,18 @@ pub(super) fn write_tree(
         .path()
         .path()
         .ok_or_else(|| anyhow!("The repository has no local path"))?;
+    let walked = started.elapsed().as_secs_f64();
     let (checksums, stats) = write_contents(&repo_path, &jobs, threads, consume)?;
+    let written = started.elapsed().as_secs_f64();
 
     let mtree = MutableTree::new();
     build_mtree(repo, &root, &mtree, &checksums)?;
+    eprintln!(
+        "Wrote {} files on {threads} threads (walk {walked:.1}s, files {:.1}s, directories {:.1}s)",
+        jobs.len(),
+        written - walked,
+        started.elapsed().as_secs_f64() - written
+    );
     if consume {
         remove_contents(rootfs)?;
     }
