@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Barrier, Mutex};
 
 use anyhow::{anyhow, Context, Result};
 use ostree::gio;
@@ -238,17 +238,25 @@ fn write_contents(
         Kind::Regular { size } => std::cmp::Reverse(size),
         Kind::Symlink { .. } => std::cmp::Reverse(0),
     });
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let results: Mutex<Vec<Option<String>>> = Mutex::new(vec![None; jobs.len()]);
     let threads = threads.clamp(1, jobs.len().max(1));
+    let queue = WorkQueue {
+        repo_path,
+        jobs,
+        order: &order,
+        next: AtomicUsize::new(0),
+        failed: AtomicBool::new(false),
+        results: Mutex::new(vec![None; jobs.len()]),
+        consume,
+        prepared: Barrier::new(threads),
+        committing: Mutex::new(()),
+    };
     let outcomes: Vec<Result<ContentStats>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
-                    let r = worker(repo_path, jobs, &order, &next, &failed, &results, consume);
+                    let r = worker(&queue);
                     if r.is_err() {
-                        failed.store(true, Ordering::SeqCst);
+                        queue.failed.store(true, Ordering::SeqCst);
                     }
                     r
                 })
@@ -269,7 +277,8 @@ fn write_contents(
         stats.written += s.written;
         stats.bytes_written += s.bytes_written;
     }
-    let results = results
+    let results = queue
+        .results
         .into_inner()
         .map_err(|_| anyhow!("a commit worker thread panicked"))?;
     let checksums = results
@@ -280,43 +289,63 @@ fn write_contents(
     Ok((checksums, stats))
 }
 
-fn worker(
-    repo_path: &Path,
-    jobs: &[Job],
-    order: &[usize],
-    next: &AtomicUsize,
-    failed: &AtomicBool,
-    results: &Mutex<Vec<Option<String>>>,
+/// What the workers share.
+struct WorkQueue<'a> {
+    repo_path: &'a Path,
+    jobs: &'a [Job],
+    /// Job indices in the order they are handed out.
+    order: &'a [usize],
+    next: AtomicUsize,
+    failed: AtomicBool,
+    results: Mutex<Vec<Option<String>>>,
     consume: bool,
-) -> Result<ContentStats> {
-    let repo = Repo::new_for_path(repo_path);
-    repo.open(gio::Cancellable::NONE)
-        .with_context(|| format!("Opening {} in a commit worker", repo_path.display()))?;
-    // No syncfs per worker: the caller's transaction syncs the filesystem
-    // (when the repository fsyncs at all) before the ref moves.
-    repo.set_disable_fsync(true);
+    prepared: Barrier,
+    /// Held while a worker commits its transaction (one at a time, for the
+    /// same reason as `prepared`).
+    committing: Mutex<()>,
+}
+
+fn worker(q: &WorkQueue<'_>) -> Result<ContentStats> {
+    let repo = Repo::new_for_path(q.repo_path);
     let txn = repo
-        .auto_transaction(gio::Cancellable::NONE)
-        .context("Starting a repository transaction in a commit worker")?;
+        .open(gio::Cancellable::NONE)
+        .with_context(|| format!("Opening {} in a commit worker", q.repo_path.display()))
+        .and_then(|()| {
+            // No syncfs per worker: the caller's transaction syncs the
+            // filesystem (when the repository fsyncs at all) before the ref moves.
+            repo.set_disable_fsync(true);
+            repo.auto_transaction(gio::Cancellable::NONE)
+                .context("Starting a repository transaction in a commit worker")
+        });
+    // Every worker starts its transaction before any worker commits one:
+    // libostree's transaction setup scans tmp/ for reusable staging
+    // directories and fails on one that a finishing transaction is deleting.
+    q.prepared.wait();
+    let txn = txn?;
     loop {
-        if failed.load(Ordering::SeqCst) {
+        if q.failed.load(Ordering::SeqCst) {
             // Another worker failed: stop; dropping `txn` aborts ours.
             return Ok(ContentStats::default());
         }
-        let n = next.fetch_add(1, Ordering::SeqCst);
-        let Some(&i) = order.get(n) else { break };
-        let job = &jobs[i];
+        let n = q.next.fetch_add(1, Ordering::SeqCst);
+        let Some(&i) = q.order.get(n) else { break };
+        let job = &q.jobs[i];
         let checksum = write_one(&repo, job)
             .with_context(|| format!("Writing {} into the repository", job.path.display()))?;
-        if consume {
+        if q.consume {
             std::fs::remove_file(&job.path)
                 .with_context(|| format!("Removing committed {}", job.path.display()))?;
         }
-        let mut slot = results
+        let mut slot = q
+            .results
             .lock()
             .map_err(|_| anyhow!("a commit worker thread panicked"))?;
         slot[i] = Some(checksum);
     }
+    let _one_at_a_time = q
+        .committing
+        .lock()
+        .map_err(|_| anyhow!("a commit worker thread panicked"))?;
     let stats = txn
         .commit(gio::Cancellable::NONE)
         .context("Committing a commit worker's transaction")?;
