@@ -157,9 +157,36 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     std::fs::create_dir_all(&cachedir)
         .with_context(|| format!("Creating the cache directory {}", cachedir.display()))?;
     let install_req = install_request(&treefile, req, &cachedir);
+    // Fast path: inputs identical to the last full resolve in this cache and
+    // the previous commit carries its input hash -> unchanged, without dnf.
+    let fast_key = (!req.force_nocache
+        && !req.dry_run
+        && !req.download_only
+        && req.write_lockfile_to.is_none())
+    .then(|| install::fastpath::key(&install_req, &treefile.checksum()))
+    .flatten();
+    if let (Some(key), Some(prev_hash), Some(prev)) =
+        (&fast_key, &previous_inputhash, previous.checksum())
+    {
+        if install::fastpath::cached_inputhash(&cachedir, key).as_deref() == Some(prev_hash) {
+            progress::note(&format!(
+                "Input state hash: {prev_hash} (repositories and treefile unchanged; not resolving)"
+            ));
+            println!("No apparent changes since previous commit; use --force-nocache to override");
+            return Ok(TreeOutcome::Unchanged {
+                previous: prev.to_string(),
+            });
+        }
+    }
     let t = Instant::now();
     progress::phase("resolve", "Resolving dependencies");
-    let resolution = install::resolve(&install_req)?;
+    let resolution = match install::resolve(&install_req) {
+        Ok(r) => r,
+        Err(e) => {
+            install::fastpath::clear(&cachedir);
+            return Err(e);
+        }
+    };
     progress::done(
         "resolve",
         &format!(
@@ -183,6 +210,9 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
         }),
     );
     progress::note(&format!("Input state hash: {inputhash}"));
+    if let Some(key) = &fast_key {
+        install::fastpath::store(&cachedir, key, &inputhash)?;
+    }
     let unchanged = !req.force_nocache
         && match (&previous_inputhash, previous.checksum()) {
             (Some(h), _) => *h == inputhash,

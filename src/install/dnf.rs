@@ -25,9 +25,9 @@ use super::{lockfile, InstallRequest, Resolution};
 use crate::exit::{invalid_input, unsupported};
 use crate::repos;
 
-const HELPER: &str = include_str!("dnf_helper.py");
+pub(super) const HELPER: &str = include_str!("dnf_helper.py");
 /// What rpm-ostree passes as `$releasever` when the treefile sets none.
-const UNSET_RELEASEVER: &str = "rpmostree-unset-releasever";
+pub(super) const UNSET_RELEASEVER: &str = "rpmostree-unset-releasever";
 
 /// Which dnf the host has.
 #[derive(Debug, Clone, PartialEq, Eq)]

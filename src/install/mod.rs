@@ -11,6 +11,7 @@
 //! post-processing of the root.
 
 mod dnf;
+pub mod fastpath;
 pub mod lockfile;
 pub mod rpmdb;
 
