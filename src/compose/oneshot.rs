@@ -266,70 +266,53 @@ pub fn run(args: OneShotArgs) -> Result<()> {
         export_path.clone()
     };
 
-    // The export and the OCI image both only read the build repo: run the
-    // image build on its own thread while libostree's pull exports.
-    let oci_opts = (!args.oci.is_empty()).then(|| crate::oci::OciOptions {
-        repo: source_repo.clone(),
-        rev: commit.clone(),
-        max_layers: args.max_layers,
-        labels,
-        tls_verify: args.dest_tls_verify,
-        authfile: args.authfile.clone(),
-        workdir: cache.path().to_path_buf(),
-        ..Default::default()
-    });
-    let (export_outcome, oci_outcome) = std::thread::scope(|s| {
-        let oci_dests = &args.oci;
-        let oci_commit = &commit;
-        let oci_thread = oci_opts.as_ref().map(|opts| {
-            s.spawn(move || {
-                let t = Instant::now();
-                progress::phase("oci", &format!("Encapsulating {oci_commit}"));
-                let r = crate::oci::build_and_push_many(opts, oci_dests);
-                (r, t.elapsed().as_secs_f64())
-            })
+    // Export first, then images: an image is only pushed once the archive
+    // repo has the commit, so a failed export never leaves a pushed image
+    // behind. (Running both at once gained nothing measurable: libostree's
+    // pull already uses worker threads.)
+    if in_build_repo {
+        let t = Instant::now();
+        progress::phase("export", &format!("Exporting to {}", export_path.display()));
+        let exported = crate::export::export(&crate::export::ExportOptions {
+            src_repo: source_repo.clone(),
+            dest: export_path.clone(),
+            ref_: treeref.clone(),
+            commit: commit.clone(),
+            gpg_key: args.gpg_sign.clone(),
+            gpg_homedir: args.gpg_homedir.clone(),
+            static_delta: args.static_delta,
+        })
+        .map_err(|e| with_class(e, ErrorClass::OutputFailed))?;
+        progress::done(
+            "export",
+            &format!("{} => {commit} in {}", treeref, export_path.display()),
+            t.elapsed().as_secs_f64(),
+        );
+        json.exported_repo = Some(ExportedRepo {
+            path: export_path.display().to_string(),
+            mode: exported.mode.clone(),
+            static_delta: exported.delta_written.is_some(),
+            signed: args.gpg_sign.is_some(),
         });
-        let export_outcome = in_build_repo.then(|| {
-            let t = Instant::now();
-            progress::phase("export", &format!("Exporting to {}", export_path.display()));
-            let r = crate::export::export(&crate::export::ExportOptions {
-                src_repo: source_repo.clone(),
-                dest: export_path.clone(),
-                ref_: treeref.clone(),
-                commit: commit.clone(),
-                gpg_key: args.gpg_sign.clone(),
-                gpg_homedir: args.gpg_homedir.clone(),
-                static_delta: args.static_delta,
-            });
-            (r, t.elapsed().as_secs_f64())
-        });
-        let oci_outcome = oci_thread.map(|h| {
-            h.join()
-                .unwrap_or_else(|_| (Err(anyhow::anyhow!("the OCI thread panicked")), 0.0))
-        });
-        (export_outcome, oci_outcome)
-    });
-
-    match export_outcome {
-        Some((result, secs)) => {
-            let exported = result.map_err(|e| with_class(e, ErrorClass::OutputFailed))?;
-            progress::done(
-                "export",
-                &format!("{} => {commit} in {}", treeref, export_path.display()),
-                secs,
-            );
-            json.exported_repo = Some(ExportedRepo {
-                path: export_path.display().to_string(),
-                mode: exported.mode.clone(),
-                static_delta: exported.delta_written.is_some(),
-                signed: args.gpg_sign.is_some(),
-            });
-        }
-        None => progress::note(&format!("{} already has {commit}", export_path.display())),
+    } else {
+        progress::note(&format!("{} already has {commit}", export_path.display()));
     }
 
-    if let Some((results, secs)) = oci_outcome {
-        let results = results.map_err(|e| with_class(e, ErrorClass::OutputFailed))?;
+    if !args.oci.is_empty() {
+        let t = Instant::now();
+        progress::phase("oci", &format!("Encapsulating {commit}"));
+        let opts = crate::oci::OciOptions {
+            repo: source_repo.clone(),
+            rev: commit.clone(),
+            max_layers: args.max_layers,
+            labels,
+            tls_verify: args.dest_tls_verify,
+            authfile: args.authfile.clone(),
+            workdir: cache.path().to_path_buf(),
+            ..Default::default()
+        };
+        let results = crate::oci::build_and_push_many(&opts, &args.oci)
+            .map_err(|e| with_class(e, ErrorClass::OutputFailed))?;
         for r in &results {
             println!(
                 "Wrote: {}@{} ({} layers)",
@@ -342,7 +325,11 @@ pub fn run(args: OneShotArgs) -> Result<()> {
                 size: r.compressed_size,
             });
         }
-        progress::done("oci", &format!("{} image(s)", results.len()), secs);
+        progress::done(
+            "oci",
+            &format!("{} image(s)", results.len()),
+            t.elapsed().as_secs_f64(),
+        );
     }
     if let Some(path) = &args.write_composejson_to {
         composejson::write_atomic(path, json.to_json_pretty().as_bytes())
