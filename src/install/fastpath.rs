@@ -27,7 +27,6 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::InstallRequest;
-use crate::repos;
 
 /// Name of the record in the cache directory.
 pub const RECORD_FILE: &str = "resolve-fastpath.json";
@@ -61,13 +60,8 @@ pub fn key(req: &InstallRequest, treefile_checksum: &str) -> Option<FastPathKey>
 }
 
 fn compute_key(req: &InstallRequest, treefile_checksum: &str) -> Result<Option<FastPathKey>> {
-    let all = repos::load_repo_dir(&req.repos_dir)?;
-    let lockfile_repos: &[String] = if req.lockfiles.is_empty() {
-        &[]
-    } else {
-        &req.lockfile_repos
-    };
-    let enabled = repos::select_repos(&all, req.repos.as_deref(), lockfile_repos)?;
+    let lockfile_repos = super::active_lockfile_repos(req);
+    let enabled = super::enabled_repos(req)?;
     let vars = url_variables(req);
     let mut h = Sha256::new();
     let mut field = |name: &str, bytes: &[u8]| {

@@ -132,6 +132,22 @@ impl Resolution {
     }
 }
 
+/// The repositories `req` enables: `repos` (or those with `enabled=1`), plus
+/// `lockfile-repos` when lockfiles are given.
+pub(crate) fn enabled_repos(req: &InstallRequest) -> Result<Vec<crate::repos::RepoDef>> {
+    let all = crate::repos::load_repo_dir(&req.repos_dir)?;
+    crate::repos::select_repos(&all, req.repos.as_deref(), active_lockfile_repos(req))
+}
+
+/// `lockfile-repos` count only when lockfiles are given.
+pub(crate) fn active_lockfile_repos(req: &InstallRequest) -> &[String] {
+    if req.lockfiles.is_empty() {
+        &[]
+    } else {
+        &req.lockfile_repos
+    }
+}
+
 /// Depsolve `req` without installing anything. Refreshes rpm-md metadata into
 /// `req.cachedir` unless `req.cache_only`.
 pub fn resolve(req: &InstallRequest) -> Result<Resolution> {
