@@ -205,12 +205,14 @@ impl Backend {
         let mut request = request.clone();
         request["workdir"] = json!(work.path());
 
-        let mut child = Command::new(python)
-            .arg(&script)
+        let mut cmd = Command::new(python);
+        cmd.arg(&script)
             .env("HOME", &home)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        super::die_with_parent(&mut cmd);
+        let mut child = cmd
             .spawn()
             .with_context(|| format!("Running {} (dnf's Python)", python.display()))?;
         {

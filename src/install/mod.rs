@@ -23,6 +23,30 @@ use serde::{Deserialize, Serialize};
 
 pub use rpmdb::{installed_packages, InstalledPackage};
 
+/// Make a helper process die with the compose: when the compose is killed
+/// (SIGKILL leaves no chance to clean up), the kernel sends the child
+/// SIGKILL too (`PR_SET_PDEATHSIG`), instead of leaving dnf or a script
+/// running orphaned, writing into a work directory the next run removes.
+/// The signal follows the spawning *thread*: spawn from a thread that lives
+/// as long as the child (all callers spawn from the compose's own thread).
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent died before prctl: nothing would send the signal.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Everything the installer needs from the treefile and the command line.
 #[derive(Debug, Clone, Default)]
 pub struct InstallRequest {
