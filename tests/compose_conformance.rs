@@ -544,3 +544,85 @@ fn touch_if_changed_and_pkgdiff() {
     assert_eq!(app[2]["PreviousPackage"][1], "2.0-1", "{app}");
     assert_eq!(app[2]["NewPackage"][1], "3.0-1", "{app}");
 }
+
+/// Build `langpack-1.0` (files tagged `%lang(fr)` / `%lang(de)` plus an
+/// untagged one) into `rpms/Packages`; rpmfixture's `Entry` has no `%lang`.
+fn build_lang_rpm(rpms: &Path) {
+    let work = tempfile::tempdir().unwrap();
+    let spec = work.path().join("langpack.spec");
+    let mo = "/usr/share/locale/%s/LC_MESSAGES/langpack.mo";
+    std::fs::write(
+        &spec,
+        format!(
+            "Name: langpack\nVersion: 1.0\nRelease: 1\nSummary: langs\nLicense: MIT\nBuildArch: noarch\n\
+             AutoReqProv: no\n\n%description\nlangs\n\n%install\n\
+             for l in fr de; do mkdir -p %{{buildroot}}/usr/share/locale/$l/LC_MESSAGES; \
+             echo $l > %{{buildroot}}$(printf {mo} $l); done\n\
+             mkdir -p %{{buildroot}}/usr/share/langpack; echo all > %{{buildroot}}/usr/share/langpack/common\n\n\
+             %files\n%lang(fr) {fr}\n%lang(de) {de}\n/usr/share/langpack/common\n",
+            fr = mo.replace("%s", "fr"),
+            de = mo.replace("%s", "de"),
+        ),
+    )
+    .unwrap();
+    let out = Command::new("rpmbuild")
+        .args(["-bb", "--nodeps", "--quiet"])
+        .arg(format!(
+            "--define=_topdir {}",
+            work.path().join("top").display()
+        ))
+        .arg(format!(
+            "--define=_rpmdir {}",
+            rpms.join("Packages").display()
+        ))
+        .arg("--define=_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm")
+        .arg("--define=__os_install_post %{nil}")
+        .arg("--define=debug_package %{nil}")
+        .arg("--define=_build_id_links none")
+        .arg(&spec)
+        .env("HOME", work.path())
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    refresh_repo(rpms);
+}
+
+/// test-install-langs.sh: `install-langs` keeps only the listed languages.
+#[test]
+fn install_langs() {
+    let manifest = format!("ref: test/x86_64/base\n{BASE}  - langpack\ninstall-langs: [fr]\n");
+    let f = fixture_with(vec![], |_| false, &manifest);
+    build_lang_rpm(&rpms_dir(&f));
+    let out = compose(&f, &[]);
+    assert_ok(&out);
+    let (repo, r) = (&f.repo, REF);
+    assert_eq!(
+        ostree(
+            repo,
+            &["cat", r, "/usr/share/locale/fr/LC_MESSAGES/langpack.mo"]
+        ),
+        "fr\n"
+    );
+    assert!(!exists(
+        repo,
+        r,
+        "/usr/share/locale/de/LC_MESSAGES/langpack.mo"
+    ));
+    assert_eq!(
+        ostree(repo, &["cat", r, "/usr/share/langpack/common"]),
+        "all\n"
+    );
+    // Without install-langs every language is installed.
+    std::fs::write(
+        &f.manifest,
+        format!("ref: test/x86_64/base\n{BASE}  - langpack\n"),
+    )
+    .unwrap();
+    let out = compose(&f, &[]);
+    assert_ok(&out);
+    assert!(exists(
+        repo,
+        r,
+        "/usr/share/locale/de/LC_MESSAGES/langpack.mo"
+    ));
+}
