@@ -414,10 +414,21 @@ fn basic_unified_tree_layout() {
             "/etc/default/useradd",
             "GROUP=100\nHOME=/home\nINACTIVE=-1\nSHELL=/bin/sh\n",
         ));
+    let suid = Pkg::new("suid", "1.0")
+        .requires("filesystem")
+        .entry(Entry::File {
+            path: "/usr/bin/su".into(),
+            content: b"#!/bin/sh\n".to_vec(),
+            mode: 0o4755,
+            user: "root".into(),
+            group: "root".into(),
+            config: false,
+            doc: false,
+        });
     let manifest = format!(
-        "ref: test/x86_64/base\n{BASE}  - shadow-utils\ntmp-is-dir: true\nmachineid-compat: false\n"
+        "ref: test/x86_64/base\n{BASE}  - shadow-utils suid\ntmp-is-dir: true\nmachineid-compat: false\n"
     );
-    let f = fixture_with(vec![shadow_utils], |_| false, &manifest);
+    let f = fixture_with(vec![shadow_utils, suid], |_| false, &manifest);
     let out = compose(&f, &[]);
     assert_ok(&out);
     let (repo, r) = (&f.repo, REF);
@@ -427,6 +438,9 @@ fn basic_unified_tree_layout() {
         "/usr/etc/group-",
         "/usr/etc/shadow-",
         "/usr/etc/machine-id",
+        "/usr/share/rpm/.rpm.lock",
+        "/usr/share/rpm/rpmdb.sqlite-shm",
+        "/usr/share/rpm/rpmdb.sqlite-wal",
     ] {
         assert!(!exists(repo, r, gone), "{gone} should not be committed");
     }
@@ -434,6 +448,8 @@ fn basic_unified_tree_layout() {
     assert!(passwd.starts_with("-00644 0 0"), "{passwd}");
     let shadow = ls_entry(repo, r, "/usr/etc/shadow");
     assert!(shadow.starts_with("-00000 0 0"), "{shadow}");
+    let su = ls_entry(repo, r, "/usr/bin/su");
+    assert!(su.starts_with("-04755 0 0"), "setuid kept: {su}");
     let useradd = ostree(repo, &["cat", r, "/usr/etc/default/useradd"]);
     assert!(useradd.contains("\nHOME=/var/home\n"), "{useradd}");
     assert!(!useradd.contains("HOME=/home"), "{useradd}");
@@ -625,4 +641,50 @@ fn install_langs() {
         r,
         "/usr/share/locale/de/LC_MESSAGES/langpack.mo"
     ));
+}
+
+/// test-basic-unified.sh / test-misc-tweaks.sh: `${basearch}` in the ref
+/// (also under --print-only), `repovars` in a .repo baseurl, repositories
+/// taken from `enabled=1` when `repos` is absent, a quoted version spec.
+#[test]
+fn basearch_ref_repovars_enabled_repos_and_quoted_specs() {
+    let base = BASE
+        .replace("repos: [fixture]\n", "")
+        .replace("  - app\n", "  - \"'app < 2.0'\"\n");
+    let manifest = format!("ref: test/${{basearch}}/base\nrepovars:\n  fixturedir: rpms\n{base}");
+    let f = fixture_with(vec![], |_| false, &manifest);
+    // Replace the plain .repo file by one using the variable, plus a disabled
+    // repository that would break the compose if it were used.
+    let top = f._tmp.path();
+    std::fs::write(
+        f.dir.join("fixture.repo"),
+        format!(
+            "[fixture]\nname=fixture\nbaseurl=file://{}/$fixturedir\nenabled=1\ngpgcheck=0\n\n\
+             [broken]\nname=broken\nbaseurl=file://{}/nonexistent\nenabled=0\ngpgcheck=0\n",
+            top.display(),
+            top.display()
+        ),
+    )
+    .unwrap();
+
+    let out = Command::new(common::composer_bin())
+        .args(["compose", "tree", "--print-only"])
+        .arg(&f.manifest)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["ref"], REF, "{j}");
+
+    let out = compose(&f, &[]);
+    assert_ok(&out);
+    assert_eq!(
+        ostree(&f.repo, &["cat", REF, "/usr/bin/app"]),
+        "#!/bin/sh\necho app 1.0\n"
+    );
+    let repos = meta(&f.repo, REF, "rpmostree.rpmmd-repos");
+    assert!(
+        repos.contains("'fixture'") && !repos.contains("broken"),
+        "{repos}"
+    );
 }
