@@ -688,3 +688,31 @@ fn basearch_ref_repovars_enabled_repos_and_quoted_specs() {
         "{repos}"
     );
 }
+
+/// test-basic-unified.sh derivation-field rejection; test-misc-tweaks.sh
+/// `container-cmd` -> `ostree.container-cmd`.
+#[test]
+fn derivation_fields_rejected_and_container_cmd() {
+    let manifest = format!("ref: test/x86_64/base\n{BASE}override-remove: [app]\n");
+    let f = fixture_with(vec![], |_| false, &manifest);
+    let out = compose(&f, &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("derivation fields are not supported") && t.contains("override-remove"),
+        "{t}"
+    );
+    assert!(!ostree_ok(&f.repo, &["rev-parse", REF]));
+
+    std::fs::write(
+        &f.manifest,
+        format!("ref: test/x86_64/base\n{BASE}container-cmd: [/usr/bin/app, --serve]\n"),
+    )
+    .unwrap();
+    let out = compose(&f, &[]);
+    assert_ok(&out);
+    assert_eq!(
+        meta(&f.repo, REF, "ostree.container-cmd"),
+        "['/usr/bin/app', '--serve']"
+    );
+}
