@@ -140,6 +140,28 @@ postprocess-script: pp-script.sh
         .status()
         .unwrap();
     write(&f.dir, "bar.txt", "bar\n");
+    // finalize.d: executables run from the host in filename order, cwd = the
+    // rootfs (usr/etc, no etc), RPMOSTREE_WORKDIR = the treefile's directory;
+    // a file without the exec bit is skipped.
+    let fin = f.dir.join("finalize.d");
+    std::fs::create_dir_all(&fin).unwrap();
+    for (name, body, mode) in [
+        ("20-b", "#!/bin/sh\nset -e\necho b >> usr/share/finalize-order\n", "0755"),
+        (
+            "10-a",
+            "#!/bin/sh\nset -e\ntest -d usr/etc\ntest ! -e etc\necho a >> usr/share/finalize-order\n\
+             echo \"$RPMOSTREE_WORKDIR\" > usr/share/finalize-workdir\n",
+            "0755",
+        ),
+        ("30-noexec", "#!/bin/sh\necho c >> usr/share/finalize-order\n", "0644"),
+    ] {
+        write(&fin, name, body);
+        Command::new("chmod")
+            .arg(mode)
+            .arg(fin.join(name))
+            .status()
+            .unwrap();
+    }
     let out = compose(&f, &[]);
     assert_ok(&out);
     let r = REF;
@@ -185,6 +207,14 @@ postprocess-script: pp-script.sh
         r,
         "/usr/bin/rpmostree-treefile-postprocess-script"
     ));
+    assert_eq!(
+        ostree(repo, &["cat", r, "/usr/share/finalize-order"]),
+        "a\nb\n"
+    );
+    assert_eq!(
+        ostree(repo, &["cat", r, "/usr/share/finalize-workdir"]).trim(),
+        f.dir.to_str().unwrap()
+    );
     // tmp-is-dir: false
     let tmp = ls_entry(repo, r, "/tmp");
     assert!(
