@@ -746,3 +746,25 @@ fn derivation_fields_rejected_and_container_cmd() {
         "['/usr/bin/app', '--serve']"
     );
 }
+
+/// test-excludes.sh: excluding a hard dependency fails the depsolve naming
+/// it; a package both requested and excluded is not found. No ref either way.
+#[test]
+fn exclude_packages_hard_dependency_fails() {
+    let manifest = format!("ref: test/x86_64/base\n{BASE}exclude-packages: [libfoo]\n");
+    let f = fixture_with(vec![], |_| false, &manifest);
+    let out = compose(&f, &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("libfoo"), "{}", text(&out));
+    assert!(!ostree_ok(&f.repo, &["rev-parse", REF]));
+
+    std::fs::write(
+        &f.manifest,
+        format!("ref: test/x86_64/base\n{BASE}  - weakdep\nexclude-packages: [weakdep]\n"),
+    )
+    .unwrap();
+    let out = compose(&f, &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("weakdep"), "{}", text(&out));
+    assert!(!ostree_ok(&f.repo, &["rev-parse", REF]));
+}
