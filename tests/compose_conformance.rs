@@ -768,3 +768,29 @@ fn exclude_packages_hard_dependency_fails() {
     assert!(text(&out).contains("weakdep"), "{}", text(&out));
     assert!(!ostree_ok(&f.repo, &["rev-parse", REF]));
 }
+
+/// test-container.sh: `container: true` composes a tree without a kernel;
+/// no `ostree.bootable`, `/tmp` a real 01777 directory.
+#[test]
+fn container_minimal_compose() {
+    let manifest = format!("ref: test/x86_64/base\ncontainer: true\n{BASE}")
+        .replace("  - kernel-core\n", "")
+        .replace(
+            "boot-location: modules\nno-initramfs: true\nselinux: false\n",
+            "",
+        );
+    let f = fixture_with(vec![], |_| false, &manifest);
+    let out = compose(&f, &[]);
+    assert_ok(&out);
+    assert!(exists(&f.repo, REF, "/usr/bin/app"));
+    assert!(!exists(&f.repo, REF, "/usr/lib/modules/6.1.0-test"));
+    assert!(
+        !ostree_ok(
+            &f.repo,
+            &["show", REF, "--print-metadata-key=ostree.bootable"]
+        ),
+        "a container tree is not bootable"
+    );
+    let tmp = ls_entry(&f.repo, REF, "/tmp");
+    assert!(tmp.starts_with("d01777 0 0"), "{tmp}");
+}
