@@ -456,7 +456,9 @@ fn basic_unified_tree_layout() {
             doc: false,
         });
     let manifest = format!(
-        "ref: test/x86_64/base\n{BASE}  - shadow-utils suid\ntmp-is-dir: true\nmachineid-compat: false\n"
+        "ref: test/x86_64/base\n{BASE}  - shadow-utils suid\ntmp-is-dir: true\nmachineid-compat: false\n\
+         postprocess:\n  - |\n    #!/bin/sh\n    set -e\n    test -L /var/lib/rpm\n    test -L /usr/lib/sysimage/rpm\n\
+         \x20   test -f /usr/share/rpm/rpmdb.sqlite\n    touch /usr/share/pp-saw-rpmdb\n"
     );
     let f = fixture_with(vec![shadow_utils, suid], |_| false, &manifest);
     let out = compose(&f, &[]);
@@ -478,6 +480,8 @@ fn basic_unified_tree_layout() {
     assert!(passwd.starts_with("-00644 0 0"), "{passwd}");
     let shadow = ls_entry(repo, r, "/usr/etc/shadow");
     assert!(shadow.starts_with("-00000 0 0"), "{shadow}");
+    // Postprocess scripts see the rpmdb through /var/lib/rpm and /usr/lib/sysimage/rpm.
+    assert!(exists(repo, r, "/usr/share/pp-saw-rpmdb"));
     let su = ls_entry(repo, r, "/usr/bin/su");
     assert!(su.starts_with("-04755 0 0"), "setuid kept: {su}");
     let useradd = ostree(repo, &["cat", r, "/usr/etc/default/useradd"]);
@@ -883,4 +887,33 @@ fn opt_content_and_state_overlays() {
         !lines.iter().any(|l| l.starts_with("d /var/opt")),
         "{lines:#?}"
     );
+}
+
+/// test-repo-metadata.sh: `repo-metadata: disabled` leaves
+/// `rpmostree.rpmmd-repos` out. `detached` (and test-misc-tweaks'
+/// `sysusers: compose-forced`, `selinux-label-version: 1`) are refused up
+/// front with exit 4 naming the key, since this composer cannot honour them.
+#[test]
+fn repo_metadata_disabled_and_refused_keys() {
+    let manifest = format!("ref: test/x86_64/base\n{BASE}repo-metadata: disabled\n");
+    let f = fixture_with(vec![], |_| false, &manifest);
+    let out = compose(&f, &[]);
+    assert_ok(&out);
+    assert!(exists(&f.repo, REF, "/usr/bin/app"));
+    assert!(!ostree_ok(
+        &f.repo,
+        &["show", REF, "--print-metadata-key=rpmostree.rpmmd-repos"]
+    ));
+    let before = rev(&f.repo, REF);
+    for (extra, key) in [
+        ("repo-metadata: detached\n", "repo-metadata"),
+        ("sysusers: compose-forced\n", "sysusers"),
+        ("selinux-label-version: 1\n", "selinux-label-version"),
+    ] {
+        std::fs::write(&f.manifest, format!("ref: test/x86_64/base\n{BASE}{extra}")).unwrap();
+        let out = compose(&f, &["--force-nocache"]);
+        assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+        assert!(text(&out).contains(key), "{}", text(&out));
+        assert_eq!(rev(&f.repo, REF), before);
+    }
 }
