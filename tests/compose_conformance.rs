@@ -456,7 +456,9 @@ fn basic_unified_tree_layout() {
             doc: false,
         });
     let manifest = format!(
-        "ref: test/x86_64/base\n{BASE}  - shadow-utils suid\ntmp-is-dir: true\nmachineid-compat: false\n"
+        "ref: test/x86_64/base\n{BASE}  - shadow-utils suid\ntmp-is-dir: true\nmachineid-compat: false\n\
+         postprocess:\n  - |\n    #!/bin/sh\n    set -e\n    test -L /var/lib/rpm\n    test -L /usr/lib/sysimage/rpm\n\
+         \x20   test -f /usr/share/rpm/rpmdb.sqlite\n    touch /usr/share/pp-saw-rpmdb\n"
     );
     let f = fixture_with(vec![shadow_utils, suid], |_| false, &manifest);
     let out = compose(&f, &[]);
@@ -478,6 +480,8 @@ fn basic_unified_tree_layout() {
     assert!(passwd.starts_with("-00644 0 0"), "{passwd}");
     let shadow = ls_entry(repo, r, "/usr/etc/shadow");
     assert!(shadow.starts_with("-00000 0 0"), "{shadow}");
+    // Postprocess scripts see the rpmdb through /var/lib/rpm and /usr/lib/sysimage/rpm.
+    assert!(exists(repo, r, "/usr/share/pp-saw-rpmdb"));
     let su = ls_entry(repo, r, "/usr/bin/su");
     assert!(su.starts_with("-04755 0 0"), "setuid kept: {su}");
     let useradd = ostree(repo, &["cat", r, "/usr/etc/default/useradd"]);
@@ -793,4 +797,123 @@ fn container_minimal_compose() {
     );
     let tmp = ls_entry(&f.repo, REF, "/tmp");
     assert!(tmp.starts_with("d01777 0 0"), "{tmp}");
+}
+
+/// All `usr/lib/tmpfiles.d/*.conf` lines of a commit.
+fn tmpfiles_lines(repo: &Path, r: &str) -> Vec<String> {
+    let ls = ostree(repo, &["ls", r, "/usr/lib/tmpfiles.d"]);
+    let mut lines = Vec::new();
+    for l in ls.lines() {
+        let Some(path) = l.split_whitespace().last() else {
+            continue;
+        };
+        if l.starts_with('-') && path.ends_with(".conf") {
+            lines.extend(ostree(repo, &["cat", r, path]).lines().map(str::to_string));
+        }
+    }
+    lines
+}
+
+/// test-state-overlays.sh (+ the importer's /opt translation): RPM content
+/// under /opt lands in /usr/lib/opt, reached through tmpfiles links with the
+/// default `opt-usrlocal: var`, and through `/opt -> usr/lib/opt` plus the
+/// state-overlay units with `opt-usrlocal: state-overlay`.
+#[test]
+fn opt_content_and_state_overlays() {
+    let optapp = Pkg::new("optapp", "1.0")
+        .requires("filesystem")
+        .entry(Entry::exe("/opt/optapp/bin/tool", "#!/bin/sh\necho tool\n"));
+    let manifest = format!("ref: test/x86_64/base\n{BASE}  - optapp\n");
+    let f = fixture_with(vec![optapp], |_| false, &manifest);
+    let out = compose(&f, &[]);
+    assert_ok(&out);
+    let (repo, r) = (&f.repo, REF);
+    assert_eq!(
+        ostree(repo, &["cat", r, "/usr/lib/opt/optapp/bin/tool"]),
+        "#!/bin/sh\necho tool\n"
+    );
+    assert!(ls_entry(repo, r, "/opt").ends_with("/opt -> var/opt"));
+    let lines = tmpfiles_lines(repo, r);
+    assert!(
+        lines.iter().any(|l| l.starts_with("L ")
+            && l.contains("/opt/optapp ")
+            && l.trim_end().ends_with("usr/lib/opt/optapp")),
+        "no tmpfiles link for /opt/optapp: {lines:#?}"
+    );
+    for want in ["d /var/opt", "d /var/usrlocal"] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(want)),
+            "{want}: {lines:#?}"
+        );
+    }
+
+    std::fs::write(
+        &f.manifest,
+        format!("{manifest}opt-usrlocal: state-overlay\n"),
+    )
+    .unwrap();
+    let out = compose(&f, &[]);
+    assert_ok(&out);
+    let opt = ls_entry(repo, r, "/opt");
+    assert!(opt.ends_with("/opt -> usr/lib/opt"), "{opt}");
+    let usrlocal = ls_entry(repo, r, "/usr/local");
+    assert!(usrlocal.starts_with('d'), "{usrlocal}");
+    for unit in ["usr-lib-opt", "usr-local"] {
+        let link = ls_entry(
+            repo,
+            r,
+            &format!(
+                "/usr/lib/systemd/system/local-fs.target.requires/ostree-state-overlay@{unit}.service"
+            ),
+        );
+        assert!(
+            link.starts_with('l') && link.contains("-> ../ostree-state-overlay@"),
+            "{link}"
+        );
+    }
+    let lines = tmpfiles_lines(repo, r);
+    for (path, target) in [
+        ("/var/usrlocal", "../usr/local"),
+        ("/var/opt", "../usr/lib/opt"),
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("L {path} ")) && l.trim_end().ends_with(target)),
+            "L {path} -> {target}: {lines:#?}"
+        );
+    }
+    assert!(
+        !lines.iter().any(|l| l.starts_with("d /var/opt")),
+        "{lines:#?}"
+    );
+}
+
+/// test-repo-metadata.sh: `repo-metadata: disabled` leaves
+/// `rpmostree.rpmmd-repos` out. `detached` (and test-misc-tweaks'
+/// `sysusers: compose-forced`, `selinux-label-version: 1`) are refused up
+/// front with exit 4 naming the key, since this composer cannot honour them.
+#[test]
+fn repo_metadata_disabled_and_refused_keys() {
+    let manifest = format!("ref: test/x86_64/base\n{BASE}repo-metadata: disabled\n");
+    let f = fixture_with(vec![], |_| false, &manifest);
+    let out = compose(&f, &[]);
+    assert_ok(&out);
+    assert!(exists(&f.repo, REF, "/usr/bin/app"));
+    assert!(!ostree_ok(
+        &f.repo,
+        &["show", REF, "--print-metadata-key=rpmostree.rpmmd-repos"]
+    ));
+    let before = rev(&f.repo, REF);
+    for (extra, key) in [
+        ("repo-metadata: detached\n", "repo-metadata"),
+        ("sysusers: compose-forced\n", "sysusers"),
+        ("selinux-label-version: 1\n", "selinux-label-version"),
+    ] {
+        std::fs::write(&f.manifest, format!("ref: test/x86_64/base\n{BASE}{extra}")).unwrap();
+        let out = compose(&f, &["--force-nocache"]);
+        assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+        assert!(text(&out).contains(key), "{}", text(&out));
+        assert_eq!(rev(&f.repo, REF), before);
+    }
 }
