@@ -177,6 +177,7 @@ impl Setup {
             .args([
                 "--dest-tls-verify=false",
                 "--force-nocache",
+                "--static-delta",
                 "--progress=json",
             ]);
         cmd
@@ -262,11 +263,41 @@ fn run_and_kill(s: &Setup, phase: &str, delay: Duration, target: Target) -> (boo
     (killed, seen)
 }
 
+/// A client of the exported repo (over a file:// remote, as over HTTP):
+/// pulls the ref (through static deltas where there are some) and fscks.
+fn client_pull(client: &Path, export: &Path) -> Result<String, String> {
+    let ok = |o: Output| {
+        if o.status.success() {
+            Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+        } else {
+            Err(format!("client: {}", String::from_utf8_lossy(&o.stderr)))
+        }
+    };
+    if !client.exists() {
+        ok(ostree_out(client, &["init", "--mode=bare-user"]))?;
+        ok(ostree_out(
+            client,
+            &[
+                "remote",
+                "add",
+                "--no-gpg-verify",
+                "origin",
+                &format!("file://{}", export.display()),
+            ],
+        ))?;
+    }
+    ok(ostree_out(client, &["pull", "origin", REF]))?;
+    fsck(client)?;
+    ok(ostree_out(client, &["rev-parse", &format!("origin:{REF}")]))
+}
+
 #[test]
 fn sigkill_at_any_phase_leaves_repos_consistent_and_next_run_works() {
     let t0 = Instant::now();
     let s = setup();
     s.run_ok("first run");
+    let client = s.export.with_file_name("client");
+    client_pull(&client, &s.export).unwrap();
     // CRASH_PHASES=commit,export and CRASH_TRIALS=N narrow or widen a run
     // (to chase one failure); the default is what CI runs.
     let all_phases = ["install", "postprocess", "commit", "export", "oci"];
@@ -335,6 +366,12 @@ fn sigkill_at_any_phase_leaves_repos_consistent_and_next_run_works() {
         }
         if rev(&s.build_repo()) != rev(&s.export) {
             problems.push("after the next run the export ref differs from the build ref".into());
+        }
+        // A client that has the previous commit gets the new one.
+        match client_pull(&client, &s.export) {
+            Ok(c) if Some(&c) == rev(&s.export).as_ref() => {}
+            Ok(c) => problems.push(format!("the client pulled {c}, not the exported ref")),
+            Err(e) => problems.push(e),
         }
         eprintln!(
             "trial {trial:2}: kill {target:?} {delay:?} after '{phase}': {} (phases seen: {seen:?})",
