@@ -272,35 +272,9 @@ pub fn commit_rootfs(repo: &Repo, opts: &CommitOptions) -> Result<CommitResult> 
         }
         _ => None,
     };
-    // libostree moves the staged objects into place one by one when the
-    // transaction commits; a kill in that window leaves the commit object
-    // without (some of) its trees, and `ostree fsck` fails until a later
-    // transaction finishes the moves. Marked partial until the transaction is
-    // done, such a commit is skipped by fsck (and by pulls) instead. (Not a
-    // commit that was already complete in the repo: the same inputs again.)
-    let already_complete = repo
-        .path()
-        .path()
-        .map(|p| {
-            p.join(format!(
-                "objects/{}/{}.commit",
-                &checksum[..2],
-                &checksum[2..]
-            ))
-            .exists()
-        })
-        .unwrap_or(false);
-    if !already_complete {
-        repo.mark_commit_partial(&checksum, true)
-            .with_context(|| format!("Marking commit {checksum} partial until it is complete"))?;
-    }
     let stats = txn
         .commit(gio::Cancellable::NONE)
         .context("Committing the repository transaction")?;
-    if !already_complete {
-        repo.mark_commit_partial(&checksum, false)
-            .with_context(|| format!("Marking commit {checksum} complete"))?;
-    }
     drop(modifier);
     drop(rootfs_dir);
 
