@@ -91,6 +91,16 @@ fn fsck(repo: &Path) -> Result<(), String> {
     }
 }
 
+/// A staging directory of an interrupted libostree transaction is left.
+fn staging_left(repo: &Path) -> bool {
+    std::fs::read_dir(repo.join("tmp"))
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("staging-"))
+        })
+        .unwrap_or(false)
+}
+
 /// The ref is at `old` or at a new commit whose parent is `old`.
 fn old_or_new(repo: &Path, old: &str) -> Result<String, String> {
     let now = rev(repo).ok_or_else(|| format!("{}: ref {REF} is gone", repo.display()))?;
@@ -177,6 +187,7 @@ impl Setup {
             .args([
                 "--dest-tls-verify=false",
                 "--force-nocache",
+                "--static-delta",
                 "--progress=json",
             ]);
         cmd
@@ -262,11 +273,41 @@ fn run_and_kill(s: &Setup, phase: &str, delay: Duration, target: Target) -> (boo
     (killed, seen)
 }
 
+/// A client of the exported repo (over a file:// remote, as over HTTP):
+/// pulls the ref (through static deltas where there are some) and fscks.
+fn client_pull(client: &Path, export: &Path) -> Result<String, String> {
+    let ok = |o: Output| {
+        if o.status.success() {
+            Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+        } else {
+            Err(format!("client: {}", String::from_utf8_lossy(&o.stderr)))
+        }
+    };
+    if !client.exists() {
+        ok(ostree_out(client, &["init", "--mode=bare-user"]))?;
+        ok(ostree_out(
+            client,
+            &[
+                "remote",
+                "add",
+                "--no-gpg-verify",
+                "origin",
+                &format!("file://{}", export.display()),
+            ],
+        ))?;
+    }
+    ok(ostree_out(client, &["pull", "origin", REF]))?;
+    fsck(client)?;
+    ok(ostree_out(client, &["rev-parse", &format!("origin:{REF}")]))
+}
+
 #[test]
 fn sigkill_at_any_phase_leaves_repos_consistent_and_next_run_works() {
     let t0 = Instant::now();
     let s = setup();
     s.run_ok("first run");
+    let client = s.export.with_file_name("client");
+    client_pull(&client, &s.export).unwrap();
     // CRASH_PHASES=commit,export and CRASH_TRIALS=N narrow or widen a run
     // (to chase one failure); the default is what CI runs.
     let all_phases = ["install", "postprocess", "commit", "export", "oci"];
@@ -288,6 +329,7 @@ fn sigkill_at_any_phase_leaves_repos_consistent_and_next_run_works() {
     let mut killed = 0;
     let mut per_phase = std::collections::BTreeMap::<&str, usize>::new();
     let mut failures = Vec::new();
+    let mut staging_windows = 0;
     for trial in 0..trials {
         let phase = phases[trial % phases.len()];
         let delay = Duration::from_millis(delays_ms[(trial / phases.len()) % delays_ms.len()]);
@@ -312,7 +354,21 @@ fn sigkill_at_any_phase_leaves_repos_consistent_and_next_run_works() {
         }
         for repo in [s.build_repo(), s.export.clone()] {
             if let Err(e) = fsck(&repo) {
-                problems.push(e);
+                // Known libostree window: killed while the transaction moved
+                // staged objects into place, a commit object can sit in
+                // objects/ before its trees (still in tmp/staging-*); fsck
+                // fails until the next transaction finishes the moves. Such a
+                // commit has no ref. Tolerated only with a leftover staging
+                // directory, and fsck must be clean after the next run.
+                if staging_left(&repo) && e.contains("No such metadata object") {
+                    staging_windows += 1;
+                    eprintln!(
+                        "trial {trial}: libostree staging window in {}",
+                        repo.display()
+                    );
+                } else {
+                    problems.push(e);
+                }
             }
         }
         // The next run must just work: no lock left behind, no clean-up.
@@ -335,6 +391,12 @@ fn sigkill_at_any_phase_leaves_repos_consistent_and_next_run_works() {
         }
         if rev(&s.build_repo()) != rev(&s.export) {
             problems.push("after the next run the export ref differs from the build ref".into());
+        }
+        // A client that has the previous commit gets the new one.
+        match client_pull(&client, &s.export) {
+            Ok(c) if Some(&c) == rev(&s.export).as_ref() => {}
+            Ok(c) => problems.push(format!("the client pulled {c}, not the exported ref")),
+            Err(e) => problems.push(e),
         }
         eprintln!(
             "trial {trial:2}: kill {target:?} {delay:?} after '{phase}': {} (phases seen: {seen:?})",
@@ -359,7 +421,7 @@ fn sigkill_at_any_phase_leaves_repos_consistent_and_next_run_works() {
         "work directories of killed composes pile up in the cache"
     );
     eprintln!(
-        "{killed} of {trials} trials killed mid-run ({per_phase:?}); {leftovers} work directories left in the cache; {:.0}s",
+        "{killed} of {trials} trials killed mid-run ({per_phase:?}); {staging_windows} hit the libostree staging window; {leftovers} work directories left in the cache; {:.0}s",
         t0.elapsed().as_secs_f32()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
