@@ -485,12 +485,36 @@ fn cases(rpms: &Path) -> Vec<Case> {
         ),
         case("repo_id_defined_twice", BASE, 3, &["fixture", "dup.repo"])
             .file("dup.repo", &repo_file(rpms, "gpgcheck=0")),
+        case(
+            "repo_server_down",
+            BASE,
+            1,
+            &["repo 'fixture'", "127.0.0.1:1"],
+        )
+        .file(
+            "fixture.repo",
+            "[fixture]\nbaseurl=http://127.0.0.1:1/repo\ngpgcheck=0\n",
+        ),
+        case(
+            "repo_baseurl_missing",
+            BASE,
+            1,
+            &["repo 'fixture'", "/nonexistent/repo"],
+        )
+        .file(
+            "fixture.repo",
+            "[fixture]\nbaseurl=file:///nonexistent/repo\ngpgcheck=0\n",
+        ),
         // --- Packages
         case(
             "missing_package",
             &BASE.replace("app]", "app, nosuchpkg]"),
             1,
-            &["nosuchpkg"],
+            &[
+                "Packages not found: nosuchpkg",
+                "searched repositories: fixture",
+                "'repos'",
+            ],
         ),
         case(
             "unsatisfiable_dependency",
@@ -585,6 +609,56 @@ fn cases(rpms: &Path) -> Vec<Case> {
             "--parent=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
         ]),
         case(
+            "composejson_dir_missing",
+            BASE,
+            3,
+            &["--write-composejson-to", "{dir}/nodir", "does not exist"],
+        )
+        .args(&[
+            "--force-nocache",
+            "--write-composejson-to={dir}/nodir/c.json",
+        ]),
+        case(
+            "commitid_dir_missing",
+            BASE,
+            3,
+            &["--write-commitid-to", "{dir}/nodir", "does not exist"],
+        )
+        .args(&["--force-nocache", "--write-commitid-to={dir}/nodir/id"]),
+        case(
+            "touch_if_changed_dir_missing",
+            BASE,
+            3,
+            &["--touch-if-changed", "does not exist"],
+        )
+        .args(&["--force-nocache", "--touch-if-changed={dir}/nodir/t"]),
+        case(
+            "lockfile_missing",
+            BASE,
+            3,
+            &["{dir}/nolock.json", "lockfile"],
+        )
+        .args(&["--ex-lockfile={dir}/nolock.json"]),
+        case("metadata_json_missing", BASE, 3, &["{dir}/nometa.json"])
+            .args(&["--add-metadata-from-json={dir}/nometa.json"]),
+        case(
+            "previous_commit_does_not_resolve",
+            BASE,
+            3,
+            &["--previous-commit nosuchrev"],
+        )
+        .args(&["--previous-commit=nosuchrev"]),
+        case(
+            "oneshot_composejson_dir_missing",
+            BASE,
+            3,
+            &["--write-composejson-to", "does not exist"],
+        )
+        .oneshot(&[
+            "--force-nocache",
+            "--write-composejson-to={dir}/nodir/c.json",
+        ]),
+        case(
             "repo_is_not_a_repo",
             BASE,
             3,
@@ -602,6 +676,14 @@ fn cases(rpms: &Path) -> Vec<Case> {
         case("repo_is_a_file", BASE, 3, &["not an OSTree repository"])
             .file("afile", "x")
             .raw(&["--repo={dir}/afile"]),
+        case(
+            "cachedir_is_a_file",
+            BASE,
+            1,
+            &["{dir}/afile", "cache directory"],
+        )
+        .file("afile", "x")
+        .raw(&["--repo={repo}", "--cachedir={dir}/afile", "--force-nocache"]),
         case("repo_flag_missing", BASE, 2, &["--repo is required"]).raw(&[]),
         case(
             "unsupported_flag",
@@ -622,6 +704,22 @@ fn cases(rpms: &Path) -> Vec<Case> {
         .oneshot(&["--oci=nosuchtransport:x"]),
         case("oneshot_bad_label", BASE, 3, &["novalue"])
             .oneshot(&["--oci=oci:{dir}/img", "--label=novalue"]),
+        case(
+            "oneshot_repo_not_a_repo",
+            BASE,
+            3,
+            &["{dir}/plain", "not an OSTree repository and not empty"],
+        )
+        .file("plain/placeholder", "")
+        .oneshot(&["--repo={dir}/plain"]),
+        case(
+            "oneshot_repo_is_a_file",
+            BASE,
+            3,
+            &["{dir}/afile", "not a directory"],
+        )
+        .file("afile", "x")
+        .oneshot(&["--repo={dir}/afile"]),
         case(
             "oneshot_manifest_without_ref",
             &BASE.replace("ref: test/x86_64/bad\n", ""),
@@ -654,6 +752,8 @@ fn bad_inputs_are_refused_cleanly() {
     assert!(out.status.success(), "good one-shot: {}", text(&out));
     let refs_before = refs(&f.repo);
     let export_refs_before = refs(&export);
+    let oneshot_build = f.tmp.path().join("oneshot-cache/repo-build");
+    let oneshot_build_refs_before = refs(&oneshot_build);
     assert_eq!(export_refs_before.len(), 1);
 
     let all = cases(&f.rpms);
@@ -672,7 +772,10 @@ fn bad_inputs_are_refused_cleanly() {
             };
             std::fs::write(&path, content).unwrap();
         }
-        let subst = |s: &String| s.replace("{dir}", &dir.display().to_string());
+        let subst = |s: &String| {
+            s.replace("{dir}", &dir.display().to_string())
+                .replace("{repo}", &f.repo.display().to_string())
+        };
         let manifest = dir.join(c.manifest).display().to_string();
         let mut env: Vec<(&str, &str)> = vec![("SOURCE_DATE_EPOCH", "1700000000")];
         env.extend(c.env.iter().copied());
@@ -695,15 +798,21 @@ fn bad_inputs_are_refused_cleanly() {
                 a
             }
             Invocation::OneShot(extra) => {
+                let own_repo = extra.iter().any(|a| a.starts_with("--repo"));
                 let mut a = vec![
                     manifest,
-                    format!("--repo={}", export.display()),
+                    if own_repo {
+                        String::new()
+                    } else {
+                        format!("--repo={}", export.display())
+                    },
                     format!(
                         "--cachedir={}",
                         f.tmp.path().join("oneshot-cache").display()
                     ),
                 ];
                 a.extend(extra.iter().map(subst));
+                a.retain(|x| !x.is_empty());
                 a
             }
         };
@@ -730,6 +839,15 @@ fn bad_inputs_are_refused_cleanly() {
                 "refs of the build repo changed: {:?}",
                 refs(&f.repo)
             ));
+        }
+        if refs(&oneshot_build) != oneshot_build_refs_before {
+            problems.push(format!(
+                "refs of the one-shot build repo changed: {:?}",
+                refs(&oneshot_build)
+            ));
+        }
+        if dir.join("plain/.ostree-composer.lock").exists() {
+            problems.push("a lock file was put into a non-repository".into());
         }
         if refs(&export) != export_refs_before {
             problems.push(format!(
@@ -963,4 +1081,116 @@ fn registry_down_is_an_output_failure() {
         t.elapsed() < Duration::from_secs(120),
         "a down registry must fail fast"
     );
+}
+
+mod resolver_fuzz {
+    //! Arbitrary manifest trees (several files including each other, with
+    //! conditions, variables, externals and garbage) through the whole
+    //! loader: never a panic, and every refusal is classified invalid input
+    //! (exit 3). The case count follows `PROPTEST_CASES` (default 256).
+    use ostree_composer::exit::{class_of, ErrorClass};
+    use ostree_composer::treefile::{LoadOptions, Treefile};
+    use proptest::prelude::*;
+
+    fn file_ref() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0..4u8).prop_map(|n| format!("f{n}.yaml")),
+            Just("missing.yaml".to_string()),
+            Just("sub".to_string()),
+            Just("../f0.yaml".to_string()),
+            Just("data.txt".to_string()),
+            "[a-z./]{0,12}",
+        ]
+    }
+
+    fn condition() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("basearch == \"x86_64\"".to_string()),
+            Just("releasever >= 3".to_string()),
+            Just("myvar".to_string()),
+            Just("undefined_thing == 1".to_string()),
+            Just("myvar == \"a\" && basearch != \"s390x\"".to_string()),
+            "[a-z =<>!\"0-9&|()]{0,20}",
+        ]
+    }
+
+    fn scalar() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("true".to_string()),
+            Just("1".to_string()),
+            Just("\"a\"".to_string()),
+            Just("[a, 1]".to_string()),
+            Just("{x: y}".to_string()),
+            Just("null".to_string()),
+            Just("${basearch}".to_string()),
+            Just("\"${nope}\"".to_string()),
+            "[a-z0-9/${}. -]{0,10}",
+        ]
+    }
+
+    fn entry() -> impl Strategy<Value = String> {
+        prop_oneof![
+            file_ref().prop_map(|f| format!("include: {f}\n")),
+            (file_ref(), file_ref()).prop_map(|(a, b)| format!("include: [{a}, {b}]\n")),
+            (condition(), file_ref()).prop_map(|(c, f)| format!(
+                "conditional-include:\n  - if: '{}'\n    include: {f}\n",
+                c.replace('\'', "")
+            )),
+            (condition(), scalar()).prop_map(|(c, v)| format!(
+                "conditional-include:\n  - if: '{}'\n    include:\n      packages: [{v}]\n",
+                c.replace('\'', "")
+            )),
+            scalar().prop_map(|v| format!("variables:\n  myvar: {v}\n")),
+            Just("variables:\n  basearch: x\n".to_string()),
+            scalar().prop_map(|v| format!("ref: {v}\n")),
+            scalar().prop_map(|v| format!("packages: [{v}]\n")),
+            scalar().prop_map(|v| format!("releasever: {v}\n")),
+            (file_ref(), "[/a-z.]{0,16}")
+                .prop_map(|(s, d)| format!("add-files:\n  - [\"{s}\", \"{d}\"]\n")),
+            "[/a-z.]{0,16}".prop_map(|p| format!("remove-files: [\"{p}\"]\n")),
+            file_ref().prop_map(|f| format!("postprocess-script: {f}\n")),
+            file_ref().prop_map(|f| format!("check-passwd:\n  type: file\n  filename: {f}\n")),
+            file_ref().prop_map(|f| format!("arch-include:\n  x86_64: {f}\n")),
+            scalar().prop_map(|v| format!("{v}: {v}\n")),
+            ".{0,30}",
+        ]
+    }
+
+    fn file_body() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => proptest::collection::vec(entry(), 0..5).prop_map(|v| v.concat()),
+            1 => ".{0,60}",
+            1 => proptest::collection::vec(entry(), 0..4)
+                .prop_map(|v| format!("{{\"packages\": [\"a\"], \"bad\": {:?}}}", v.concat())),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_manifest_trees_never_panic(bodies in proptest::collection::vec(file_body(), 1..5)) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+            std::fs::write(dir.path().join("data.txt"), "data\n").unwrap();
+            for (i, b) in bodies.iter().enumerate() {
+                std::fs::write(dir.path().join(format!("f{i}.yaml")), b).unwrap();
+            }
+            let top = dir.path().join("f0.yaml");
+            let result = Treefile::load(&top, &LoadOptions::default()).and_then(|tf| {
+                tf.validate_for_compose()?;
+                tf.strict_ref()?;
+                let _ = tf.to_json_pretty();
+                let _ = tf.checksum();
+                Ok(())
+            });
+            if let Err(e) = result {
+                prop_assert_eq!(
+                    class_of(&e),
+                    Some(ErrorClass::InvalidInput),
+                    "unclassified refusal: {:#}\nfiles: {:?}",
+                    e,
+                    bodies
+                );
+            }
+        }
+    }
 }

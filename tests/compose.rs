@@ -242,3 +242,33 @@ fn print_only_and_dry_run() {
         "dry run must not commit"
     );
 }
+
+#[test]
+fn readonly_executables_and_unsupported_keys() {
+    let f = fixture();
+    std::fs::write(
+        &f.manifest,
+        format!("{MANIFEST}readonly-executables: true\n"),
+    )
+    .unwrap();
+    let out = compose(&f, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ls = ostree(&f.repo, &["ls", REF, "/usr/bin/app", "/usr/etc/app.conf"]);
+    assert!(
+        ls.contains("-00555 0 0") && ls.contains("/usr/bin/app"),
+        "{ls}"
+    );
+    assert!(ls.contains("-00644 0 0"), "{ls}");
+    let before = rev(&f.repo, REF);
+
+    // A key we cannot honour is refused before any work, naming the key.
+    std::fs::write(
+        &f.manifest,
+        format!("{MANIFEST}ostree-layers: [overlay/05core]\n"),
+    )
+    .unwrap();
+    let out = compose(&f, &["--force-nocache"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("ostree-layers"), "{}", text(&out));
+    assert_eq!(rev(&f.repo, REF), before);
+}

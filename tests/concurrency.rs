@@ -179,7 +179,7 @@ fn concurrent_compose_tree_into_one_repo_serializes() {
 fn concurrent_oneshots_into_one_export_repo() {
     let f = fixture();
     let export = f.tmp.path().join("export");
-    let oneshot = |cache: &str| {
+    let oneshot_to = |export: &Path, cache: &str| {
         let mut c = Command::new(composer_bin());
         c.arg(&f.manifest)
             .arg(format!("--repo={}", export.display()))
@@ -187,6 +187,7 @@ fn concurrent_oneshots_into_one_export_repo() {
             .arg("--force-nocache");
         c
     };
+    let oneshot = |cache: &str| oneshot_to(&export, cache);
     // Fresh export repo and a fresh shared cache: both create them at once.
     let outs = run_all(vec![oneshot("shared"), oneshot("shared")]);
     for o in &outs {
@@ -200,6 +201,22 @@ fn concurrent_oneshots_into_one_export_repo() {
     );
     assert_fsck(&export);
     assert_fsck(&f.tmp.path().join("shared/repo-build"));
+
+    // A fresh export repo again, now with separate fresh caches: the
+    // composes must still serialize on the export repo.
+    let export2 = f.tmp.path().join("export2");
+    let fresh = |cache: &str| oneshot_to(&export2, cache);
+    let outs = run_all(vec![fresh("fresh-1"), fresh("fresh-2")]);
+    for o in &outs {
+        assert!(o.status.success(), "{}", text(o));
+    }
+    let c_fresh = chain(&export2, 3);
+    assert_eq!(
+        c_fresh.len(),
+        2,
+        "a lost update in a fresh export repo: {c_fresh:?}"
+    );
+    assert_fsck(&export2);
 
     // Existing export repo, separate caches.
     let outs = run_all(vec![oneshot("own-1"), oneshot("own-2")]);
@@ -217,5 +234,44 @@ fn concurrent_oneshots_into_one_export_repo() {
     assert_fsck(&export);
     for cache in ["own-1", "own-2"] {
         assert_fsck(&f.tmp.path().join(cache).join("repo-build"));
+    }
+}
+
+/// Composes into different repos sharing one fresh cache (rpm-md metadata,
+/// downloaded packages, work directories) at the same time: all succeed.
+#[test]
+fn concurrent_composes_share_one_cache() {
+    let f = fixture();
+    let cache = f.tmp.path().join("shared-cache");
+    let repos: Vec<PathBuf> = (0..3)
+        .map(|i| f.tmp.path().join(format!("repo{i}")))
+        .collect();
+    let cmds = repos
+        .iter()
+        .map(|repo| {
+            assert!(Command::new("ostree")
+                .arg(format!("--repo={}", repo.display()))
+                .args(["init", "--mode=bare-user"])
+                .status()
+                .unwrap()
+                .success());
+            let mut c = Command::new(composer_bin());
+            c.args(["compose", "tree"])
+                .arg(format!("--repo={}", repo.display()))
+                .arg(format!("--cachedir={}", cache.display()))
+                .arg(&f.manifest)
+                .env("SOURCE_DATE_EPOCH", "1700000000");
+            c
+        })
+        .collect();
+    let outs = run_all(cmds);
+    for o in &outs {
+        assert!(o.status.success(), "{}", text(o));
+    }
+    // The same inputs give the same commit in each repo.
+    let commits: Vec<_> = repos.iter().map(|r| rev(r, REF).unwrap()).collect();
+    assert!(commits.windows(2).all(|w| w[0] == w[1]), "{commits:?}");
+    for r in &repos {
+        assert_fsck(r);
     }
 }

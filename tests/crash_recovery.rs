@@ -37,7 +37,7 @@ fn packages() -> Vec<Pkg> {
     // Enough content that commit, export and push take a measurable moment.
     let mut many = Pkg::new("manyfiles", "1.0");
     let mut state: u32 = 12345;
-    for i in 0..400 {
+    for i in 0..150 {
         let content: String = (0..2000)
             .map(|_| {
                 state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
@@ -89,6 +89,16 @@ fn fsck(repo: &Path) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr)
         ))
     }
+}
+
+/// A staging directory of an interrupted libostree transaction is left.
+fn staging_left(repo: &Path) -> bool {
+    std::fs::read_dir(repo.join("tmp"))
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("staging-"))
+        })
+        .unwrap_or(false)
 }
 
 /// The ref is at `old` or at a new commit whose parent is `old`.
@@ -177,6 +187,7 @@ impl Setup {
             .args([
                 "--dest-tls-verify=false",
                 "--force-nocache",
+                "--static-delta",
                 "--progress=json",
             ]);
         cmd
@@ -262,17 +273,64 @@ fn run_and_kill(s: &Setup, phase: &str, delay: Duration, target: Target) -> (boo
     (killed, seen)
 }
 
+/// A client of the exported repo (over a file:// remote, as over HTTP):
+/// pulls the ref (through static deltas where there are some) and fscks.
+fn client_pull(client: &Path, export: &Path) -> Result<String, String> {
+    let ok = |o: Output| {
+        if o.status.success() {
+            Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+        } else {
+            Err(format!("client: {}", String::from_utf8_lossy(&o.stderr)))
+        }
+    };
+    if !client.exists() {
+        ok(ostree_out(client, &["init", "--mode=bare-user"]))?;
+        ok(ostree_out(
+            client,
+            &[
+                "remote",
+                "add",
+                "--no-gpg-verify",
+                "origin",
+                &format!("file://{}", export.display()),
+            ],
+        ))?;
+    }
+    ok(ostree_out(client, &["pull", "origin", REF]))?;
+    fsck(client)?;
+    ok(ostree_out(client, &["rev-parse", &format!("origin:{REF}")]))
+}
+
 #[test]
 fn sigkill_at_any_phase_leaves_repos_consistent_and_next_run_works() {
     let t0 = Instant::now();
     let s = setup();
     s.run_ok("first run");
-    let phases = ["install", "postprocess", "commit", "export", "oci"];
+    let client = s.export.with_file_name("client");
+    client_pull(&client, &s.export).unwrap();
+    // CRASH_PHASES=commit,export and CRASH_TRIALS=N narrow or widen a run
+    // (to chase one failure); the default is what CI runs.
+    let all_phases = ["install", "postprocess", "commit", "export", "oci"];
+    let chosen = std::env::var("CRASH_PHASES").unwrap_or_default();
+    let phases: Vec<&str> = if chosen.is_empty() {
+        all_phases.to_vec()
+    } else {
+        all_phases
+            .into_iter()
+            .filter(|p| chosen.split(',').any(|c| c == *p))
+            .collect()
+    };
+    let trials: usize = std::env::var("CRASH_TRIALS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20)
+        .max(20);
     let delays_ms = [0u64, 30, 80, 200];
     let mut killed = 0;
     let mut per_phase = std::collections::BTreeMap::<&str, usize>::new();
     let mut failures = Vec::new();
-    for trial in 0..20usize {
+    let mut staging_windows = 0;
+    for trial in 0..trials {
         let phase = phases[trial % phases.len()];
         let delay = Duration::from_millis(delays_ms[(trial / phases.len()) % delays_ms.len()]);
         let target = if trial % 2 == 0 {
@@ -296,7 +354,21 @@ fn sigkill_at_any_phase_leaves_repos_consistent_and_next_run_works() {
         }
         for repo in [s.build_repo(), s.export.clone()] {
             if let Err(e) = fsck(&repo) {
-                problems.push(e);
+                // Known libostree window: killed while the transaction moved
+                // staged objects into place, a commit object can sit in
+                // objects/ before its trees (still in tmp/staging-*); fsck
+                // fails until the next transaction finishes the moves. Such a
+                // commit has no ref. Tolerated only with a leftover staging
+                // directory, and fsck must be clean after the next run.
+                if staging_left(&repo) && e.contains("No such metadata object") {
+                    staging_windows += 1;
+                    eprintln!(
+                        "trial {trial}: libostree staging window in {}",
+                        repo.display()
+                    );
+                } else {
+                    problems.push(e);
+                }
             }
         }
         // The next run must just work: no lock left behind, no clean-up.
@@ -319,6 +391,12 @@ fn sigkill_at_any_phase_leaves_repos_consistent_and_next_run_works() {
         }
         if rev(&s.build_repo()) != rev(&s.export) {
             problems.push("after the next run the export ref differs from the build ref".into());
+        }
+        // A client that has the previous commit gets the new one.
+        match client_pull(&client, &s.export) {
+            Ok(c) if Some(&c) == rev(&s.export).as_ref() => {}
+            Ok(c) => problems.push(format!("the client pulled {c}, not the exported ref")),
+            Err(e) => problems.push(e),
         }
         eprintln!(
             "trial {trial:2}: kill {target:?} {delay:?} after '{phase}': {} (phases seen: {seen:?})",
@@ -343,18 +421,89 @@ fn sigkill_at_any_phase_leaves_repos_consistent_and_next_run_works() {
         "work directories of killed composes pile up in the cache"
     );
     eprintln!(
-        "{killed} of 20 trials killed mid-run ({per_phase:?}); {leftovers} work directories left in the cache; {:.0}s",
+        "{killed} of {trials} trials killed mid-run ({per_phase:?}); {staging_windows} hit the libostree staging window; {leftovers} work directories left in the cache; {:.0}s",
         t0.elapsed().as_secs_f32()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert!(
-        killed >= 15,
+        killed >= trials * 3 / 4,
         "only {killed} trials were killed mid-run: the phases went by too fast"
     );
-    for p in phases {
+    for p in &phases {
         assert!(
             per_phase.get(p).copied().unwrap_or(0) >= 1,
             "no kill during '{p}': {per_phase:?}"
         );
     }
+}
+
+/// A kill between the export's ref update and its summary regeneration
+/// leaves a stale summary (clients resolving refs through it stay on the old
+/// commit). The next run, with unchanged inputs, must repair it rather than
+/// report "nothing to do". The interrupted state is made deterministically
+/// with the ostree CLI.
+#[test]
+fn next_run_repairs_a_summary_left_stale_by_a_kill() {
+    let s = setup();
+    let plain = |force: bool| {
+        let mut cmd = Command::new(composer_bin());
+        cmd.arg(&s.manifest)
+            .arg(format!("--repo={}", s.export.display()))
+            .arg(format!("--cachedir={}", s.cache.display()));
+        if force {
+            cmd.arg("--force-nocache");
+        }
+        cmd.output().unwrap()
+    };
+    let out = plain(false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let old = rev(&s.export).unwrap();
+    // A new commit in the build repo (what the killed run had done)...
+    let out = Command::new(composer_bin())
+        .args(["compose", "tree", "--force-nocache"])
+        .arg(format!("--repo={}", s.build_repo().display()))
+        .arg(format!("--cachedir={}", s.cache.display()))
+        .arg(&s.manifest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new = rev(&s.build_repo()).unwrap();
+    assert_ne!(new, old);
+    // ...pulled into the export repo and its ref moved, then killed before
+    // the summary was regenerated.
+    let ok = |o: Output| assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok(ostree_out(
+        &s.export,
+        &["pull-local", &s.build_repo().display().to_string(), &new],
+    ));
+    ok(ostree_out(&s.export, &["reset", REF, &new]));
+    let summary = |repo: &Path| {
+        String::from_utf8_lossy(&ostree_out(repo, &["summary", "--view"]).stdout).into_owned()
+    };
+    assert!(
+        summary(&s.export).contains(&old),
+        "precondition: the summary is stale"
+    );
+    // The next run: unchanged inputs.
+    let out = plain(false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(rev(&s.export).as_deref(), Some(new.as_str()));
+    let view = summary(&s.export);
+    assert!(
+        view.contains(&new) && !view.contains(&old),
+        "the summary still points clients at the old commit:\n{view}"
+    );
+    fsck(&s.export).unwrap();
 }

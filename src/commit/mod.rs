@@ -6,7 +6,8 @@
 //! - [`metadata`]: typed commit metadata and its big-endian `a{sv}` form.
 //! - [`write`]: [`commit_rootfs`], one transaction, ref moved only on success;
 //!   [`xattrs`] decides which extended attributes are kept, `special` moves
-//!   fifos/sockets/devices out of the way.
+//!   fifos/sockets/devices out of the way; `parallel` writes the files on
+//!   one thread per core (same objects, same checksum as libostree's walk).
 //! - [`read`]: [`CommitInfo`], a previous commit's metadata and files.
 //! - [`pkgdiff`]: the compose JSON package diff (pure).
 //! - [`pull`]: copying commits between local repositories.
@@ -17,6 +18,7 @@
 
 pub mod lock;
 pub mod metadata;
+mod parallel;
 pub mod pkgdiff;
 pub mod pull;
 pub mod read;
@@ -33,5 +35,5 @@ pub use read::{format_timestamp, CommitInfo};
 pub use repo::{create_repo, open_or_create_repo, open_repo, set_repo_fsync};
 pub use write::{
     commit_rootfs, find_kernel_version, resolve_parent, source_date_epoch, CommitOptions,
-    CommitResult, CommitStats, ParentSpec,
+    CommitResult, CommitStats, ParentSpec, TreeWriter,
 };

@@ -27,6 +27,7 @@ use ostree::{
 };
 
 use super::metadata::{CommitMetadata, KEY_VERSION};
+use super::parallel::ContentStats;
 use super::read::{format_timestamp, CommitInfo};
 use super::special::{find_special_files, SpecialFilesAside};
 use super::xattrs::{kept_xattrs, read_ostreemeta, xattrs_to_variant};
@@ -70,6 +71,22 @@ pub struct CommitOptions {
     pub gpg_key: Option<String>,
     /// GnuPG home directory for `gpg_key` (default: the user's).
     pub gpg_homedir: Option<PathBuf>,
+    /// How the files are written (both give the same commit).
+    pub writer: TreeWriter,
+}
+
+/// Which tree writer [`commit_rootfs`] uses. Both write the same objects and
+/// give the same commit checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TreeWriter {
+    /// The parallel writer when it applies (no SELinux labeling, no devino
+    /// cache, a tree it reproduces exactly), else libostree's walk.
+    #[default]
+    Auto,
+    /// libostree's single-threaded `write_dfd_to_mtree`.
+    Libostree,
+    /// The parallel writer with this many worker threads (when it applies).
+    Parallel(usize),
 }
 
 impl CommitOptions {
@@ -89,6 +106,7 @@ impl CommitOptions {
             consume: false,
             gpg_key: None,
             gpg_homedir: None,
+            writer: TreeWriter::Auto,
         }
     }
 }
@@ -228,7 +246,7 @@ pub fn commit_rootfs(repo: &Repo, opts: &CommitOptions) -> Result<CommitResult> 
     let txn = repo
         .auto_transaction(gio::Cancellable::NONE)
         .context("Starting a repository transaction")?;
-    let (root, skipped) = write_tree(repo, opts, rootfs_str, sepolicy.as_ref())?;
+    let (root, skipped, content) = write_tree(repo, opts, rootfs_str, sepolicy.as_ref())?;
     drop(sepolicy);
     drop(rootfs_dir);
     let metadata = opts.metadata.to_variant();
@@ -283,10 +301,10 @@ pub fn commit_rootfs(repo: &Repo, opts: &CommitOptions) -> Result<CommitResult> 
         stats: CommitStats {
             metadata_total: stats.get_metadata_objects_total() as u64,
             metadata_written: stats.get_metadata_objects_written() as u64,
-            content_total: stats.get_content_objects_total() as u64,
-            content_written: stats.get_content_objects_written() as u64,
+            content_total: stats.get_content_objects_total() as u64 + content.total,
+            content_written: stats.get_content_objects_written() as u64 + content.written,
             devino_cache_hits: stats.get_devino_cache_hits() as u64,
-            content_bytes_written: stats.get_content_bytes_written(),
+            content_bytes_written: stats.get_content_bytes_written() + content.bytes_written,
         },
         skipped,
         selinux_labeled,
@@ -295,8 +313,47 @@ pub fn commit_rootfs(repo: &Repo, opts: &CommitOptions) -> Result<CommitResult> 
 }
 
 /// Write the rootfs' files and directories (inside the caller's transaction)
-/// and return the tree root and the skipped special files.
+/// and return the tree root, the skipped special files and the content
+/// statistics of the parallel writer's own transactions (zero for libostree's walk).
 fn write_tree(
+    repo: &Repo,
+    opts: &CommitOptions,
+    rootfs_str: &str,
+    sepolicy: Option<&SePolicy>,
+) -> Result<(RepoFile, Vec<String>, ContentStats)> {
+    let threads = match opts.writer {
+        TreeWriter::Libostree => None,
+        _ if sepolicy.is_some() || opts.devino_cache.is_some() => None,
+        TreeWriter::Auto => Some(super::parallel::default_threads()),
+        TreeWriter::Parallel(n) => Some(n.max(1)),
+    };
+    if let Some(threads) = threads {
+        match super::parallel::write_tree(repo, &opts.rootfs, threads, opts.consume)? {
+            Ok((mtree, skipped, content)) => {
+                return Ok((write_root(repo, &mtree)?, skipped, content));
+            }
+            Err(declined) => {
+                eprintln!(
+                    "note: committing with libostree's single-threaded walk ({})",
+                    declined.0
+                );
+            }
+        }
+    }
+    let (root, skipped) = write_tree_libostree(repo, opts, rootfs_str, sepolicy)?;
+    Ok((root, skipped, ContentStats::default()))
+}
+
+fn write_root(repo: &Repo, mtree: &MutableTree) -> Result<RepoFile> {
+    let root = repo
+        .write_mtree(mtree, gio::Cancellable::NONE)
+        .context("Writing the directory tree")?;
+    root.downcast::<RepoFile>()
+        .map_err(|_| anyhow!("libostree returned a tree root that is not a RepoFile"))
+}
+
+/// [`write_tree`] with libostree's `write_dfd_to_mtree`.
+fn write_tree_libostree(
     repo: &Repo,
     opts: &CommitOptions,
     rootfs_str: &str,
@@ -328,13 +385,7 @@ fn write_tree(
     write_result
         .with_context(|| format!("Writing {} into the repository", opts.rootfs.display()))?;
     restored?;
-    let root = repo
-        .write_mtree(&mtree, gio::Cancellable::NONE)
-        .context("Writing the directory tree")?;
-    let root = root
-        .downcast::<RepoFile>()
-        .map_err(|_| anyhow!("libostree returned a tree root that is not a RepoFile"))?;
-    Ok((root, special))
+    Ok((write_root(repo, &mtree)?, special))
 }
 
 fn path_str(p: &Path) -> Result<&str> {

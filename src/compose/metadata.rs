@@ -25,8 +25,12 @@ pub fn user_metadata(
         }
     }
     for path in json_files {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("Reading --add-metadata-from-json {}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            invalid_input(format!(
+                "Reading --add-metadata-from-json {}: {e}; give an existing JSON file",
+                path.display()
+            ))
+        })?;
         let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
             invalid_input(format!(
                 "--add-metadata-from-json {}: invalid JSON at line {} column {}: {e}",

@@ -11,6 +11,7 @@ pub mod metadata;
 pub mod oneshot;
 pub mod postprocess_run;
 pub mod report;
+pub mod support;
 pub mod tree;
 pub mod version;
 

@@ -103,6 +103,31 @@ fn open_or_create_build_repo(path: &Path) -> Result<()> {
     }
 }
 
+/// Refuse an output path that can never be exported to before composing
+/// anything (and before a lock file is put into it).
+fn check_export_destination(path: &Path) -> Result<()> {
+    if !path.exists() || ostree_commit::repo::is_repo(path) {
+        return Ok(());
+    }
+    let shown = path.display();
+    if !path.is_dir() {
+        return Err(invalid_input(format!(
+            "--repo {shown} is not a directory: give an OSTree repository, or an empty or missing directory"
+        )));
+    }
+    let entries = std::fs::read_dir(path).with_context(|| format!("Reading --repo {shown}"))?;
+    let non_empty = entries
+        .flatten()
+        .any(|e| e.file_name() != ostree_commit::lock::LOCK_FILE_NAME);
+    if non_empty {
+        return Err(invalid_input(format!(
+            "--repo {shown} is not an OSTree repository and not empty: give an empty or missing directory, \
+             or create a repository with `ostree init --repo={shown} --mode=archive`"
+        )));
+    }
+    Ok(())
+}
+
 /// Run the one-shot command.
 pub fn run(args: OneShotArgs) -> Result<()> {
     let manifest = args
@@ -140,6 +165,20 @@ pub fn run(args: OneShotArgs) -> Result<()> {
     for dest in &args.oci {
         crate::oci::imageref::parse_destination(dest)?;
     }
+    check_export_destination(&export_path)?;
+    if let Some(path) = &args.write_composejson_to {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(invalid_input(format!(
+                "--write-composejson-to {}: the directory {} does not exist; create it first",
+                path.display(),
+                dir.display()
+            )));
+        }
+    }
     let cache = choose_cache(args.cachedir.as_deref())?;
     let build_repo_path = cache.path().join("repo-build");
     open_or_create_build_repo(&build_repo_path)?;
@@ -155,11 +194,15 @@ pub fn run(args: OneShotArgs) -> Result<()> {
             format!(" and {}", args.oci.join(", "))
         }
     ));
-    let _export_lock = if export_path.exists() {
-        Some(ostree_commit::RepoLock::acquire(&export_path)?)
-    } else {
-        None
-    };
+    // Lock the export repo for the whole run, creating its directory first
+    // if needed (export accepts a directory holding only the lock file):
+    // two first runs into a new repo must serialize too, or the second
+    // commit replaces the first without it as parent.
+    if !export_path.exists() {
+        std::fs::create_dir_all(&export_path)
+            .with_context(|| format!("Creating --repo {}", export_path.display()))?;
+    }
+    let _export_lock = ostree_commit::RepoLock::acquire(&export_path)?;
     let fallback_previous = exported_previous(&export_path, &treeref)?;
     let req = TreeRequest {
         treefile: manifest.clone(),
@@ -183,7 +226,13 @@ pub fn run(args: OneShotArgs) -> Result<()> {
         TreeOutcome::DryRun { .. } | TreeOutcome::DownloadOnly => return Ok(()),
         TreeOutcome::Unchanged { previous } => {
             // Make sure the output repo really has it (it may have been wiped).
-            if ostree_commit::repo::is_repo(&export_path)
+            // When the build repo has the commit, the (idempotent) export
+            // still runs: a run killed after moving the exported ref but
+            // before regenerating the summary left the summary stale.
+            if !ostree_commit::read::has_commit(
+                &ostree_commit::open_repo(&build_repo_path)?,
+                &previous,
+            )? && ostree_commit::repo::is_repo(&export_path)
                 && ostree_commit::read::resolve_rev(
                     &ostree_commit::open_repo(&export_path)?,
                     &treeref,
@@ -217,6 +266,10 @@ pub fn run(args: OneShotArgs) -> Result<()> {
         export_path.clone()
     };
 
+    // Export first, then images: an image is only pushed once the archive
+    // repo has the commit, so a failed export never leaves a pushed image
+    // behind. (Running both at once gained nothing measurable: libostree's
+    // pull already uses worker threads.)
     if in_build_repo {
         let t = Instant::now();
         progress::phase("export", &format!("Exporting to {}", export_path.display()));

@@ -186,6 +186,12 @@ pub fn run(
             removed.len()
         ));
     }
+    if c.readonly_executables() {
+        let n = crate::postprocess::modes::make_executables_readonly(rootfs_tmp)?;
+        progress::note(&format!(
+            "readonly-executables: {n} executables made read-only"
+        ));
+    }
     treefile_steps::run_treefile_steps(
         rootfs_tmp,
         &treefile_steps_options(treefile, version, source_date_epoch)?,

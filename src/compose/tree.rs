@@ -104,7 +104,9 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     progress::phase("treefile", &format!("Loading {}", req.treefile.display()));
     let treefile = Treefile::load(&req.treefile, &LoadOptions::default())?;
     refuse_empty_manifest(&req.treefile)?;
+    check_output_dirs(req)?;
     treefile.validate_for_compose()?;
+    super::support::check_supported(&treefile)?;
     let treeref = treefile.strict_ref()?;
     progress::done(
         "treefile",
@@ -155,9 +157,36 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     std::fs::create_dir_all(&cachedir)
         .with_context(|| format!("Creating the cache directory {}", cachedir.display()))?;
     let install_req = install_request(&treefile, req, &cachedir);
+    // Fast path: inputs identical to the last full resolve in this cache and
+    // the previous commit carries its input hash -> unchanged, without dnf.
+    let fast_key = (!req.force_nocache
+        && !req.dry_run
+        && !req.download_only
+        && req.write_lockfile_to.is_none())
+    .then(|| install::fastpath::key(&install_req, &treefile.checksum()))
+    .flatten();
+    if let (Some(key), Some(prev_hash), Some(prev)) =
+        (&fast_key, &previous_inputhash, previous.checksum())
+    {
+        if install::fastpath::cached_inputhash(&cachedir, key).as_deref() == Some(prev_hash) {
+            progress::note(&format!(
+                "Input state hash: {prev_hash} (repositories and treefile unchanged; not resolving)"
+            ));
+            println!("No apparent changes since previous commit; use --force-nocache to override");
+            return Ok(TreeOutcome::Unchanged {
+                previous: prev.to_string(),
+            });
+        }
+    }
     let t = Instant::now();
     progress::phase("resolve", "Resolving dependencies");
-    let resolution = install::resolve(&install_req)?;
+    let resolution = match install::resolve(&install_req) {
+        Ok(r) => r,
+        Err(e) => {
+            install::fastpath::clear(&cachedir);
+            return Err(e);
+        }
+    };
     progress::done(
         "resolve",
         &format!(
@@ -181,6 +210,9 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
         }),
     );
     progress::note(&format!("Input state hash: {inputhash}"));
+    if let Some(key) = &fast_key {
+        install::fastpath::store(&cachedir, key, &inputhash)?;
+    }
     let unchanged = !req.force_nocache
         && match (&previous_inputhash, previous.checksum()) {
             (Some(h), _) => *h == inputhash,
@@ -359,11 +391,11 @@ fn find_previous(
     treeref: Option<&str>,
 ) -> Result<Previous> {
     if let Some(rev) = &req.previous_commit {
-        let info = CommitInfo::load(repo, rev).with_context(|| {
-            format!(
-                "--previous-commit {rev} does not resolve in {}",
+        let info = CommitInfo::load(repo, rev).map_err(|e| {
+            crate::exit::invalid_input(format!(
+                "--previous-commit {rev} does not resolve in {}: {e:#}; give an existing ref or commit checksum",
                 req.repo.display()
-            )
+            ))
         })?;
         return Ok(Previous::Local(info));
     }
@@ -502,6 +534,33 @@ fn check_parent_exists(
             return Err(crate::exit::invalid_input(format!(
                 "--parent {rev}: no such commit in {}; give an existing ref or commit checksum, or drop --parent",
                 req.repo.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The files written after the commit must have a directory to go into:
+/// checked first, so a typo does not leave a commit (and a moved ref) behind
+/// a failed run.
+fn check_output_dirs(req: &TreeRequest) -> Result<()> {
+    let outputs = [
+        ("--write-commitid-to", &req.write_commitid_to),
+        ("--write-composejson-to", &req.write_composejson_to),
+        ("--touch-if-changed", &req.touch_if_changed),
+        ("--ex-write-lockfile-to", &req.write_lockfile_to),
+    ];
+    for (flag, path) in outputs {
+        let Some(path) = path else { continue };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(crate::exit::invalid_input(format!(
+                "{flag} {}: the directory {} does not exist; create it first",
+                path.display(),
+                dir.display()
             )));
         }
     }

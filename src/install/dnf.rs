@@ -23,11 +23,10 @@ use serde_json::json;
 
 use super::{lockfile, InstallRequest, Resolution};
 use crate::exit::{invalid_input, unsupported};
-use crate::repos;
 
-const HELPER: &str = include_str!("dnf_helper.py");
+pub(super) const HELPER: &str = include_str!("dnf_helper.py");
 /// What rpm-ostree passes as `$releasever` when the treefile sets none.
-const UNSET_RELEASEVER: &str = "rpmostree-unset-releasever";
+pub(super) const UNSET_RELEASEVER: &str = "rpmostree-unset-releasever";
 
 /// Which dnf the host has.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,13 +146,8 @@ impl Backend {
                 dnf5.display()
             )));
         }
-        let all = repos::load_repo_dir(&req.repos_dir)?;
-        let lockfile_repos: &[String] = if req.lockfiles.is_empty() {
-            &[]
-        } else {
-            &req.lockfile_repos
-        };
-        let enabled = repos::select_repos(&all, req.repos.as_deref(), lockfile_repos)?;
+        let lockfile_repos = super::active_lockfile_repos(req);
+        let enabled = super::enabled_repos(req)?;
         let wants_packages =
             !req.packages.is_empty() || req.repo_packages.iter().any(|(_, p)| !p.is_empty());
         if enabled.is_empty() && wants_packages {
@@ -211,12 +205,14 @@ impl Backend {
         let mut request = request.clone();
         request["workdir"] = json!(work.path());
 
-        let mut child = Command::new(python)
-            .arg(&script)
+        let mut cmd = Command::new(python);
+        cmd.arg(&script)
             .env("HOME", &home)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        super::die_with_parent(&mut cmd);
+        let mut child = cmd
             .spawn()
             .with_context(|| format!("Running {} (dnf's Python)", python.display()))?;
         {

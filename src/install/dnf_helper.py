@@ -48,13 +48,15 @@ def setup_base(req, installroot, metadata_from_cache):
     cache_only = req["cache_only"]
     rpm.addMacro("_dbpath", "/usr/share/rpm")
     rpm.addMacro("_db_backend", "sqlite")
-    if req.get("install_langs"):
-        rpm.addMacro("_install_langs", ":".join(req["install_langs"]))
     work = req["workdir"]
     for sub in ("persist", "log"):
         os.makedirs(os.path.join(work, sub), exist_ok=True)
     os.makedirs(installroot, exist_ok=True)
     base = dnf.Base()
+    # After dnf.Base(): creating it re-reads rpm's macro files, which would
+    # put %_install_langs back to "all" over a value defined before.
+    if req.get("install_langs"):
+        rpm.addMacro("_install_langs", ":".join(req["install_langs"]))
     conf = base.conf
     conf.installroot = installroot
     conf.cachedir = req["cachedir"]
@@ -204,7 +206,10 @@ def mark_requested(base, req):
             except dnf.exceptions.MarkingError:
                 raise Failure("No matches for '%s' in repo '%s'" % (spec, repo))
     if missing:
-        raise Failure("Packages not found: %s" % ", ".join(missing))
+        searched = ", ".join(sorted(r.id for r in base.repos.iter_enabled())) or "none"
+        raise Failure("Packages not found: %s (searched repositories: %s); check the names in "
+                      "'packages' or add the repository that provides them to 'repos'"
+                      % (", ".join(missing), searched))
 
 
 def repo_states(base):

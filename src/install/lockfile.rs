@@ -142,8 +142,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Lockfile> {
 pub fn read(paths: &[PathBuf]) -> Result<Lockfile> {
     let mut merged = Lockfile::default();
     for path in paths {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("Reading lockfile {}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            invalid_input(format!(
+                "Reading lockfile {}: {e}; give an existing lockfile",
+                path.display()
+            ))
+        })?;
         let one = parse(&text, path)?;
         merged.packages.extend(one.packages);
     }

@@ -11,6 +11,7 @@
 //! post-processing of the root.
 
 mod dnf;
+pub mod fastpath;
 pub mod lockfile;
 pub mod rpmdb;
 
@@ -21,6 +22,30 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 pub use rpmdb::{installed_packages, InstalledPackage};
+
+/// Make a helper process die with the compose: when the compose is killed
+/// (SIGKILL leaves no chance to clean up), the kernel sends the child
+/// SIGKILL too (`PR_SET_PDEATHSIG`), instead of leaving dnf or a script
+/// running orphaned, writing into a work directory the next run removes.
+/// The signal follows the spawning *thread*: spawn from a thread that lives
+/// as long as the child (all callers spawn from the compose's own thread).
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent died before prctl: nothing would send the signal.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
 
 /// Everything the installer needs from the treefile and the command line.
 #[derive(Debug, Clone, Default)]
@@ -128,6 +153,22 @@ impl Resolution {
     /// Total download size in bytes.
     pub fn download_size(&self) -> u64 {
         self.packages.iter().map(|p| p.download_size).sum()
+    }
+}
+
+/// The repositories `req` enables: `repos` (or those with `enabled=1`), plus
+/// `lockfile-repos` when lockfiles are given.
+pub(crate) fn enabled_repos(req: &InstallRequest) -> Result<Vec<crate::repos::RepoDef>> {
+    let all = crate::repos::load_repo_dir(&req.repos_dir)?;
+    crate::repos::select_repos(&all, req.repos.as_deref(), active_lockfile_repos(req))
+}
+
+/// `lockfile-repos` count only when lockfiles are given.
+pub(crate) fn active_lockfile_repos(req: &InstallRequest) -> &[String] {
+    if req.lockfiles.is_empty() {
+        &[]
+    } else {
+        &req.lockfile_repos
     }
 }
 

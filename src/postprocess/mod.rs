@@ -4,6 +4,7 @@ pub mod common;
 pub mod final_steps;
 pub mod fsutil;
 pub mod kernel;
+pub mod modes;
 pub mod nsswitch;
 pub mod passwd;
 pub mod prepare_rootfs;

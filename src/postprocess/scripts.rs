@@ -182,6 +182,7 @@ fn run_chrooted(root_path: &Path, program: &str, env: &ScriptEnv) -> Result<Exit
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit());
+    crate::install::die_with_parent(&mut cmd);
     let status = cmd
         .status()
         .with_context(|| format!("Spawning {} {}", chroot.display(), root_path.display()))?;

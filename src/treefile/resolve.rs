@@ -177,8 +177,45 @@ fn read_external(
 }
 
 /// Open the externals one file declares (§3.1 step 2).
+/// An `add-files` source must stay inside the directory of the top-level
+/// manifest or of the file declaring it (as given or with the manifest's own
+/// symlink resolved), after following `..` and symlinks:
+/// its content goes into the image, so a manifest must not be able to pull in
+/// arbitrary host files (credentials, keys). rpm-ostree does not check this.
+fn check_add_files_source(top: &Path, declaring: &Path, src: &str, full: &Path) -> Result<()> {
+    let Ok(real) = std::fs::canonicalize(full) else {
+        // Missing: read_external reports it.
+        return Ok(());
+    };
+    // The directories as given and, for a manifest that is itself a symlink
+    // (a manifest tree mirrored by symlinks), where it really lives: a file
+    // outside the manifest tree cannot carry an attacker's add-files list.
+    let mut roots = vec![dir_of(top), dir_of(declaring)];
+    for f in [top, declaring] {
+        if let Ok(real_file) = std::fs::canonicalize(f) {
+            roots.push(dir_of(&real_file));
+        }
+    }
+    let inside = roots.iter().any(|root| {
+        std::fs::canonicalize(root)
+            .map(|root| real.starts_with(root))
+            .unwrap_or(false)
+    });
+    if inside {
+        return Ok(());
+    }
+    Err(invalid_input(format!(
+        "{}: add-files: source '{src}' resolves to {}, outside the manifest directory {}; \
+         copy the file into the manifest directory (sources may not escape it through '..' or symlinks)",
+        declaring.display(),
+        real.display(),
+        dir_of(top).display()
+    )))
+}
+
 fn open_externals(
     opts: &ResolveOptions,
+    top: &Path,
     path: &Path,
     cfg: &TreeComposeConfig,
 ) -> Result<Externals> {
@@ -195,6 +232,7 @@ fn open_externals(
         ext.check_groups_file = read_external(opts, path, "check-groups", &dir.join(filename))?;
     }
     for (src, _dest) in cfg.add_files.iter().flatten() {
+        check_add_files_source(top, path, src, &dir.join(src))?;
         if let Some(f) = read_external(opts, path, "add-files", &dir.join(src))? {
             ext.add_files.insert(src.clone(), f);
         }
@@ -239,7 +277,12 @@ impl Walker<'_> {
             Format::Kickstart => kickstart_config(path, &text, devino)?,
             _ => parse_treefile_str(&text, format, &name, basearch)?,
         };
-        let mut externals = open_externals(self.opts, path, &cfg)?;
+        let top = self
+            .files
+            .first()
+            .cloned()
+            .unwrap_or_else(|| path.to_path_buf());
+        let mut externals = open_externals(self.opts, &top, path, &cfg)?;
 
         let mut includes: Vec<String> =
             cfg.include.take().map(|i| i.into_vec()).unwrap_or_default();
