@@ -282,9 +282,17 @@ pub fn commit_rootfs(repo: &Repo, opts: &CommitOptions) -> Result<CommitResult> 
         }
         _ => None,
     };
+    // Marked partial while libostree moves the staged objects into place: a
+    // kill in that window leaves an unreferenced commit whose trees may be
+    // missing, and `ostree fsck` accepts a partial commit where it would
+    // report a corrupt one. Unmarked once everything is in place.
+    repo.mark_commit_partial(&checksum, true)
+        .with_context(|| format!("Marking commit {checksum} partial during the transaction"))?;
     let stats = txn
         .commit(gio::Cancellable::NONE)
         .context("Committing the repository transaction")?;
+    repo.mark_commit_partial(&checksum, false)
+        .with_context(|| format!("Unmarking commit {checksum} partial"))?;
 
     let info = CommitInfo::load(repo, &checksum)?;
     // A `version` that is not a string (e.g. a JSON number) is not a version.
