@@ -72,21 +72,10 @@ fn compute_key(req: &InstallRequest, treefile_checksum: &str) -> Result<Option<F
     field("version", env!("CARGO_PKG_VERSION").as_bytes());
     field("helper", super::dnf::HELPER.as_bytes());
     field("treefile", treefile_checksum.as_bytes());
-    let settings = serde_json::json!({
-        "repos": req.repos,
-        "lockfile_repos": lockfile_repos,
-        "releasever": req.releasever,
-        "basearch": req.basearch,
-        "repovars": req.repovars,
-        "packages": req.packages,
-        "repo_packages": req.repo_packages,
-        "exclude": req.exclude_packages,
-        "recommends": req.recommends,
-        "documentation": req.documentation,
-        "install_langs": req.install_langs,
-        "lockfile_strict": req.lockfile_strict,
-    });
-    field("settings", settings.to_string().as_bytes());
+    // Every field of the request, so a setting added later cannot be
+    // forgotten here (the cache-related ones only make the key stricter).
+    let settings = format!("{req:?} {lockfile_repos:?}");
+    field("settings", settings.as_bytes());
     for lf in &req.lockfiles {
         let bytes = std::fs::read(lf).with_context(|| format!("Reading {}", lf.display()))?;
         field("lockfile", &bytes);
