@@ -10,6 +10,7 @@
 //! Skipped (with a message) only when podman is not installed.
 
 mod common;
+use common::registry::Registry;
 
 use common::rpmfixture::{build_repo, filesystem_pkg, setup_pkg, Entry, Pkg};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -654,68 +655,6 @@ fn github_template_compose_step_runs_rootless() {
     assert_owned_by(&work.path().join("out"), runner.uid);
 }
 
-/// A docker-registry with htpasswd authentication on a free local port.
-struct AuthRegistry {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for AuthRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_auth_registry(user: &str, password: &str) -> AuthRegistry {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let htpasswd = dir.path().join("htpasswd");
-    let out = Command::new("htpasswd")
-        .args(["-nbB", user, password])
-        .output()
-        .expect("htpasswd (apache2-utils; ci/setup-host installs it)");
-    assert!(out.status.success(), "{}", describe(&out));
-    std::fs::write(&htpasswd, &out.stdout).unwrap();
-    let cfg = dir.path().join("config.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: test\n    path: {}\n",
-            dir.path().join("storage").display(),
-            htpasswd.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("/usr/bin/docker-registry")
-        .arg("serve")
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("starting docker-registry");
-    let reg = AuthRegistry {
-        child,
-        port,
-        _dir: dir,
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "docker-registry did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    reg
-}
-
 fn auth_json(registry: &str, user: &str, password: &str) -> String {
     use std::io::Write;
     let mut child = Command::new("base64")
@@ -743,7 +682,7 @@ fn auth_json(registry: &str, user: &str, password: &str) -> String {
 fn push_to_an_authenticated_registry_with_a_mounted_authfile() {
     let Some(runner) = runner() else { return };
     let (user, password) = ("composer", "pw-7f3a9c-never-log-me");
-    let registry = start_auth_registry(user, password);
+    let registry = Registry::start_with_auth(user, password);
     let host = format!("127.0.0.1:{}", registry.port);
     let work = runner.workdir();
     std::fs::write(

@@ -9,14 +9,14 @@
 //! half only the main process (its helpers are orphaned and must not get in
 //! the way of the next run).
 mod common;
+use common::registry::Registry;
 
 use common::composer_bin;
 use common::rpmfixture::*;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const REF: &str = "test/x86_64/crash";
@@ -114,56 +114,6 @@ fn old_or_new(repo: &Path, old: &str) -> Result<String, String> {
     }
 }
 
-/// A docker-registry on a free local port, killed on drop.
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_registry() -> Registry {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let cfg = dir.path().join("config.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("storage").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("/usr/bin/docker-registry")
-        .arg("serve")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting docker-registry");
-    let reg = Registry {
-        child,
-        port,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "registry did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    reg
-}
-
 struct Setup {
     _tmp: tempfile::TempDir,
     manifest: PathBuf,
@@ -213,7 +163,7 @@ fn setup() -> Setup {
     write_repo_file(&dir, "fixture", &rpms, false);
     let manifest = dir.join("m.yaml");
     std::fs::write(&manifest, MANIFEST).unwrap();
-    let registry = start_registry();
+    let registry = Registry::start();
     Setup {
         manifest,
         export: tmp.path().join("export"),

@@ -2,11 +2,11 @@
 //! rootfs, committed with the `ostree` CLI, encapsulated with ostree-ext, checked
 //! with skopeo, imported back with ostree-ext, pushed to a real docker-registry.
 mod common;
+use common::registry::Registry;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -518,75 +518,6 @@ fn bad_inputs_are_clear_errors() {
     assert!(!out.path().join("img").exists());
 }
 
-/// A docker-registry on a free local port, killed on drop.
-struct Registry {
-    child: Child,
-    port: u16,
-    storage: tempfile::TempDir,
-    _config: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// htpasswd line: bcrypt of "s3cr3t-pass" (cost 4, to keep the test fast).
-const HTPASSWD: &str = "tester:$2b$04$ZiKRJr.SkX2uzLC0RL.svOgeYWiSSUUtIGREq2xnafimlEiHg.9MS\n";
-
-fn start_registry() -> Registry {
-    start_registry_with(false)
-}
-
-fn start_registry_with(auth: bool) -> Registry {
-    let port = free_port();
-    let storage = tmpdir();
-    let config = tmpdir();
-    let cfg = config.path().join("config.yml");
-    let mut yaml = format!(
-        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-        storage.path().display()
-    );
-    if auth {
-        let pw = config.path().join("htpasswd");
-        std::fs::write(&pw, HTPASSWD).unwrap();
-        yaml.push_str(&format!(
-            "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
-            pw.display()
-        ));
-    }
-    std::fs::write(&cfg, yaml).unwrap();
-    let child = Command::new("/usr/bin/docker-registry")
-        .arg("serve")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting docker-registry");
-    let reg = Registry {
-        child,
-        port,
-        storage,
-        _config: config,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "registry did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    reg
-}
-
 fn blob_count(storage: &Path) -> usize {
     let dir = storage.join("docker/registry/v2/blobs/sha256");
     let mut n = 0;
@@ -599,7 +530,7 @@ fn blob_count(storage: &Path) -> usize {
 #[test]
 fn registry_push_roundtrip_and_failure() {
     let f = fixture();
-    let reg = start_registry();
+    let reg = Registry::start();
     let work = tmpdir();
     let mut o = options(f, work.path());
     o.tls_verify = false;
@@ -613,7 +544,7 @@ fn registry_push_roundtrip_and_failure() {
     assert_eq!(info["Labels"]["containers.bootc"], "1");
     assert_eq!(info["Digest"], r.manifest_digest.as_str());
     assert_eq!(info["Layers"].as_array().unwrap().len(), r.layer_count);
-    let blobs = blob_count(reg.storage.path());
+    let blobs = blob_count(&reg.storage);
     // The registry stores the manifest as a blob too.
     assert_eq!(blobs, r.layer_count + 2, "layers + config + manifest");
 
@@ -631,7 +562,7 @@ fn registry_push_roundtrip_and_failure() {
     let r2 = oci::build_and_push(&o, &dest).unwrap();
     assert_eq!(r2.manifest_digest, r.manifest_digest);
     assert_eq!(r2.layers_reused, r.layer_count, "{r2:?}");
-    assert_eq!(blob_count(reg.storage.path()), blobs);
+    assert_eq!(blob_count(&reg.storage), blobs);
 
     // TLS verification on against a plain-HTTP registry: a clear, non-retried failure.
     let mut strict = options(f, work.path());
@@ -657,7 +588,7 @@ fn registry_push_roundtrip_and_failure() {
 #[test]
 fn registry_with_authentication() {
     let f = fixture();
-    let reg = start_registry_with(true);
+    let reg = Registry::start_with_auth("tester", "s3cr3t-pass");
     let work = tmpdir();
     let dest = format!("docker://127.0.0.1:{}/auth/os:1", reg.port);
     let authfile = |pw: &str| {

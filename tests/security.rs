@@ -8,14 +8,13 @@
 //! - registry credentials (authfile contents) never appear on stdout, stderr
 //!   or in the compose JSON, whether the registry accepts or refuses them.
 mod common;
+use common::registry::Registry;
 
 use common::composer_bin;
 use common::rpmfixture::*;
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 const REF: &str = "test/x86_64/sec";
 
@@ -390,69 +389,6 @@ fn add_files_sources_cannot_escape_the_manifest_directory() {
     assert_fsck(&repo);
 }
 
-/// A docker-registry with htpasswd auth on a free local port, killed on drop.
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_auth_registry(user: &str, password: &str) -> Registry {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    // A bcrypt hash for htpasswd (python3's crypt uses libxcrypt here).
-    let out = run(Command::new("python3").args([
-        "-W",
-        "ignore",
-        "-c",
-        "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
-        password,
-    ]));
-    let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(hash.starts_with("$2"), "bcrypt hash: {hash}");
-    let htpasswd = dir.path().join("htpasswd");
-    std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
-    let cfg = dir.path().join("config.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: test\n    path: {}\n",
-            dir.path().join("storage").display(),
-            htpasswd.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("/usr/bin/docker-registry")
-        .arg("serve")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting docker-registry");
-    let reg = Registry {
-        child,
-        port,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "registry did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    reg
-}
-
 fn authfile(path: &Path, port: u16, user: &str, password: &str) {
     use std::io::Write;
     let mut b64 = Vec::new();
@@ -494,7 +430,7 @@ fn registry_credentials_never_leak() {
     std::fs::write(&manifest, BASE).unwrap();
     let user = "composer";
     let password = "S3cr3t-Pa55word-4-test";
-    let reg = start_auth_registry(user, password);
+    let reg = Registry::start_with_auth(user, password);
     let dest = format!("docker://127.0.0.1:{}/test/sec:latest", reg.port);
     let export = tmp.path().join("export");
     let cache = tmp.path().join("cache");

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod compose_fixture;
+pub mod registry;
 pub mod rpmfixture;
 
 use std::path::PathBuf;
