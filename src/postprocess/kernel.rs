@@ -252,22 +252,7 @@ pub fn dracut_args(
         Some(a) => a.to_vec(),
         None => vec!["--no-hostonly".to_string()],
     };
-    const COMPRESS_FLAGS: &[&str] = &[
-        "--compress",
-        "--gzip",
-        "--zstd",
-        "--xz",
-        "--lzma",
-        "--bzip2",
-        "--lzo",
-        "--lz4",
-        "--no-compress",
-    ];
-    let user_compress = user.iter().any(|a| {
-        COMPRESS_FLAGS
-            .iter()
-            .any(|f| a == f || a.starts_with(&format!("{f}=")))
-    });
+    let user_compress = chooses_compression(&user);
     args.extend(user);
     if let (false, Some(c)) = (user_compress, compressor) {
         args.push("--compress".into());
@@ -276,6 +261,62 @@ pub fn dracut_args(
     args.push("--kver".into());
     args.push(kver.to_string());
     args
+}
+
+/// dracut flags that choose the initramfs compression.
+const COMPRESS_FLAGS: &[&str] = &[
+    "--compress",
+    "--gzip",
+    "--zstd",
+    "--xz",
+    "--lzma",
+    "--bzip2",
+    "--lzo",
+    "--lz4",
+    "--no-compress",
+];
+
+/// Whether `args` already choose a compression. Pure.
+fn chooses_compression(args: &[String]) -> bool {
+    args.iter().any(|a| {
+        COMPRESS_FLAGS
+            .iter()
+            .any(|f| a == f || a.starts_with(&format!("{f}=")))
+    })
+}
+
+/// The host's `pigz`, used to compress the initramfs on all cores when the
+/// tree has no parallel compressor of its own (dracut would otherwise gzip on
+/// one thread, most of a bootable compose's time).
+fn host_pigz() -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("pigz"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Compress `file` in place with the host's pigz (gzip format, no name or
+/// timestamp, so the output is reproducible).
+fn compress_with_host_pigz(pigz: &Path, file: &Path) -> Result<()> {
+    let out_path = file.with_extension("img.gz");
+    let out = std::fs::File::create(&out_path)
+        .with_context(|| format!("Creating {}", out_path.display()))?;
+    let status = Command::new(pigz)
+        .args(["-6", "-n", "-c"])
+        .arg(file)
+        .stdout(out)
+        .status()
+        .with_context(|| format!("Running {}", pigz.display()))?;
+    if !status.success() {
+        bail!(
+            "{} -6 -n -c {} failed: {status}",
+            pigz.display(),
+            file.display()
+        );
+    }
+    std::fs::rename(&out_path, file)
+        .with_context(|| format!("Moving {} to {}", out_path.display(), file.display()))
 }
 
 /// Temporary changes that let tools run chrooted into the tree.
@@ -541,13 +582,23 @@ fn run_dracut(
         None
     };
     let tmp_in_root = format!("/{tmpdir_name}");
-    let args = dracut_args(
+    let mut args = dracut_args(
         &tmp_in_root,
         kver,
         opts.initramfs_args.as_deref(),
         has_ostree_module,
         compressor,
     );
+    // No parallel compressor in the tree: let dracut write an uncompressed
+    // cpio and gzip it here with the host's pigz (standard gzip format).
+    let host_compressor = match (compressor, chooses_compression(&args)) {
+        (None, false) => host_pigz(),
+        _ => None,
+    };
+    if host_compressor.is_some() {
+        let at = args.len() - 2; // before `--kver KVER`
+        args.insert(at, "--no-compress".into());
+    }
     eprintln!("Running dracut {}", args.join(" "));
     let before = snapshot_scratch_dirs(root)?;
     let run = with_shims(root, true, true, || {
@@ -567,6 +618,13 @@ fn run_dracut(
     let out = format!("{tmpdir_name}/initramfs.img");
     if !exists(root, &out)? {
         bail!("dracut succeeded but wrote no {out}");
+    }
+    if let Some(pigz) = host_compressor {
+        eprintln!(
+            "Compressing the initramfs with {} (all cores)",
+            pigz.display()
+        );
+        compress_with_host_pigz(&pigz, &root_path.join(&out))?;
     }
     Ok(out)
 }
@@ -927,5 +985,18 @@ mod tests {
             "abc123  vmlinuz\n"
         );
         assert_eq!(relativize_hmac("abc  vmlinuz\n"), "abc  vmlinuz\n");
+    }
+
+    #[test]
+    fn compression_choice_is_detected() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(chooses_compression(&v(&["--no-hostonly", "--zstd"])));
+        assert!(chooses_compression(&v(&["--compress=xz"])));
+        assert!(chooses_compression(&v(&["--no-compress"])));
+        assert!(!chooses_compression(&v(&[
+            "--no-hostonly",
+            "--kver",
+            "6.1"
+        ])));
     }
 }
