@@ -12,31 +12,6 @@ use std::path::Path;
 use std::process::Command;
 
 /// The standard fixture packages plus `extra`, minus the packages `skip` rejects.
-fn fixture_with(extra: Vec<Pkg>, skip: impl Fn(&Pkg) -> bool, manifest: &str) -> Fixture {
-    assert!(have_rpm_tools(), "rpmbuild and createrepo_c are needed");
-    let tmp = tempfile::tempdir_in("/var/tmp").unwrap();
-    let dir = tmp.path().join("manifest");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut pkgs: Vec<Pkg> = packages().into_iter().filter(|p| !skip(p)).collect();
-    pkgs.extend(extra);
-    let rpms = build_repo(&tmp.path().join("rpms"), &pkgs);
-    write_repo_file(&dir, "fixture", &rpms, false);
-    std::fs::write(dir.join("extra.conf"), "extra=1\n").unwrap();
-    let manifest_path = dir.join("manifest.yaml");
-    std::fs::write(&manifest_path, manifest).unwrap();
-    let repo = tmp.path().join("repo");
-    init_repo(&repo, "bare-user");
-    let cache = tmp.path().join("cache");
-    std::fs::create_dir_all(&cache).unwrap();
-    Fixture {
-        dir,
-        manifest: manifest_path,
-        repo,
-        cache,
-        _tmp: tmp,
-    }
-}
-
 fn rpms_dir(f: &Fixture) -> std::path::PathBuf {
     f._tmp.path().join("rpms")
 }

@@ -90,6 +90,12 @@ remove-files:
 "#;
 
 pub fn fixture() -> Fixture {
+    fixture_with(vec![], |_| false, MANIFEST)
+}
+
+/// The fixture with `extra` packages added, those matching `skip` left out,
+/// and `manifest` as the treefile.
+pub fn fixture_with(extra: Vec<Pkg>, skip: impl Fn(&Pkg) -> bool, manifest: &str) -> Fixture {
     assert!(
         have_rpm_tools(),
         "rpmbuild and createrepo_c are needed (run ci/setup-host)"
@@ -97,18 +103,20 @@ pub fn fixture() -> Fixture {
     let tmp = tempfile::tempdir_in("/var/tmp").unwrap();
     let dir = tmp.path().join("manifest");
     std::fs::create_dir_all(&dir).unwrap();
-    let rpms = build_repo(&tmp.path().join("rpms"), &packages());
+    let mut pkgs: Vec<Pkg> = packages().into_iter().filter(|p| !skip(p)).collect();
+    pkgs.extend(extra);
+    let rpms = build_repo(&tmp.path().join("rpms"), &pkgs);
     write_repo_file(&dir, "fixture", &rpms, false);
     std::fs::write(dir.join("extra.conf"), "extra=1\n").unwrap();
-    let manifest = dir.join("manifest.yaml");
-    std::fs::write(&manifest, MANIFEST).unwrap();
+    let manifest_path = dir.join("manifest.yaml");
+    std::fs::write(&manifest_path, manifest).unwrap();
     let repo = tmp.path().join("repo");
     init_repo(&repo, "bare-user");
     let cache = tmp.path().join("cache");
     std::fs::create_dir_all(&cache).unwrap();
     Fixture {
         dir,
-        manifest,
+        manifest: manifest_path,
         repo,
         cache,
         _tmp: tmp,
