@@ -264,7 +264,9 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     let rootfs_tmp = workdir.path().join("rootfs.tmp");
     std::fs::create_dir_all(&rootfs_tmp)
         .with_context(|| format!("Creating {}", rootfs_tmp.display()))?;
-    inject_passwd(&treefile, &previous, &rootfs_tmp)?;
+    // Read once: injected before the install, checked against after it.
+    let prev_passwd = previous_passwd(&previous)?;
+    super::postprocess_run::inject_passwd(&treefile, &prev_passwd, &rootfs_tmp)?;
     let t = Instant::now();
     progress::phase(
         "install",
@@ -282,7 +284,7 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
         &rootfs_tmp,
         &rootfs,
         version.as_deref(),
-        &previous_passwd(&previous)?,
+        &prev_passwd,
         req.source_date_epoch,
     )?;
     progress::done("postprocess", "done", t.elapsed().as_secs_f64());
@@ -425,11 +427,6 @@ fn previous_passwd(previous: &Previous) -> Result<crate::postprocess::passwd::Pr
         out.lib_group = text("/usr/lib/group")?;
     }
     Ok(out)
-}
-
-fn inject_passwd(treefile: &Treefile, previous: &Previous, rootfs_tmp: &Path) -> Result<()> {
-    let prev = previous_passwd(previous)?;
-    super::postprocess_run::inject_passwd(treefile, &prev, rootfs_tmp)
 }
 
 fn install_request(treefile: &Treefile, req: &TreeRequest, cachedir: &Path) -> InstallRequest {
