@@ -710,6 +710,107 @@ fn consume_deletes_the_rootfs() {
     ostree(&repo_path, &["fsck"]);
 }
 
+/// Consuming into a bare-user repository on the same filesystem renames plain
+/// files into `objects/` (no copy) and still makes exactly libostree's commit;
+/// hardlinked files and files with kept xattrs are copied as before.
+#[test]
+fn consume_into_bare_user_adopts_files_and_matches_libostree() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tmpdir();
+    let rootfs = tmp.path().join("rootfs");
+    build_rootfs(&rootfs);
+    write(&rootfs.join("usr/share/big"), &"x".repeat(3 << 20), 0o644);
+    write(&rootfs.join("usr/share/linked"), "linked\n", 0o644);
+    std::fs::hard_link(
+        rootfs.join("usr/share/linked"),
+        rootfs.join("usr/share/linked2"),
+    )
+    .unwrap();
+    // A copy of the same tree for libostree's own walk.
+    let reference_root = tmp.path().join("reference");
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(&rootfs)
+        .arg(&reference_root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reference_path = tmp.path().join("reference-repo");
+    let reference = init_repo(&reference_path, "bare-user");
+    let mut ropts = options(&reference_root);
+    ropts.writer = commit::TreeWriter::Libostree;
+    let expected = commit_rootfs(&reference, &ropts).unwrap();
+
+    let ino = |p: &str| std::fs::metadata(rootfs.join(p)).unwrap().ino();
+    let (big_ino, ping_ino, linked_ino) = (
+        ino("usr/share/big"),
+        ino("usr/bin/ping"),
+        ino("usr/share/linked"),
+    );
+    let repo_path = tmp.path().join("repo");
+    let repo = init_repo(&repo_path, "bare-user");
+    let mut opts = options(&rootfs);
+    opts.consume = true;
+    let got = commit_rootfs(&repo, &opts).unwrap();
+    assert_eq!(got.checksum, expected.checksum);
+    ostree(&repo_path, &["fsck"]);
+    assert!(!rootfs.join("usr/share/big").exists());
+
+    let object_ino = |path: &str| {
+        let line = ostree(&repo_path, &["ls", "-C", &got.checksum, path]);
+        let csum = line
+            .split_whitespace()
+            .find(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+            .unwrap_or_else(|| panic!("no checksum in {line}"))
+            .to_string();
+        let obj = repo_path.join(format!("objects/{}/{}.file", &csum[..2], &csum[2..]));
+        let meta = std::fs::metadata(&obj).unwrap();
+        let reference_obj =
+            reference_path.join(format!("objects/{}/{}.file", &csum[..2], &csum[2..]));
+        let rmeta = std::fs::metadata(&reference_obj).unwrap();
+        // The object file looks exactly like the one libostree wrote.
+        assert_eq!(
+            (
+                meta.mode(),
+                meta.uid(),
+                meta.gid(),
+                meta.mtime(),
+                meta.len()
+            ),
+            (
+                rmeta.mode(),
+                rmeta.uid(),
+                rmeta.gid(),
+                rmeta.mtime(),
+                rmeta.len()
+            ),
+            "{path}"
+        );
+        meta.ino()
+    };
+    assert_eq!(
+        object_ino("/usr/share/big"),
+        big_ino,
+        "a plain file becomes its object"
+    );
+    assert_ne!(
+        object_ino("/usr/bin/ping"),
+        ping_ino,
+        "a file with kept xattrs is copied"
+    );
+    assert_ne!(
+        object_ino("/usr/share/linked"),
+        linked_ino,
+        "a hardlinked file is copied"
+    );
+    // Owned by someone else: taken over (chowned) as libostree would write it.
+    object_ino("/var/lib/owned/data");
+}
+
 #[test]
 fn pull_local_commit_only_or_with_history() {
     let tmp = tmpdir();

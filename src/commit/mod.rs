@@ -16,6 +16,7 @@
 //! Not for: deciding metadata values, versions or change detection policy
 //! (the compose pipeline does), exporting to archive repos ([`crate::export`]).
 
+mod adopt;
 pub mod lock;
 pub mod metadata;
 mod parallel;

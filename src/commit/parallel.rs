@@ -31,6 +31,7 @@ use ostree::gio;
 use ostree::prelude::*;
 use ostree::{MutableTree, Repo};
 
+use super::adopt::Adopter;
 use super::xattrs::{kept_xattrs, read_ostreemeta, xattrs_to_variant};
 
 /// Content-object counts of the workers' transactions.
@@ -125,7 +126,12 @@ pub(super) fn write_tree(
         .path()
         .ok_or_else(|| anyhow!("The repository has no local path"))?;
     let walked = started.elapsed().as_secs_f64();
-    let (checksums, stats) = write_contents(&repo_path, &jobs, threads, consume)?;
+    let adopter = if consume {
+        Adopter::new(repo, &repo_path, rootfs)?
+    } else {
+        None
+    };
+    let (checksums, stats) = write_contents(&repo_path, &jobs, threads, consume, adopter.as_ref())?;
     let written = started.elapsed().as_secs_f64();
 
     let mtree = MutableTree::new();
@@ -231,6 +237,7 @@ fn write_contents(
     jobs: &[Job],
     threads: usize,
     consume: bool,
+    adopter: Option<&Adopter>,
 ) -> Result<(Vec<String>, ContentStats)> {
     // Big files first, so the workers finish together.
     let mut order: Vec<usize> = (0..jobs.len()).collect();
@@ -247,6 +254,7 @@ fn write_contents(
         failed: AtomicBool::new(false),
         results: Mutex::new(vec![None; jobs.len()]),
         consume,
+        adopter,
         prepared: Barrier::new(threads),
         committing: Mutex::new(()),
     };
@@ -299,6 +307,8 @@ struct WorkQueue<'a> {
     failed: AtomicBool,
     results: Mutex<Vec<Option<String>>>,
     consume: bool,
+    /// Set when files may be renamed into the repository instead of copied.
+    adopter: Option<&'a Adopter>,
     prepared: Barrier,
     /// Held while a worker commits its transaction (one at a time, for the
     /// same reason as `prepared`).
@@ -322,6 +332,8 @@ fn worker(q: &WorkQueue<'_>) -> Result<ContentStats> {
     // directories and fails on one that a finishing transaction is deleting.
     q.prepared.wait();
     let txn = txn?;
+    // Objects that bypassed the transaction (already present, or adopted).
+    let mut bypassed = ContentStats::default();
     loop {
         if q.failed.load(Ordering::SeqCst) {
             // Another worker failed: stop; dropping `txn` aborts ours.
@@ -330,9 +342,18 @@ fn worker(q: &WorkQueue<'_>) -> Result<ContentStats> {
         let n = q.next.fetch_add(1, Ordering::SeqCst);
         let Some(&i) = q.order.get(n) else { break };
         let job = &q.jobs[i];
-        let checksum = write_one(&repo, job)
+        let (checksum, stored) = write_one(&repo, job, q.adopter)
             .with_context(|| format!("Writing {} into the repository", job.path.display()))?;
-        if q.consume {
+        match stored {
+            Stored::ByLibostree => {}
+            Stored::AlreadyPresent => bypassed.total += 1,
+            Stored::Adopted { size } => {
+                bypassed.total += 1;
+                bypassed.written += 1;
+                bypassed.bytes_written += size;
+            }
+        }
+        if q.consume && !matches!(stored, Stored::Adopted { .. }) {
             std::fs::remove_file(&job.path)
                 .with_context(|| format!("Removing committed {}", job.path.display()))?;
         }
@@ -350,14 +371,26 @@ fn worker(q: &WorkQueue<'_>) -> Result<ContentStats> {
         .commit(gio::Cancellable::NONE)
         .context("Committing a commit worker's transaction")?;
     Ok(ContentStats {
-        total: stats.get_content_objects_total() as u64,
-        written: stats.get_content_objects_written() as u64,
-        bytes_written: stats.get_content_bytes_written(),
+        total: stats.get_content_objects_total() as u64 + bypassed.total,
+        written: stats.get_content_objects_written() as u64 + bypassed.written,
+        bytes_written: stats.get_content_bytes_written() + bypassed.bytes_written,
     })
 }
 
-/// One content object, exactly as libostree's walk writes it.
-fn write_one(repo: &Repo, job: &Job) -> Result<String> {
+/// How [`write_one`] stored a content object.
+enum Stored {
+    /// Written through libostree (its transaction counts it).
+    ByLibostree,
+    /// The repository already had it: nothing was written.
+    AlreadyPresent,
+    /// The rootfs file itself became the object (see [`Adopter`]).
+    Adopted { size: u64 },
+}
+
+/// One content object, exactly as libostree's walk writes it. A regular
+/// file is checksummed first (by libostree, from the same header), so a file
+/// the repository already has is never copied: on a rebuild most are.
+fn write_one(repo: &Repo, job: &Job, adopter: Option<&Adopter>) -> Result<(String, Stored)> {
     let xattrs = xattrs_to_variant(&kept_xattrs(&job.path)?);
     match &job.kind {
         Kind::Symlink { target } => {
@@ -374,10 +407,10 @@ fn write_one(repo: &Repo, job: &Job) -> Result<String> {
                     gio::Cancellable::NONE,
                 )
                 .context("Writing a symlink object")?;
-            Ok(csum.to_string())
+            Ok((csum.to_string(), Stored::ByLibostree))
         }
         Kind::Regular { .. } => {
-            let file = std::fs::File::open(&job.path).context("Opening")?;
+            let mut file = std::fs::File::open(&job.path).context("Opening")?;
             // The size of what is read, not of the earlier stat.
             let size = file.metadata().context("Reading metadata")?.len();
             let info = gio::FileInfo::new();
@@ -387,6 +420,34 @@ fn write_one(repo: &Repo, job: &Job) -> Result<String> {
             info.set_attribute_uint32("unix::gid", job.owner.gid);
             info.set_attribute_uint32("unix::mode", job.owner.mode);
             info.set_attribute_uint32("unix::rdev", 0);
+            let checksum = {
+                // SAFETY: `file` outlives the stream, which does not close the fd.
+                let input = unsafe {
+                    gio::UnixInputStream::with_fd(std::os::fd::AsRawFd::as_raw_fd(&file))
+                };
+                ostree::checksum_file_from_input(
+                    &info,
+                    Some(&xattrs),
+                    Some(&input),
+                    ostree::ObjectType::File,
+                    gio::Cancellable::NONE,
+                )
+                .map_err(|e| anyhow!("Checksumming: {e}"))?
+                .to_hex()
+            };
+            if repo
+                .has_object(ostree::ObjectType::File, &checksum, gio::Cancellable::NONE)
+                .context("Looking up a content object")?
+            {
+                return Ok((checksum, Stored::AlreadyPresent));
+            }
+            if let Some(adopter) = adopter {
+                let owner = (job.owner.uid, job.owner.gid, job.owner.mode);
+                if adopter.adopt(&file, &job.path, owner, &xattrs, &checksum)? {
+                    return Ok((checksum, Stored::Adopted { size }));
+                }
+            }
+            std::io::Seek::rewind(&mut file).context("Rewinding")?;
             // SAFETY: `take_fd` takes ownership of the descriptor the File owned.
             let input = unsafe { gio::UnixInputStream::take_fd(file) };
             let (object, length) = ostree::raw_file_to_content_stream(
@@ -397,9 +458,9 @@ fn write_one(repo: &Repo, job: &Job) -> Result<String> {
             )
             .context("Building the content object stream")?;
             let csum = repo
-                .write_content(None, &object, length, gio::Cancellable::NONE)
+                .write_content(Some(&checksum), &object, length, gio::Cancellable::NONE)
                 .context("Writing a content object")?;
-            Ok(csum.to_hex())
+            Ok((csum.to_hex(), Stored::ByLibostree))
         }
     }
 }

@@ -19,6 +19,19 @@ pub type Xattr = (Vec<u8>, Vec<u8>);
 /// All xattrs of `path` (not following symlinks), sorted by name. A
 /// filesystem without xattr support yields none.
 pub fn read_xattrs(path: &Path) -> Result<Vec<Xattr>> {
+    let mut out = Vec::new();
+    for name in read_xattr_names(path)? {
+        if let Some(value) = read_xattr(path, &name)? {
+            out.push((name, value));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The names of the xattrs of `path` (not following symlinks); none on a
+/// filesystem without xattr support.
+pub(super) fn read_xattr_names(path: &Path) -> Result<Vec<Vec<u8>>> {
     use rustix::io::Errno;
     let unsupported = |e: Errno| e == Errno::NOTSUP || e == Errno::OPNOTSUPP;
     let mut names = vec![0u8; 1024];
@@ -36,14 +49,11 @@ pub fn read_xattrs(path: &Path) -> Result<Vec<Xattr>> {
             }
         }
     };
-    let mut out = Vec::new();
-    for name in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        if let Some(value) = read_xattr(path, name)? {
-            out.push((name.to_vec(), value));
-        }
-    }
-    out.sort();
-    Ok(out)
+    Ok(names[..len]
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| n.to_vec())
+        .collect())
 }
 
 /// One xattr's value; `None` if it does not exist.
@@ -87,7 +97,7 @@ pub struct OstreeMeta {
     pub xattrs: Vec<Xattr>,
 }
 
-const OSTREEMETA: &[u8] = b"user.ostreemeta";
+pub(super) const OSTREEMETA: &[u8] = b"user.ostreemeta";
 
 pub(super) fn read_ostreemeta(path: &Path) -> Result<Option<OstreeMeta>> {
     match read_xattr(path, OSTREEMETA)? {

@@ -1,0 +1,159 @@
+//! Turn a rootfs file into its bare-user content object by renaming it into
+//! the repository, instead of copying its data.
+//!
+//! When the commit consumes the rootfs (the compose deletes it afterwards),
+//! copying every file into `objects/` writes the whole tree a second time
+//! only to delete the first copy. A file can become its own object when the
+//! repository is bare-user on the same filesystem, the file has a single
+//! link (renaming a shared inode would change the other names' metadata) and
+//! no xattrs other than `user.ostreemeta` (the object must not carry real
+//! xattrs such as file capabilities). The object is then exactly what
+//! libostree writes in bare-user mode: ownership, mode and xattrs in
+//! `user.ostreemeta` (GVariant `(uuua(ayay))`, big-endian numbers), file mode
+//! `(mode & 0775) | 0400`, mtime 0, owned by the repository's user.
+//!
+//! Durability: like libostree's own workers here, no fsync per object; the
+//! caller's transaction syncs the filesystem before any ref points at the
+//! commit. A crash before that leaves at most unreferenced objects.
+//!
+//! Not for: archive repositories (objects are compressed), checksumming (the
+//! caller passes the checksum libostree computed for the file).
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use ostree::glib::{ToVariant, Variant};
+
+use super::xattrs::{read_xattr_names, OSTREEMETA};
+
+/// Renames eligible rootfs files into one repository's `objects/`.
+#[derive(Debug)]
+pub(super) struct Adopter {
+    objects: PathBuf,
+    dev: u64,
+    uid: rustix::fs::Uid,
+    gid: rustix::fs::Gid,
+}
+
+impl Adopter {
+    /// An adopter for `repo_path` when the commit consumes `rootfs`, the
+    /// repository is bare-user and both are on one filesystem; else `None`.
+    pub(super) fn new(
+        repo: &ostree::Repo,
+        repo_path: &Path,
+        rootfs: &Path,
+    ) -> Result<Option<Adopter>> {
+        if repo.mode() != ostree::RepoMode::BareUser {
+            return Ok(None);
+        }
+        let objects = repo_path.join("objects");
+        let dev = std::fs::metadata(&objects)
+            .with_context(|| format!("Reading {}", objects.display()))?
+            .dev();
+        let root_dev = std::fs::metadata(rootfs)
+            .with_context(|| format!("Reading {}", rootfs.display()))?
+            .dev();
+        if dev != root_dev {
+            return Ok(None);
+        }
+        Ok(Some(Adopter {
+            objects,
+            dev,
+            uid: rustix::process::geteuid(),
+            gid: rustix::process::getegid(),
+        }))
+    }
+
+    /// Make `file` (open on `path`) the content object `checksum` with the
+    /// commit's `uid`/`gid`/`mode` and `xattrs` (`a(ayay)`). `Ok(false)`:
+    /// not eligible, nothing changed; the caller writes the object instead.
+    pub(super) fn adopt(
+        &self,
+        file: &File,
+        path: &Path,
+        (uid, gid, mode): (u32, u32, u32),
+        xattrs: &Variant,
+        checksum: &str,
+    ) -> Result<bool> {
+        let meta = file
+            .metadata()
+            .with_context(|| format!("Reading {}", path.display()))?;
+        if meta.nlink() != 1 || meta.dev() != self.dev || !meta.is_file() {
+            return Ok(false);
+        }
+        if read_xattr_names(path)?
+            .iter()
+            .any(|n| n.as_slice() != OSTREEMETA)
+        {
+            return Ok(false);
+        }
+        // A file we cannot take over (e.g. an unmapped owner) is copied instead.
+        if (meta.uid(), meta.gid()) != (self.uid.as_raw(), self.gid.as_raw())
+            && rustix::fs::fchown(file, Some(self.uid), Some(self.gid)).is_err()
+        {
+            return Ok(false);
+        }
+        rustix::fs::fsetxattr(
+            file,
+            "user.ostreemeta",
+            bareuser_meta(uid, gid, mode, xattrs).data(),
+            rustix::fs::XattrFlags::empty(),
+        )
+        .with_context(|| format!("Setting user.ostreemeta on {}", path.display()))?;
+        let content_mode = (mode & 0o775) | 0o400;
+        rustix::fs::fchmod(file, rustix::fs::Mode::from_raw_mode(content_mode))
+            .with_context(|| format!("Changing the mode of {}", path.display()))?;
+        let times = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+        };
+        rustix::fs::futimens(file, &times)
+            .with_context(|| format!("Setting the mtime of {}", path.display()))?;
+        let (prefix, rest) = checksum.split_at(2);
+        let dir = self.objects.join(prefix);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("Creating {}", dir.display())),
+        }
+        let dest = dir.join(format!("{rest}.file"));
+        // A concurrent worker may have stored the same content under this
+        // name a moment ago: replacing it with identical bytes is harmless.
+        std::fs::rename(path, &dest)
+            .with_context(|| format!("Moving {} to {}", path.display(), dest.display()))?;
+        Ok(true)
+    }
+}
+
+/// The `user.ostreemeta` value libostree stores on bare-user objects.
+fn bareuser_meta(uid: u32, gid: u32, mode: u32, xattrs: &Variant) -> Variant {
+    Variant::tuple_from_iter([
+        uid.to_be().to_variant(),
+        gid.to_be().to_variant(),
+        mode.to_be().to_variant(),
+        xattrs.clone(),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_round_trips_through_the_parser() {
+        let x = super::super::xattrs::xattrs_to_variant(&[(b"user.a".to_vec(), b"v".to_vec())]);
+        let v = bareuser_meta(1000, 7, libc::S_IFREG | 0o4755, &x);
+        assert_eq!(v.type_().as_str(), "(uuua(ayay))");
+        let m = super::super::xattrs::parse_ostreemeta(v.data()).unwrap();
+        assert_eq!((m.uid, m.gid, m.mode), (1000, 7, libc::S_IFREG | 0o4755));
+        assert_eq!(m.xattrs, vec![(b"user.a".to_vec(), b"v".to_vec())]);
+    }
+}
