@@ -17,6 +17,7 @@
 //! (the compose pipeline does), exporting to archive repos ([`crate::export`]).
 
 mod adopt;
+pub mod checksum;
 pub mod lock;
 pub mod metadata;
 mod parallel;

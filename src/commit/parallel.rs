@@ -32,6 +32,7 @@ use ostree::prelude::*;
 use ostree::{MutableTree, Repo};
 
 use super::adopt::Adopter;
+use super::checksum::regular_file_checksum;
 use super::xattrs::{kept_xattrs, read_ostreemeta, xattrs_to_variant};
 
 /// Content-object counts of the workers' transactions.
@@ -388,7 +389,7 @@ enum Stored {
 }
 
 /// One content object, exactly as libostree's walk writes it. A regular
-/// file is checksummed first (by libostree, from the same header), so a file
+/// file is checksummed first (see [`regular_file_checksum`]), so a file
 /// the repository already has is never copied: on a rebuild most are.
 fn write_one(repo: &Repo, job: &Job, adopter: Option<&Adopter>) -> Result<(String, Stored)> {
     let xattrs = xattrs_to_variant(&kept_xattrs(&job.path)?);
@@ -420,21 +421,8 @@ fn write_one(repo: &Repo, job: &Job, adopter: Option<&Adopter>) -> Result<(Strin
             info.set_attribute_uint32("unix::gid", job.owner.gid);
             info.set_attribute_uint32("unix::mode", job.owner.mode);
             info.set_attribute_uint32("unix::rdev", 0);
-            let checksum = {
-                // SAFETY: `file` outlives the stream, which does not close the fd.
-                let input = unsafe {
-                    gio::UnixInputStream::with_fd(std::os::fd::AsRawFd::as_raw_fd(&file))
-                };
-                ostree::checksum_file_from_input(
-                    &info,
-                    Some(&xattrs),
-                    Some(&input),
-                    ostree::ObjectType::File,
-                    gio::Cancellable::NONE,
-                )
-                .map_err(|e| anyhow!("Checksumming: {e}"))?
-                .to_hex()
-            };
+            let owner = (job.owner.uid, job.owner.gid, job.owner.mode);
+            let checksum = regular_file_checksum(&mut file, owner, &xattrs)?;
             if repo
                 .has_object(ostree::ObjectType::File, &checksum, gio::Cancellable::NONE)
                 .context("Looking up a content object")?
@@ -442,7 +430,6 @@ fn write_one(repo: &Repo, job: &Job, adopter: Option<&Adopter>) -> Result<(Strin
                 return Ok((checksum, Stored::AlreadyPresent));
             }
             if let Some(adopter) = adopter {
-                let owner = (job.owner.uid, job.owner.gid, job.owner.mode);
                 if adopter.adopt(&file, &job.path, owner, &xattrs, &checksum)? {
                     return Ok((checksum, Stored::Adopted { size }));
                 }

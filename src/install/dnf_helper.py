@@ -18,6 +18,7 @@ import functools
 import json
 import os
 import sys
+import time
 import traceback
 
 import dnf
@@ -393,8 +394,12 @@ def cmd_install(req):
         if extra:
             raise Failure("Installing the resolved set would pull in more packages: %s"
                           % ", ".join(sorted(extra)))
+        started = time.monotonic()
         download_checked(base, pkgs, req)
+        log("Packages fetched and checked in %.1fs" % (time.monotonic() - started))
+        started = time.monotonic()
         run_rpm_transaction(root, pkgs, req)
+        log("RPM transaction done in %.1fs" % (time.monotonic() - started))
         return {}
     finally:
         base.close()
