@@ -108,7 +108,14 @@ pub fn finalize_sqlite(dbdir: &Path) -> Result<()> {
     if !db.exists() {
         return Ok(());
     }
-    let out = Command::new("python3")
+    // The system interpreter, not whatever `python3` PATH finds first: a
+    // version manager's shim (pyenv) costs a quarter of a second of shell.
+    let python = ["/usr/bin/python3", "/usr/libexec/platform-python"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("python3"));
+    let out = Command::new(python)
         .arg("-c")
         .arg("import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA journal_mode=DELETE').fetchall(); c.close()")
         .arg(&db)
