@@ -180,7 +180,9 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     }
     let t = Instant::now();
     progress::phase("resolve", "Resolving dependencies");
-    let resolution = match install::resolve(&install_req) {
+    // One dnf helper for resolve and install: the install reuses its state.
+    let mut dnf = install::Session::start()?;
+    let resolution = match dnf.resolve(&install_req) {
         Ok(r) => r,
         Err(e) => {
             install::fastpath::clear(&cachedir);
@@ -249,7 +251,7 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     if req.download_only {
         let t = Instant::now();
         progress::phase("download", "Downloading packages into the cache");
-        install::download(&install_req, &resolution)?;
+        dnf.download(&install_req, &resolution)?;
         progress::done("download", "done", t.elapsed().as_secs_f64());
         return Ok(TreeOutcome::DownloadOnly);
     }
@@ -272,7 +274,8 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
         "install",
         &format!("Installing {} packages", resolution.packages.len()),
     );
-    install::install(&install_req, &resolution, &rootfs_tmp)?;
+    dnf.install(&install_req, &resolution, &rootfs_tmp)?;
+    drop(dnf);
     progress::done("install", "done", t.elapsed().as_secs_f64());
 
     // Post-process: treefile steps, root preparation, final steps, checks.

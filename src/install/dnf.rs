@@ -89,7 +89,32 @@ impl Backend {
         bail!("dnf was not found: install dnf 4 (the python3-dnf package) on the build host")
     }
 
-    pub fn resolve(&self, req: &InstallRequest) -> Result<Resolution> {
+    /// Start the helper (one process for any number of requests).
+    pub fn session(&self) -> Result<Session> {
+        let Backend::Dnf4 { python } = self else {
+            // DNF5-ONLY HOSTS: see the module comment; base_request says why.
+            return Ok(Session {
+                backend: self.clone(),
+                helper: None,
+            });
+        };
+        Ok(Session {
+            backend: self.clone(),
+            helper: Some(Helper::spawn(python)?),
+        })
+    }
+}
+
+/// One running dnf helper. A resolve followed by an install on the same
+/// session reuses the resolve's loaded metadata and depsolve (the helper keeps
+/// them), instead of starting Python and loading the repositories again.
+pub struct Session {
+    backend: Backend,
+    helper: Option<Helper>,
+}
+
+impl Session {
+    pub fn resolve(&mut self, req: &InstallRequest) -> Result<Resolution> {
         let locked = if req.lockfiles.is_empty() {
             Vec::new()
         } else {
@@ -99,7 +124,7 @@ impl Backend {
                 .map(|p| json!({"name": p.name, "evr": p.evr, "arch": p.arch, "digest": p.digest}))
                 .collect()
         };
-        let mut request = self.base_request(req)?;
+        let mut request = self.backend.base_request(req)?;
         request["action"] = json!("resolve");
         request["locked"] = json!(locked);
         let reply = self.run(&request)?;
@@ -108,8 +133,8 @@ impl Backend {
         Ok(res)
     }
 
-    pub fn download(&self, req: &InstallRequest, res: &Resolution) -> Result<()> {
-        let mut request = self.base_request(req)?;
+    pub fn download(&mut self, req: &InstallRequest, res: &Resolution) -> Result<()> {
+        let mut request = self.backend.base_request(req)?;
         request["action"] = json!("download");
         request["transaction"] = json!(res.packages);
         eprintln!(
@@ -120,11 +145,11 @@ impl Backend {
         self.run(&request).map(drop)
     }
 
-    pub fn install(&self, req: &InstallRequest, res: &Resolution, root: &Path) -> Result<()> {
+    pub fn install(&mut self, req: &InstallRequest, res: &Resolution, root: &Path) -> Result<()> {
         let root = absolute(root)?;
         std::fs::create_dir_all(&root)
             .with_context(|| format!("Creating install root {}", root.display()))?;
-        let mut request = self.base_request(req)?;
+        let mut request = self.backend.base_request(req)?;
         request["action"] = json!("install");
         request["transaction"] = json!(res.packages);
         request["installroot"] = json!(root);
@@ -136,6 +161,15 @@ impl Backend {
         self.run(&request).map(drop)
     }
 
+    fn run(&mut self, request: &serde_json::Value) -> Result<serde_json::Value> {
+        match &mut self.helper {
+            Some(helper) => helper.request(request),
+            None => bail!("internal error: dnf helper request without dnf 4"),
+        }
+    }
+}
+
+impl Backend {
     /// The request fields every action shares; validates the repositories.
     fn base_request(&self, req: &InstallRequest) -> Result<serde_json::Value> {
         if let Backend::Dnf5 { dnf5 } = self {
@@ -185,12 +219,19 @@ impl Backend {
             "lockfile_repos": lockfile_repos,
         }))
     }
+}
 
-    /// Run the helper with `request`; returns its JSON reply or its error.
-    fn run(&self, request: &serde_json::Value) -> Result<serde_json::Value> {
-        let Backend::Dnf4 { python } = self else {
-            bail!("internal error: dnf helper run without dnf 4");
-        };
+/// The helper process: one JSON request per line on its stdin, one JSON
+/// reply per line on its stdout, progress on stderr (inherited).
+struct Helper {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    replies: std::io::BufReader<std::process::ChildStdout>,
+    work: tempfile::TempDir,
+}
+
+impl Helper {
+    fn spawn(python: &Path) -> Result<Helper> {
         let work = tempfile::tempdir().context("Creating a temporary directory for dnf")?;
         let home = work.path().join("home");
         std::fs::create_dir_all(&home).context("Creating dnf's private HOME")?;
@@ -202,9 +243,6 @@ impl Backend {
         .context("Writing .rpmmacros for dnf")?;
         let script = work.path().join("dnf_helper.py");
         std::fs::write(&script, HELPER).context("Writing the dnf helper script")?;
-        let mut request = request.clone();
-        request["workdir"] = json!(work.path());
-
         let mut cmd = Command::new(python);
         cmd.arg(&script)
             .env("HOME", &home)
@@ -215,20 +253,42 @@ impl Backend {
         let mut child = cmd
             .spawn()
             .with_context(|| format!("Running {} (dnf's Python)", python.display()))?;
-        {
-            let mut stdin = child
-                .stdin
-                .take()
-                .ok_or_else(|| anyhow!("dnf helper has no stdin"))?;
-            stdin
-                .write_all(serde_json::to_string(&request)?.as_bytes())
-                .context("Sending the request to the dnf helper")?;
-        }
-        let out = child
-            .wait_with_output()
-            .context("Waiting for the dnf helper")?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let reply: Option<Reply> = serde_json::from_str(text.trim()).ok();
+        let stdin = child.stdin.take();
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("dnf helper has no stdout"))?;
+        Ok(Helper {
+            child,
+            stdin,
+            replies: std::io::BufReader::new(stdout),
+            work,
+        })
+    }
+
+    /// Send `request`; its JSON reply, or its error.
+    fn request(&mut self, request: &serde_json::Value) -> Result<serde_json::Value> {
+        use std::io::BufRead as _;
+        let mut request = request.clone();
+        request["workdir"] = json!(self.work.path());
+        let mut line = serde_json::to_string(&request)?;
+        line.push('\n');
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| anyhow!("dnf helper has no stdin"))?;
+        let sent = stdin
+            .write_all(line.as_bytes())
+            .and_then(|()| stdin.flush());
+        let mut text = String::new();
+        let read = match sent {
+            Ok(()) => self.replies.read_line(&mut text).map(|n| n > 0),
+            Err(_) => Ok(false),
+        };
+        let reply: Option<Reply> = match read {
+            Ok(true) => serde_json::from_str(text.trim()).ok(),
+            _ => None,
+        };
         match reply {
             Some(Reply {
                 error: Some(message),
@@ -238,17 +298,29 @@ impl Backend {
                 Some("invalid_input") => invalid_input(message),
                 _ => anyhow!(message),
             }),
-            Some(Reply { rest, .. }) if out.status.success() => Ok(serde_json::Value::Object(rest)),
-            _ => bail!(
-                "The dnf helper failed ({}){}",
-                out.status,
-                if text.trim().is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", text.trim())
-                }
-            ),
+            Some(Reply { rest, .. }) => Ok(serde_json::Value::Object(rest)),
+            None => {
+                // The helper died or wrote garbage: report how it ended.
+                self.stdin = None;
+                let status = self.child.wait().context("Waiting for the dnf helper")?;
+                bail!(
+                    "The dnf helper failed ({status}){}",
+                    if text.trim().is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", text.trim())
+                    }
+                )
+            }
         }
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        // End of input: the helper exits; reap it so no zombie is left.
+        self.stdin = None;
+        let _ = self.child.wait();
     }
 }
 

@@ -362,16 +362,45 @@ def run_rpm_transaction(root, pkgs, req):
         raise Failure("; ".join(detail))
 
 
+# The last resolve's dnf.Base and package set, kept for an install request on
+# the same session (see take_resolved).
+RESOLVED = {}
+
+
+def forget_resolved():
+    base = RESOLVED.pop("base", None)
+    RESOLVED.clear()
+    if base is not None:
+        base.close()
+
+
+def take_resolved(req):
+    """The packages of the last resolve, if `req` installs exactly them from
+    the same repositories and settings; else None. The base stays loaded."""
+    if "base" not in RESOLVED:
+        return None
+    same_settings = all(RESOLVED["req"].get(k) == req.get(k) for k in RESOLVED["req"]
+                        if k not in ("action", "transaction", "installroot", "locked"))
+    if not same_settings or RESOLVED["described"] != req["transaction"]:
+        return None
+    return RESOLVED["base"], RESOLVED["pkgs"]
+
+
 def cmd_resolve(req):
+    forget_resolved()
     base = setup_base(req, req["workdir"] + "/resolve-root", False)
     try:
         apply_lockfile(base, req)
         apply_excludes(base, req)
         mark_requested(base, req)
         pkgs = depsolve(base)
-        return {"packages": [describe(p) for p in pkgs], "repos": repo_states(base)}
-    finally:
+        described = [describe(p) for p in pkgs]
+        result = {"packages": described, "repos": repo_states(base)}
+    except BaseException:
         base.close()
+        raise
+    RESOLVED.update(base=base, pkgs=pkgs, described=described, req=req)
+    return result
 
 
 def cmd_download(req):
@@ -386,6 +415,14 @@ def cmd_download(req):
 
 def cmd_install(req):
     root = req["installroot"]
+    resolved = take_resolved(req)
+    if resolved is not None:
+        # Right after the resolve of exactly this set: its loaded metadata and
+        # depsolve are reused (the rpm transaction below does not depend on
+        # the base's installroot).
+        base, pkgs = resolved
+        install_packages(base, pkgs, root, req)
+        return {}
     base = setup_base(req, root, True)
     try:
         wanted = mark_exact(base, req)
@@ -394,15 +431,19 @@ def cmd_install(req):
         if extra:
             raise Failure("Installing the resolved set would pull in more packages: %s"
                           % ", ".join(sorted(extra)))
-        started = time.monotonic()
-        download_checked(base, pkgs, req)
-        log("Packages fetched and checked in %.1fs" % (time.monotonic() - started))
-        started = time.monotonic()
-        run_rpm_transaction(root, pkgs, req)
-        log("RPM transaction done in %.1fs" % (time.monotonic() - started))
+        install_packages(base, pkgs, root, req)
         return {}
     finally:
         base.close()
+
+
+def install_packages(base, pkgs, root, req):
+    started = time.monotonic()
+    download_checked(base, pkgs, req)
+    log("Packages fetched and checked in %.1fs" % (time.monotonic() - started))
+    started = time.monotonic()
+    run_rpm_transaction(root, pkgs, req)
+    log("RPM transaction done in %.1fs" % (time.monotonic() - started))
 
 
 def run(req):
@@ -420,16 +461,22 @@ def run(req):
 
 
 def main():
-    req = json.load(sys.stdin)
-    # The reply owns stdout; anything else that writes to fd 1 (rpm, a
+    """One JSON request per line on stdin, one JSON reply per line on stdout,
+    until end of input."""
+    # The replies own stdout; anything else that writes to fd 1 (rpm, a
     # scriptlet, a library) goes to stderr with the other progress output.
     reply_fd = os.dup(1)
     os.dup2(2, 1)
-    status, reply = run(req)
-    sys.stdout.flush()
     with os.fdopen(reply_fd, "w") as out:
-        json.dump(reply, out)
-    return status
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            _, reply = run(json.loads(line))
+            sys.stdout.flush()
+            out.write(json.dumps(reply) + "\n")
+            out.flush()
+    forget_resolved()
+    return 0
 
 
 if __name__ == "__main__":

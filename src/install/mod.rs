@@ -172,20 +172,46 @@ pub(crate) fn active_lockfile_repos(req: &InstallRequest) -> &[String] {
     }
 }
 
-/// Depsolve `req` without installing anything. Refreshes rpm-md metadata into
-/// `req.cachedir` unless `req.cache_only`.
+/// One dnf helper for the steps of one compose: [`Session::resolve`] then
+/// [`Session::install`] on the same session reuse the resolve's loaded
+/// metadata and depsolve instead of starting dnf again.
+pub struct Session(dnf::Session);
+
+impl Session {
+    pub fn start() -> Result<Session> {
+        Ok(Session(dnf::Backend::detect()?.session()?))
+    }
+
+    /// Depsolve `req` without installing anything. Refreshes rpm-md metadata
+    /// into `req.cachedir` unless `req.cache_only`.
+    pub fn resolve(&mut self, req: &InstallRequest) -> Result<Resolution> {
+        self.0.resolve(req)
+    }
+
+    /// Download the RPMs of `res` into the cache (and check signatures where
+    /// the repository has `gpgcheck=1`), without installing.
+    pub fn download(&mut self, req: &InstallRequest, res: &Resolution) -> Result<()> {
+        self.0.download(req, res)
+    }
+
+    /// Install exactly the packages of `res` into `root` (a fresh, empty or
+    /// non-existent directory). Scriptlets run; any scriptlet failure fails.
+    pub fn install(&mut self, req: &InstallRequest, res: &Resolution, root: &Path) -> Result<()> {
+        self.0.install(req, res, root)
+    }
+}
+
+/// [`Session::resolve`] on a session of its own.
 pub fn resolve(req: &InstallRequest) -> Result<Resolution> {
-    dnf::Backend::detect()?.resolve(req)
+    Session::start()?.resolve(req)
 }
 
-/// Download the RPMs of `res` into the cache (and check signatures where the
-/// repository has `gpgcheck=1`), without installing.
+/// [`Session::download`] on a session of its own.
 pub fn download(req: &InstallRequest, res: &Resolution) -> Result<()> {
-    dnf::Backend::detect()?.download(req, res)
+    Session::start()?.download(req, res)
 }
 
-/// Install exactly the packages of `res` into `root` (a fresh, empty or
-/// non-existent directory). Scriptlets run; any scriptlet failure fails.
+/// [`Session::install`] on a session of its own.
 pub fn install(req: &InstallRequest, res: &Resolution, root: &Path) -> Result<()> {
-    dnf::Backend::detect()?.install(req, res, root)
+    Session::start()?.install(req, res, root)
 }
