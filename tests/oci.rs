@@ -1242,3 +1242,38 @@ fn parallel_writer_merged_packing_equivalent_to_ostree_ext() {
         .arg(format!("--repo={}", repo.path().display()))
         .args(["fsck"]));
 }
+
+/// A layer thread that fails (a dirmeta object, read only by the commit layer, is
+/// missing) fails the whole build with an error naming the object; nothing is left in
+/// the work directory or at the destination.
+#[test]
+fn parallel_writer_reports_a_failing_layer() {
+    let f = fixture();
+    let d = tmpdir();
+    let repo = d.path().join("repo");
+    run(Command::new("cp").arg("-a").arg(&f.repo).arg(&repo));
+    let ls = run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["ls", "-C", "-d", REF, "/usr/lib64"]));
+    let csum = ls.split_whitespace().nth(5).unwrap().to_string();
+    assert_eq!(csum.len(), 64, "{ls}");
+    std::fs::remove_file(
+        repo.join("objects")
+            .join(&csum[..2])
+            .join(format!("{}.dirmeta", &csum[2..])),
+    )
+    .unwrap();
+    let work = tmpdir();
+    let mut o = options(f, work.path());
+    o.repo = repo;
+    let dest = format!("oci:{}", d.path().join("img").display());
+    let e = oci::build_and_push(&o, &dest).unwrap_err();
+    let msg = format!("{e:#}");
+    assert_eq!(class_of(&e), Some(ErrorClass::OutputFailed), "{msg}");
+    assert!(
+        msg.contains(&csum) && msg.contains("Writing the commit layer"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
+    assert!(!d.path().join("img").exists());
+}
