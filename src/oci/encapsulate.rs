@@ -54,7 +54,10 @@ pub fn encapsulate_to_ocidir(
     tag: &str,
 ) -> Result<()> {
     if inputs.writer == Writer::Parallel && inputs.prior_build.is_none() {
-        super::chunkwriter::write_image(inputs, oci_dir, tag)
+        // A panic in a layer thread (ocidir unwraps some write errors) reaches us
+        // through the thread scope; report it as an error like ostree-ext's.
+        catch_panic(|| super::chunkwriter::write_image(inputs, oci_dir, tag))
+            .with_context(|| format!("Encapsulating commit {} failed internally", inputs.commit))?
             .with_context(|| format!("Encapsulating commit {}", inputs.commit))?;
         return Ok(());
     }
