@@ -1277,3 +1277,25 @@ fn parallel_writer_reports_a_failing_layer() {
     assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
     assert!(!d.path().join("img").exists());
 }
+
+/// Manual check on a real image, not part of the suite:
+/// `OCI_ROUNDTRIP_IMAGE=oci:/path/img OCI_ROUNDTRIP_COMMIT=<checksum> cargo test --test oci roundtrip_external -- --ignored --nocapture`
+/// imports the image into a fresh repo with ostree-ext and checks the commit and `ostree fsck`.
+#[test]
+#[ignore]
+fn roundtrip_external_image() {
+    let (Ok(img), Ok(commit)) = (
+        std::env::var("OCI_ROUNDTRIP_IMAGE"),
+        std::env::var("OCI_ROUNDTRIP_COMMIT"),
+    ) else {
+        return;
+    };
+    let t = Instant::now();
+    let (got, repo) = import_image(&format!("ostree-unverified-image:{img}"), false);
+    eprintln!("imported {got} in {:.1}s", t.elapsed().as_secs_f32());
+    assert_eq!(got, commit);
+    let fsck = run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.path().display()))
+        .arg("fsck"));
+    eprintln!("{fsck}");
+}
