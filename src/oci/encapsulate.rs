@@ -1,4 +1,6 @@
-//! Run ostree-ext's `encapsulate` into a local OCI directory.
+//! Encapsulate a commit into a local OCI directory: with the parallel writer
+//! (`chunkwriter`, the default), or with ostree-ext's `encapsulate` when the layout
+//! of a previous build must be kept (its packer does that) or when asked to.
 //!
 //! ostree-ext's futures are `!Send`, so they run on a current-thread tokio
 //! runtime with `block_on` (never `tokio::spawn`). Its chunker has `assert!`s and
@@ -31,10 +33,39 @@ pub struct EncapsulateInputs<'a> {
     pub contentmeta: &'a ObjectMetaSized,
     pub prior_build: Option<&'a oci_image::ImageManifest>,
     pub created: String,
+    pub writer: Writer,
+}
+
+/// Which implementation writes the image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Writer {
+    /// `chunkwriter`: layers generated and compressed on all cores; ostree-ext is
+    /// still used when a previous build's layout must be followed.
+    #[default]
+    Parallel,
+    /// ostree-ext's `encapsulate` (one thread), for comparison.
+    OstreeExt,
 }
 
 /// Write the image into the OCI directory `oci_dir` (created if missing) under `tag`.
 pub fn encapsulate_to_ocidir(
+    inputs: &EncapsulateInputs<'_>,
+    oci_dir: &Path,
+    tag: &str,
+) -> Result<()> {
+    if inputs.writer == Writer::Parallel && inputs.prior_build.is_none() {
+        // A panic in a layer thread (ocidir unwraps some write errors) reaches us
+        // through the thread scope; report it as an error like ostree-ext's.
+        catch_panic(|| super::chunkwriter::write_image(inputs, oci_dir, tag))
+            .with_context(|| format!("Encapsulating commit {} failed internally", inputs.commit))?
+            .with_context(|| format!("Encapsulating commit {}", inputs.commit))?;
+        return Ok(());
+    }
+    encapsulate_with_ostree_ext(inputs, oci_dir, tag)
+}
+
+/// Write the image with ostree-ext (one thread; honours `prior_build`).
+fn encapsulate_with_ostree_ext(
     inputs: &EncapsulateInputs<'_>,
     oci_dir: &Path,
     tag: &str,

@@ -3,8 +3,9 @@
 //! The pipeline for one commit, whatever the destinations:
 //! 1. validate the options and every destination (`imageref`);
 //! 2. map every content object of the commit to its RPM (`chunking`, `rpmdb`);
-//! 3. run ostree-ext's encapsulate into a private `oci:` directory under
-//!    `workdir` (`encapsulate`);
+//! 3. write the image into a private `oci:` directory under `workdir`
+//!    (`encapsulate`: layers grouped by `packing`, written in parallel by
+//!    `chunkwriter`; ostree-ext's encapsulate when a previous build's layout is kept);
 //! 4. make it reproducible and give it the commit's architecture (`reproducible`);
 //! 5. `skopeo copy` it to each destination, retrying transient failures (`push`).
 //!
@@ -20,9 +21,11 @@
 //! temporary files and the extracted rpmdb all live under `OciOptions::workdir`.
 
 pub mod chunking;
+pub mod chunkwriter;
 pub mod dropin;
 pub mod encapsulate;
 pub mod imageref;
+pub mod packing;
 pub mod push;
 pub mod reproducible;
 pub mod rpmdb;
@@ -93,6 +96,8 @@ pub struct OciOptions {
     pub copymeta_opt: Vec<String>,
     /// Write the package/component size metadata here as JSON.
     pub contentmeta_json: Option<PathBuf>,
+    /// Which implementation writes the image (the parallel one unless asked otherwise).
+    pub writer: encapsulate::Writer,
 }
 
 impl Default for OciOptions {
@@ -116,6 +121,7 @@ impl Default for OciOptions {
             copymeta: Vec::new(),
             copymeta_opt: Vec::new(),
             contentmeta_json: None,
+            writer: encapsulate::Writer::default(),
         }
     }
 }
@@ -405,6 +411,7 @@ fn build_image(opts: &OciOptions) -> Result<BuiltImage> {
             contentmeta: &sized,
             prior_build: prior.as_ref(),
             created: created_s.clone(),
+            writer: opts.writer,
         };
         encapsulate::encapsulate_to_ocidir(&inputs, &oci_dir, BUILD_TAG)?;
         let encap_secs = t.elapsed().as_secs_f32();
