@@ -7,7 +7,8 @@
 //!    (`encapsulate`: layers grouped by `packing`, written in parallel by
 //!    `chunkwriter`; ostree-ext's encapsulate when a previous build's layout is kept);
 //! 4. make it reproducible and give it the commit's architecture (`reproducible`);
-//! 5. `skopeo copy` it to each destination, retrying transient failures (`push`).
+//! 5. `skopeo copy` it to each destination, retrying transient failures (`push`);
+//!    an `oci-archive:` is written directly (`archive`).
 //!
 //! Entry points are synchronous (they build their own current-thread runtime):
 //! [`build_and_push`] / [`build_and_push_many`] for the compose pipeline, and
@@ -16,10 +17,11 @@
 //! `invalid_input`, unimplemented options `unsupported`.
 //!
 //! Runtime needs: `skopeo` (ostree-ext queries the written `oci:` directory with it,
-//! and every destination is written with `skopeo copy`) and `rpm` (to read the
+//! and registry and `oci:` destinations are written with `skopeo copy`) and `rpm` (to read the
 //! commit's rpmdb). Nothing is written to /tmp or /var/tmp: the image, skopeo's
 //! temporary files and the extracted rpmdb all live under `OciOptions::workdir`.
 
+mod archive;
 pub mod chunking;
 pub mod chunkwriter;
 pub mod dropin;

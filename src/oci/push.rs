@@ -1,5 +1,6 @@
 //! Copy a finished local OCI image to its destination with `skopeo copy`,
-//! retrying transient failures with exponential backoff.
+//! retrying transient failures with exponential backoff (`oci-archive:`
+//! destinations are written directly, see [`super::archive`]).
 //!
 //! Digests are preserved (`--preserve-digests`: skopeo fails rather than
 //! re-encode), and the pushed manifest digest is read back from `--digestfile`.
@@ -63,6 +64,16 @@ pub fn copy_image(
     dest: &Destination,
     opts: &PushOptions,
 ) -> Result<PushOutcome> {
+    if let Destination::OciArchive { path, tag } = dest {
+        precheck(dest)?;
+        let digest = super::archive::write_oci_archive(src_oci_dir, src_tag, path, tag.as_deref())
+            .map_err(|e| crate::exit::output_failed(format!("{e:#}")))?;
+        return Ok(PushOutcome {
+            digest,
+            layers_reused: 0,
+            attempts: 1,
+        });
+    }
     let secrets = match &opts.authfile {
         Some(p) => {
             if !p.is_file() {
