@@ -145,31 +145,18 @@ pub(crate) fn precompress(
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, todo.len());
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
     let job = Job {
         src_path,
         objects_dir: &objects_dir,
         staging: &staging.path,
         settings,
-        todo: &todo,
-        next: &next,
-        failed: &failed,
     };
-    let results: Vec<Result<u64>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads).map(|_| s.spawn(|| job.run())).collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a compression thread panicked")))
-            })
-            .collect()
-    });
-    let mut bytes = 0;
-    for r in results {
-        bytes += r?;
-    }
+    let bytes = for_each_parallel(
+        threads,
+        &todo,
+        || job.worker_state(),
+        |state, (_, csum)| job.write(state, csum),
+    )?;
 
     if !settings.publish_at_once() {
         // Everything staged is on disk before anything gets its final name.
@@ -177,17 +164,20 @@ pub(crate) fn precompress(
             .with_context(|| format!("Opening {}", staging.path.display()))?;
         rustix::fs::syncfs(&dir)
             .with_context(|| format!("syncfs on {}", staging.path.display()))?;
-        let mut dirs_made = HashSet::new();
-        for (_, csum) in &todo {
-            publish(&staging.path, &objects_dir, csum, &mut dirs_made)?;
-        }
+        for_each_parallel(
+            threads,
+            &todo,
+            || Ok(HashSet::new()),
+            |dirs_made, (_, csum)| {
+                publish(&staging.path, &objects_dir, csum, dirs_made).map(|()| 0)
+            },
+        )?;
     }
     if settings.fsync {
         // As libostree's fsync_object_dirs: the new names are durable.
         let prefixes: BTreeSet<&str> = todo.iter().map(|(_, c)| &c[..2]).collect();
-        for p in prefixes {
-            fsync_dir(&objects_dir.join(p))?;
-        }
+        let dirs: Vec<PathBuf> = prefixes.into_iter().map(|p| objects_dir.join(p)).collect();
+        for_each_parallel(threads, &dirs, || Ok(()), |(), d| fsync_dir(d).map(|()| 0))?;
         fsync_dir(&objects_dir)?;
     }
     staging.remove()?;
@@ -233,50 +223,99 @@ fn loose_path(objects_dir: &Path, csum: &str) -> PathBuf {
         .join(format!("{}.filez", &csum[2..]))
 }
 
+/// Run `f` on every item on `threads` threads (each with its own state from
+/// `init`: `Repo` handles are not `Sync`), stopping early once one fails.
+/// Returns the sum of what `f` returned, or the first error.
+fn for_each_parallel<T: Sync, S>(
+    threads: usize,
+    items: &[T],
+    init: impl Fn() -> Result<S> + Sync,
+    f: impl Fn(&mut S, &T) -> Result<u64> + Sync,
+) -> Result<u64> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let worker = || -> Result<u64> {
+        let r = (|| {
+            let mut state = init()?;
+            let mut sum = 0;
+            while !failed.load(Ordering::Relaxed) {
+                let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    break;
+                };
+                sum += f(&mut state, item)?;
+            }
+            Ok(sum)
+        })();
+        if r.is_err() {
+            failed.store(true, Ordering::Relaxed);
+        }
+        r
+    };
+    let results: Vec<Result<u64>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.clamp(1, items.len().max(1)))
+            .map(|_| s.spawn(worker))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a worker thread panicked")))
+            })
+            .collect()
+    });
+    let mut sum = 0;
+    for r in results {
+        sum += r?;
+    }
+    Ok(sum)
+}
+
+struct WorkerState {
+    src: Repo,
+    staged_dirs: HashSet<String>,
+    published_dirs: HashSet<String>,
+}
+
 struct Job<'a> {
     src_path: &'a Path,
     objects_dir: &'a Path,
     staging: &'a Path,
     settings: WriteSettings,
-    todo: &'a [(u64, String)],
-    next: &'a AtomicUsize,
-    failed: &'a AtomicBool,
 }
 
 impl Job<'_> {
-    /// One worker: take objects until none is left or another worker failed.
-    /// Returns the bytes written.
-    fn run(&self) -> Result<u64> {
-        let r = self.run_inner();
-        if r.is_err() {
-            self.failed.store(true, Ordering::Relaxed);
-        }
-        r
-    }
-
-    fn run_inner(&self) -> Result<u64> {
+    /// A worker's own source handle, and the staging and `objects/`
+    /// subdirectories it knows exist.
+    fn worker_state(&self) -> Result<WorkerState> {
         let src = Repo::new_for_path(self.src_path);
         src.open(gio::Cancellable::NONE)
             .with_context(|| format!("Opening OSTree repository {}", self.src_path.display()))?;
-        let mut dirs_made = HashSet::new();
-        let mut bytes = 0;
-        while !self.failed.load(Ordering::Relaxed) {
-            let i = self.next.fetch_add(1, Ordering::Relaxed);
-            let Some((_, csum)) = self.todo.get(i) else {
-                break;
-            };
-            bytes += self
-                .write_one(&src, csum)
-                .with_context(|| format!("Writing content object {csum}.filez"))?;
-            if self.settings.publish_at_once() {
-                publish(self.staging, self.objects_dir, csum, &mut dirs_made)?;
-            }
+        Ok(WorkerState {
+            src,
+            staged_dirs: HashSet::new(),
+            published_dirs: HashSet::new(),
+        })
+    }
+
+    /// Compress one object; publish it at once if the settings say so.
+    /// Returns its size.
+    fn write(&self, state: &mut WorkerState, csum: &str) -> Result<u64> {
+        let n = self
+            .write_one(&state.src, csum, &mut state.staged_dirs)
+            .with_context(|| format!("Writing content object {csum}.filez"))?;
+        if self.settings.publish_at_once() {
+            publish(
+                self.staging,
+                self.objects_dir,
+                csum,
+                &mut state.published_dirs,
+            )?;
         }
-        Ok(bytes)
+        Ok(n)
     }
 
     /// Write one object into the staging directory.
-    fn write_one(&self, src: &Repo, csum: &str) -> Result<u64> {
+    fn write_one(&self, src: &Repo, csum: &str, staged_dirs: &mut HashSet<String>) -> Result<u64> {
         let (stream, info, xattrs) = src
             .load_file(csum, gio::Cancellable::NONE)
             .context("Loading it from the source repository")?;
@@ -301,7 +340,11 @@ impl Job<'_> {
             },
             xattrs: Some(xattrs),
         };
-        let path = self.staging.join(format!("{csum}.filez"));
+        // Staged as `xx/rest.filez` like the objects: two workers rarely
+        // create files in the same directory at once (a directory's lock
+        // serializes file creation in it).
+        ensure_subdir(self.staging, csum, staged_dirs)?;
+        let path = loose_path(self.staging, csum);
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -335,9 +378,19 @@ fn publish(
     csum: &str,
     dirs_made: &mut HashSet<String>,
 ) -> Result<()> {
+    ensure_subdir(objects_dir, csum, dirs_made)?;
+    let from = loose_path(staging, csum);
+    let to = loose_path(objects_dir, csum);
+    std::fs::rename(&from, &to)
+        .with_context(|| format!("Renaming {} to {}", from.display(), to.display()))
+}
+
+/// Make `parent/xx` (xx: the checksum's first two characters) unless
+/// `dirs_made` says it exists.
+fn ensure_subdir(parent: &Path, csum: &str, dirs_made: &mut HashSet<String>) -> Result<()> {
     let prefix = &csum[..2];
     if !dirs_made.contains(prefix) {
-        let dir = objects_dir.join(prefix);
+        let dir = parent.join(prefix);
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -345,10 +398,7 @@ fn publish(
         }
         dirs_made.insert(prefix.to_string());
     }
-    let from = staging.join(format!("{csum}.filez"));
-    let to = loose_path(objects_dir, csum);
-    std::fs::rename(&from, &to)
-        .with_context(|| format!("Renaming {} to {}", from.display(), to.display()))
+    Ok(())
 }
 
 fn fsync_dir(dir: &Path) -> Result<()> {
