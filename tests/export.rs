@@ -1081,3 +1081,40 @@ fn a_killed_export_leaves_only_whole_objects() {
         "no kill landed between two objects"
     );
 }
+
+/// A commit the destination has only partially (its metadata, marked
+/// `commitpartial`) still gets its content objects from the pre-pass.
+#[test]
+fn precompress_fills_a_partial_commit() {
+    let _serial = serial();
+    let mut build = Build::new();
+    edge_case_tree(&build.rootfs);
+    let c1 = build.commit();
+    let src = build.repo_path.to_str().unwrap().to_string();
+    let init = |path: &Path| {
+        run(Command::new("ostree")
+            .arg("init")
+            .arg(format!("--repo={}", path.display()))
+            .arg("--mode=archive"))
+    };
+    let theirs = build.dir.join("theirs");
+    init(&theirs);
+    ostree(&theirs, &["pull-local", &src, &c1]);
+    let dest = build.dir.join("export");
+    init(&dest);
+    ostree(&dest, &["pull-local", "--commit-metadata-only", &src, &c1]);
+    assert!(dest.join(format!("state/{c1}.commitpartial")).exists());
+    assert!(filez_objects(&dest).is_empty());
+
+    export(&build.export_opts(&dest, &c1)).unwrap();
+    ostree(&dest, &["fsck"]);
+    assert!(!dest.join(format!("state/{c1}.commitpartial")).exists());
+    let ours = filez_objects(&dest);
+    let reference = filez_objects(&theirs);
+    assert_eq!(ours.len(), reference.len());
+    let recompressed = ours
+        .iter()
+        .filter(|(c, p)| read_filez(p).compressed != read_filez(&reference[*c]).compressed)
+        .count();
+    assert!(recompressed >= 1, "the pull wrote every object itself");
+}

@@ -190,13 +190,18 @@ pub(crate) fn precompress(
     })
 }
 
-/// The content objects of `commit` and of its ancestors that are in `src` and
-/// not yet in `dest`.
+/// The content objects of `commit` and of its ancestors that are complete in
+/// `src` and not complete in `dest` (a partial commit's objects may be
+/// missing).
 fn content_objects_to_copy(src: &Repo, dest: &Repo, commit: &str) -> Result<HashSet<String>> {
     let mut out = HashSet::new();
     let mut current = Some(commit.to_string());
     while let Some(c) = current {
-        if !has_commit(src, &c)? || has_commit(dest, &c)? {
+        if complete_commit(dest, &c)? {
+            break;
+        }
+        if !has_commit(src, &c)? || (c != commit && !complete_commit(src, &c)?) {
+            // The pull cannot copy this ancestor's tree either.
             break;
         }
         let reachable = src
@@ -214,6 +219,17 @@ fn content_objects_to_copy(src: &Repo, dest: &Repo, commit: &str) -> Result<Hash
         current = ostree::commit_get_parent(&v).map(|s| s.to_string());
     }
     Ok(out)
+}
+
+/// Whether `repo` has the commit and all its objects (no `commitpartial` mark).
+fn complete_commit(repo: &Repo, commit: &str) -> Result<bool> {
+    if !has_commit(repo, commit)? {
+        return Ok(false);
+    }
+    let (_, state) = repo
+        .load_commit(commit)
+        .with_context(|| format!("Loading commit {commit}"))?;
+    Ok(!state.contains(ostree::RepoCommitState::PARTIAL))
 }
 
 /// `objects/xx/rest.filez` under `objects_dir`.
