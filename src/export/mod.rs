@@ -14,9 +14,9 @@
 //!
 //! Files are written as the current user; archive repositories never chown.
 //! Into an archive repository from a bare-mode one, the content objects are
-//! first compressed on every core by [`precompress`] (libostree's pull-local
-//! deflates them with the system zlib and kept about one core busy); the pull
-//! then finds them present and copies the metadata.
+//! first compressed on every core by [`precompress`] with zlib-ng (libostree's
+//! pull-local deflates them with the system zlib, about twice the CPU time);
+//! the pull then finds them present and copies the metadata.
 //!
 //! Not for: committing ([`crate::commit`]), OCI images ([`crate::oci`]).
 
