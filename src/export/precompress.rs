@@ -13,9 +13,11 @@
 //!   rename of a complete file, so a killed export leaves whole objects or none;
 //! - with fsync on (the default), objects are written into a staging directory
 //!   under the repository's `tmp/`, `syncfs()` runs, then they are renamed into
-//!   place and the object directories are fsync'ed: a power cut cannot leave a
-//!   truncated object under its final name either;
-//! - with `core.per-object-fsync`, each file is fsync'ed and renamed at once;
+//!   place and `syncfs()` runs again (where libostree fsyncs each
+//!   `objects/xx`): a power cut cannot leave a truncated object under its
+//!   final name either;
+//! - with `core.per-object-fsync`, each file is fsync'ed and renamed at once
+//!   (then the final `syncfs()`);
 //!   with `core.fsync=false`, renamed at once without any sync;
 //! - a staging directory left by a killed export is removed by the next one
 //!   (the caller holds the destination's [`crate::commit::RepoLock`]).
@@ -26,7 +28,7 @@
 //! Not for: metadata objects, non-archive destinations, archive sources (the
 //! pull hardlinks or copies those objects unchanged).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -175,10 +177,7 @@ pub(crate) fn precompress(
 
     if !settings.publish_at_once() {
         // Everything staged is on disk before anything gets its final name.
-        let dir = File::open(&staging.path)
-            .with_context(|| format!("Opening {}", staging.path.display()))?;
-        rustix::fs::syncfs(&dir)
-            .with_context(|| format!("syncfs on {}", staging.path.display()))?;
+        syncfs(&staging.path)?;
         for_each_parallel(
             threads,
             &todo,
@@ -190,17 +189,9 @@ pub(crate) fn precompress(
         )?;
     }
     if settings.fsync {
-        // As libostree's fsync_object_dirs: the new names are durable.
-        let prefixes: BTreeSet<&str> = todo.iter().map(|(_, c)| &c[..2]).collect();
-        let dirs: Vec<PathBuf> = prefixes.into_iter().map(|p| objects_dir.join(p)).collect();
-        for_each_parallel(
-            threads,
-            &dirs,
-            || Ok(()),
-            |(), d| fsync_dir(d).map(|()| 0),
-            None,
-        )?;
-        fsync_dir(&objects_dir)?;
+        // The new names are durable too: where libostree fsyncs every
+        // objects/xx, one more syncfs does it with a single flush.
+        syncfs(&objects_dir)?;
     }
     staging.remove()?;
     Ok(PrecompressStats {
@@ -467,10 +458,10 @@ fn read_ahead(path: &Path) {
     }
 }
 
-fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("fsync {}", dir.display()))
+/// `syncfs()` on the filesystem holding `path`.
+fn syncfs(path: &Path) -> Result<()> {
+    let dir = File::open(path).with_context(|| format!("Opening {}", path.display()))?;
+    rustix::fs::syncfs(&dir).with_context(|| format!("syncfs on {}", path.display()))
 }
 
 /// Remove staging directories that a killed export left in `tmp/`.
