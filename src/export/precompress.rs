@@ -128,7 +128,7 @@ pub(crate) fn precompress(
             .with_context(|| format!("Looking up {}", dest_obj.display()))?;
         if !present {
             // Largest first, so no big file is left for the end on one core.
-            let size = std::fs::metadata(
+            let size = std::fs::symlink_metadata(
                 loose_path(&src_path.join("objects"), &csum).with_extension("file"),
             )
             .map(|m| m.len())
@@ -453,7 +453,13 @@ fn ensure_subdir(parent: &Path, csum: &str, dirs_made: &mut HashSet<String>) -> 
 /// waiting. Only a hint: a file that cannot be opened here is reported by the
 /// worker that loads it, so errors are ignored.
 fn read_ahead(path: &Path) {
-    if let Ok(f) = File::open(path) {
+    // A `bare` repository stores symlinks as symlinks: never follow one (its
+    // target could be anything, a FIFO would block).
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    if let Ok(f) = opened {
         let _ = rustix::fs::fadvise(&f, 0, 0, rustix::fs::Advice::WillNeed);
     }
 }
