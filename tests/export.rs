@@ -1152,7 +1152,13 @@ fn precompress_from_a_bare_source() {
     let mut opts = build.export_opts(&dest, &c1);
     opts.src_repo = bare.clone();
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(export(&opts).map_err(|e| format!("{e:#}"))));
+    std::thread::spawn(move || {
+        tx.send(
+            export(&opts)
+                .map(|r| r.objects_written)
+                .map_err(|e| format!("{e:#}")),
+        )
+    });
     rx.recv_timeout(std::time::Duration::from_secs(120))
         .expect("the export finished")
         .unwrap();
