@@ -128,6 +128,8 @@ pub(crate) fn precompress(
             .with_context(|| format!("Looking up {}", dest_obj.display()))?;
         if !present {
             // Largest first, so no big file is left for the end on one core.
+            // Only the order depends on the size: an unreadable one counts as
+            // 0 and the worker reports the problem.
             let size = std::fs::symlink_metadata(
                 loose_path(&src_path.join("objects"), &csum).with_extension("file"),
             )
