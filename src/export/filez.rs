@@ -1,0 +1,253 @@
+//! The on-disk form of a content object in an `archive` repository
+//! (`objects/xx/rest.filez`), written by us so that many can be compressed at
+//! once (see [`super::precompress`]).
+//!
+//! Layout, as libostree 2022.7 writes it (`_ostree_zlib_file_header_new`,
+//! `variant_to_lenprefixed_buffer`, `write_content_object`):
+//!
+//! 1. the length N of the header variant, u32 big-endian;
+//! 2. four NUL bytes (so the variant starts 8-aligned);
+//! 3. N bytes: the GVariant `(tuuuusa(ayay))` = (content size, uid, gid, mode,
+//!    rdev = 0, symlink target or "", xattrs), the numbers big-endian;
+//! 4. for a regular file only: its content as one raw deflate stream (no zlib
+//!    or gzip wrapper). A symlink has no payload; its size field is 0 (libostree
+//!    re-parses the uncompressed object stream, whose payload is empty).
+//!
+//! libostree uses GLib's zlib converter for step 4; we use flate2 on zlib-ng,
+//! so the compressed bytes differ while the header and the inflated content are
+//! identical (`ostree fsck` inflates and re-checksums). Written by hand because
+//! no crate produces this format; the GVariant itself is built by glib.
+//!
+//! Not for: reading `.filez` objects (libostree does), choosing which objects
+//! to write or where (the caller).
+
+use std::io::{Read, Write};
+
+use anyhow::{bail, Context, Result};
+use flate2::write::DeflateEncoder;
+use flate2::Compression;
+use ostree::glib::{ToVariant, Variant, VariantTy};
+
+/// The metadata that goes into a `.filez` header.
+#[derive(Debug, Clone)]
+pub(crate) struct FileHeader {
+    /// Content length of a regular file; 0 for a symlink.
+    pub size: u64,
+    pub uid: u32,
+    pub gid: u32,
+    /// `st_mode`, file type bits included.
+    pub mode: u32,
+    /// The target of a symlink; empty for a regular file.
+    pub symlink_target: String,
+    /// The extended attributes, an `a(ayay)` (kept in the order given, as libostree does).
+    pub xattrs: Option<Variant>,
+}
+
+const S_IFMT: u32 = 0o170000;
+const S_IFREG: u32 = 0o100000;
+const S_IFLNK: u32 = 0o120000;
+
+impl FileHeader {
+    pub fn is_symlink(&self) -> bool {
+        self.mode & S_IFMT == S_IFLNK
+    }
+
+    /// The serialized header: length, padding, variant.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let kind = self.mode & S_IFMT;
+        if kind != S_IFREG && kind != S_IFLNK {
+            bail!(
+                "content object of mode {:o} is neither a regular file nor a symlink",
+                self.mode
+            );
+        }
+        let xattrs_ty = VariantTy::new("a(ayay)").context("invalid GVariant type string")?;
+        let xattrs = match &self.xattrs {
+            Some(x) if x.type_() == xattrs_ty => x.clone(),
+            Some(x) => bail!(
+                "extended attributes of type {} instead of a(ayay)",
+                x.type_()
+            ),
+            None => {
+                Variant::array_from_iter_with_type(VariantTy::new("(ayay)")?, [] as [Variant; 0])
+            }
+        };
+        let v = Variant::tuple_from_iter([
+            self.size.to_be().to_variant(),
+            self.uid.to_be().to_variant(),
+            self.gid.to_be().to_variant(),
+            self.mode.to_be().to_variant(),
+            0u32.to_variant(),
+            self.symlink_target.to_variant(),
+            xattrs,
+        ]);
+        let data = v.data();
+        let len = u32::try_from(data.len()).context("file header larger than 4 GiB")?;
+        let mut out = Vec::with_capacity(8 + data.len());
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&[0u8; 4]);
+        out.extend_from_slice(data);
+        Ok(out)
+    }
+}
+
+/// Write a whole `.filez` object to `out`: the header, then (regular files
+/// only) `content` deflated at `level`. Fails if `content` does not hold
+/// exactly `header.size` bytes. Returns the number of bytes written to `out`.
+pub(crate) fn write_filez<W: Write>(
+    header: &FileHeader,
+    content: Option<&mut dyn Read>,
+    level: u32,
+    out: W,
+) -> Result<u64> {
+    let header_bytes = header.to_bytes()?;
+    let mut out = CountingWriter {
+        inner: out,
+        count: 0,
+    };
+    out.write_all(&header_bytes)
+        .context("Writing the file header")?;
+    if !header.is_symlink() {
+        let content = content.context("a regular file object needs its content")?;
+        let mut enc = DeflateEncoder::new(&mut out, Compression::new(level));
+        let n = copy(content, &mut enc)?;
+        if n != header.size {
+            bail!(
+                "the file content has {n} bytes, its metadata says {}",
+                header.size
+            );
+        }
+        enc.finish().context("Finishing the deflate stream")?;
+    }
+    out.flush().context("Flushing the object")?;
+    Ok(out.count)
+}
+
+/// `std::io::copy` with a larger buffer: fewer reads from GIO streams.
+fn copy(from: &mut dyn Read, to: &mut dyn Write) -> Result<u64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0u64;
+    loop {
+        let got = match from.read(&mut buf) {
+            Ok(0) => return Ok(n),
+            Ok(got) => got,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("Reading the file content"),
+        };
+        to.write_all(&buf[..got])
+            .context("Compressing the file content")?;
+        n += got as u64;
+    }
+}
+
+struct CountingWriter<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::read::DeflateDecoder;
+
+    fn xattrs(pairs: &[(&[u8], &[u8])]) -> Variant {
+        let children: Vec<Variant> = pairs
+            .iter()
+            .map(|(k, v)| {
+                Variant::tuple_from_iter([
+                    Variant::array_from_fixed_array(k),
+                    Variant::array_from_fixed_array(v),
+                ])
+            })
+            .collect();
+        Variant::array_from_iter_with_type(VariantTy::new("(ayay)").unwrap(), children)
+    }
+
+    #[test]
+    fn header_layout_matches_the_format() {
+        let h = FileHeader {
+            size: 5,
+            uid: 0,
+            gid: 0,
+            mode: 0o100644,
+            symlink_target: String::new(),
+            xattrs: None,
+        };
+        let b = h.to_bytes().unwrap();
+        let n = u32::from_be_bytes(b[0..4].try_into().unwrap()) as usize;
+        assert_eq!(&b[4..8], &[0, 0, 0, 0]);
+        assert_eq!(b.len(), 8 + n);
+        // t (8) + 4 u (16) + "" + NUL (1) + empty array (0) + 1 framing offset
+        assert_eq!(n, 26);
+        assert_eq!(&b[8..16], &5u64.to_be_bytes());
+        assert_eq!(&b[20..24], &0u32.to_be_bytes()); // gid
+        assert_eq!(&b[24..28], &0o100644u32.to_be_bytes());
+        let v = Variant::from_data_with_type(&b[8..], VariantTy::new("(tuuuusa(ayay))").unwrap());
+        assert!(v.is_normal_form());
+        assert_eq!(v.child_value(5).str(), Some(""));
+    }
+
+    #[test]
+    fn regular_file_roundtrips_and_symlink_has_no_payload() {
+        let content = b"hello world\n".repeat(1000);
+        let h = FileHeader {
+            size: content.len() as u64,
+            uid: 1000,
+            gid: 1000,
+            mode: 0o104755,
+            symlink_target: String::new(),
+            xattrs: Some(xattrs(&[(b"security.capability\0", b"\x01\x02")])),
+        };
+        let mut out = Vec::new();
+        let n = write_filez(&h, Some(&mut &content[..]), 6, &mut out).unwrap();
+        assert_eq!(n as usize, out.len());
+        let hb = h.to_bytes().unwrap();
+        assert_eq!(&out[..hb.len()], &hb[..]);
+        let mut inflated = Vec::new();
+        DeflateDecoder::new(&out[hb.len()..])
+            .read_to_end(&mut inflated)
+            .unwrap();
+        assert_eq!(inflated, content);
+
+        let link = FileHeader {
+            size: 0,
+            uid: 0,
+            gid: 0,
+            mode: 0o120777,
+            symlink_target: "../lib/x".into(),
+            xattrs: None,
+        };
+        let mut out = Vec::new();
+        write_filez(&link, None, 6, &mut out).unwrap();
+        assert_eq!(out, link.to_bytes().unwrap());
+    }
+
+    #[test]
+    fn size_mismatch_and_bad_mode_are_errors() {
+        let h = FileHeader {
+            size: 3,
+            uid: 0,
+            gid: 0,
+            mode: 0o100644,
+            symlink_target: String::new(),
+            xattrs: None,
+        };
+        assert!(write_filez(&h, Some(&mut &b"four"[..]), 6, Vec::new()).is_err());
+        let dir = FileHeader {
+            mode: 0o040755,
+            ..h
+        };
+        assert!(dir.to_bytes().is_err());
+    }
+}
