@@ -403,24 +403,14 @@ struct LayerTar<'r, W: Write> {
 
 impl<W: Write> LayerTar<'_, W> {
     fn default_dir(&mut self, path: &str) -> Result<()> {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mode(0o755);
-        h.set_size(0);
+        let mut h = gnu_header(tar::EntryType::Directory, (0, 0, 0o755), 0);
         self.out
             .append_data(&mut h, path, std::io::empty())
             .with_context(|| format!("Writing {path}"))
     }
 
     fn default_file(&mut self, path: &str, data: &[u8]) -> Result<()> {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mode(0o644);
-        h.set_size(data.len() as u64);
+        let mut h = gnu_header(tar::EntryType::Regular, (0, 0, 0o644), data.len() as u64);
         self.out
             .append_data(&mut h, path, data)
             .with_context(|| format!("Writing {path}"))
@@ -454,12 +444,8 @@ impl<W: Write> LayerTar<'_, W> {
     }
 
     fn dir(&mut self, path: &Path, meta: &ostree::DirMetaParsed) -> Result<()> {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_size(0);
-        h.set_uid(u64::from(meta.uid));
-        h.set_gid(u64::from(meta.gid));
-        h.set_mode(tar_mode(meta.mode));
+        let owner = (meta.uid, meta.gid, tar_mode(meta.mode));
+        let mut h = gnu_header(tar::EntryType::Directory, owner, 0);
         self.out
             .append_data(&mut h, path, std::io::empty())
             .with_context(|| format!("Writing directory {}", path.display()))
@@ -515,12 +501,8 @@ impl<W: Write> LayerTar<'_, W> {
         self.dirtree_structure(root, &root_tree, true)?;
         // ostree-ext means to add /var/tmp only when the commit lacks it, but its
         // check never matches ("./var/tmp" != "var/tmp"), so it is always added.
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_size(0);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mode(tar_mode(libc::S_IFDIR | 0o1777));
+        let owner = (0, 0, tar_mode(libc::S_IFDIR | 0o1777));
+        let mut h = gnu_header(tar::EntryType::Directory, owner, 0);
         self.out
             .append_data(&mut h, "var/tmp", std::io::empty())
             .context("Writing var/tmp")
@@ -570,12 +552,7 @@ impl<W: Write> LayerTar<'_, W> {
         if self.xattrs.insert(xcsum.clone()) {
             self.default_file(&xpath, &xdata)?;
         }
-        let mut lh = tar::Header::new_gnu();
-        lh.set_entry_type(tar::EntryType::Link);
-        lh.set_uid(0);
-        lh.set_gid(0);
-        lh.set_mode(0o644);
-        lh.set_size(0);
+        let mut lh = gnu_header(tar::EntryType::Link, (0, 0, 0o644), 0);
         self.out
             .append_link(&mut lh, object_path(csum, "file-xattrs-link"), &xpath)
             .context("Writing the xattrs link")?;
@@ -769,6 +746,17 @@ fn assemble(
     oci.insert_manifest(manifest, Some(tag), oci_image::Platform::default())
         .context("Writing the manifest")?;
     Ok(())
+}
+
+/// A GNU tar header with this type, `(uid, gid, mode)` and size.
+fn gnu_header(kind: tar::EntryType, (uid, gid, mode): (u32, u32, u32), size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_uid(u64::from(uid));
+    h.set_gid(u64::from(gid));
+    h.set_mode(mode);
+    h.set_size(size);
+    h
 }
 
 #[cfg(test)]
