@@ -30,7 +30,7 @@
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read};
+use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -412,6 +412,8 @@ impl Job<'_> {
             self.settings.level,
             &mut out,
         )?;
+        out.flush()
+            .with_context(|| format!("Writing {}", path.display()))?;
         drop(out);
         if self.settings.fsync && self.settings.per_object_fsync {
             file.sync_all()
