@@ -363,6 +363,17 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
+/// Split a `KEY=VALUE` argument of `flag` (`--label`, `--add-metadata-string`);
+/// an empty key or a missing `=` is an input error naming the flag.
+pub fn parse_key_value<'a>(kv: &'a str, flag: &str) -> Result<(&'a str, &'a str)> {
+    match kv.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k, v)),
+        _ => Err(crate::exit::invalid_input(format!(
+            "{flag} '{kv}': expected KEY=VALUE"
+        ))),
+    }
+}
+
 fn not_yet(what: &str) -> anyhow::Error {
     unsupported(format!(
         "`{what}` is not supported yet; `compose tree` runs the whole pipeline"

@@ -54,13 +54,7 @@ pub fn user_metadata(
     Ok(meta)
 }
 
-/// Split `KEY=VALUE`; an empty key or a missing `=` is an input error naming `flag`.
-pub fn parse_key_value<'a>(kv: &'a str, flag: &str) -> Result<(&'a str, &'a str)> {
-    match kv.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k, v)),
-        _ => Err(invalid_input(format!("{flag} '{kv}': expected KEY=VALUE"))),
-    }
-}
+pub use crate::cli::parse_key_value;
 
 /// Compute `version` from `automatic-version-prefix` unless metadata already
 /// has one; returns the commit's version, if any.

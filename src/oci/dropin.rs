@@ -58,9 +58,7 @@ pub struct EncapsulateOptions {
 pub fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for l in labels {
-        let Some((k, v)) = l.split_once('=') else {
-            return Err(invalid_input(format!("Label '{l}' is not KEY=VALUE")));
-        };
+        let (k, v) = crate::cli::parse_key_value(l, "--label")?;
         out.insert(k.to_string(), v.to_string());
     }
     Ok(out)
@@ -169,8 +167,10 @@ mod tests {
     fn labels_parse() {
         let l = parse_labels(&["a=b".into(), "c=d=e".into()]).unwrap();
         assert_eq!(l["c"], "d=e");
-        let e = parse_labels(&["novalue".into()]).unwrap_err();
-        assert_eq!(class_of(&e), Some(ErrorClass::InvalidInput));
+        for bad in ["novalue", "=v"] {
+            let e = parse_labels(&[bad.into()]).unwrap_err();
+            assert_eq!(class_of(&e), Some(ErrorClass::InvalidInput), "{bad}");
+        }
     }
 
     #[test]
