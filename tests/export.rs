@@ -722,6 +722,12 @@ fn edge_case_tree(rootfs: &Path) {
         &text(7, 6 * 1024 * 1024 + 17),
         0o644,
     );
+    // Above filez::WHOLE_BUFFER_MAX (16 MiB): compressed streaming, not whole.
+    write(
+        &rootfs.join("usr/lib/huge.txt"),
+        &text(11, 17 * 1024 * 1024 + 5),
+        0o644,
+    );
     std::os::unix::fs::symlink("/usr/lib/large.txt", rootfs.join("usr/lib/abs-link")).unwrap();
     std::os::unix::fs::symlink("../bin/exe", rootfs.join("usr/lib/rel-link")).unwrap();
     std::os::unix::fs::symlink("nowhere/at/all", rootfs.join("usr/lib/dangling")).unwrap();
@@ -930,8 +936,10 @@ fn precompress_skips_present_objects_and_follows_the_repo_config() {
         .iter()
         .map(|c| std::fs::metadata(&after9[*c]).unwrap().len())
         .sum();
+    // Ignoring the level would give equal sizes; libdeflate's level 1 is
+    // already good, so the gap is ~2% on this data.
     assert!(
-        level9_size * 100 < level1_size * 97,
+        level9_size * 100 < level1_size * 99,
         "level 9 {level9_size} vs level 1 {level1_size}"
     );
 }

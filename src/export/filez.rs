@@ -13,8 +13,11 @@
 //!    or gzip wrapper). A symlink has no payload; its size field is 0 (libostree
 //!    re-parses the uncompressed object stream, whose payload is empty).
 //!
-//! libostree uses GLib's zlib converter for step 4; we use flate2 on zlib-ng,
-//! so the compressed bytes differ while the header and the inflated content are
+//! libostree uses GLib's zlib converter for step 4. We use libdeflate for files
+//! up to [`WHOLE_BUFFER_MAX`] (it compresses a whole buffer at once: on the
+//! benchmark tree a third less CPU than zlib-ng at the same level, and 4%
+//! smaller) and flate2 on zlib-ng, streaming, for bigger ones. The compressed
+//! bytes differ from libostree's while the header and the inflated content are
 //! identical (`ostree fsck` inflates and re-checksums). Written by hand because
 //! no crate produces this format; the GVariant itself is built by glib.
 //!
@@ -109,18 +112,77 @@ pub(crate) fn write_filez<W: Write>(
         .context("Writing the file header")?;
     if !header.is_symlink() {
         let content = content.context("a regular file object needs its content")?;
-        let mut enc = DeflateEncoder::new(&mut out, Compression::new(level));
-        let n = copy(content, &mut enc)?;
-        if n != header.size {
-            bail!(
-                "the file content has {n} bytes, its metadata says {}",
-                header.size
-            );
+        if header.size <= WHOLE_BUFFER_MAX {
+            deflate_whole(content, header.size, level, &mut out)?;
+        } else {
+            let mut enc = DeflateEncoder::new(&mut out, Compression::new(level));
+            let n = copy(content, &mut enc)?;
+            if n != header.size {
+                bail!(
+                    "the file content has {n} bytes, its metadata says {}",
+                    header.size
+                );
+            }
+            enc.finish().context("Finishing the deflate stream")?;
         }
-        enc.finish().context("Finishing the deflate stream")?;
     }
     out.flush().context("Flushing the object")?;
     Ok(out.count)
+}
+
+/// Files up to this size are read whole and compressed by libdeflate (two
+/// buffers of this size per compressing thread at most).
+pub(crate) const WHOLE_BUFFER_MAX: u64 = 16 << 20;
+
+/// Read exactly `size` bytes of `content` and write them as one raw deflate
+/// stream at zlib-style `level` (libdeflate accepts 0-12; 0-9 mean what they
+/// mean in zlib).
+fn deflate_whole(content: &mut dyn Read, size: u64, level: u32, out: &mut dyn Write) -> Result<()> {
+    let len = usize::try_from(size).context("file too large for memory")?;
+    let level = level.min(12);
+    WHOLE.with(|cell| -> Result<()> {
+        let mut guard = cell.borrow_mut();
+        let state = &mut *guard;
+        // The buffers are kept between objects: fresh ones for every file
+        // cost a page fault per page (large allocations are fresh mappings).
+        state.input.clear();
+        let n = content
+            .take(size + 1)
+            .read_to_end(&mut state.input)
+            .context("Reading the file content")?;
+        if n as u64 != size {
+            bail!("the file content has {n} or more bytes, its metadata says {size}");
+        }
+        if state.compressor.as_ref().map(|(l, _)| *l) != Some(level) {
+            let lvl = libdeflater::CompressionLvl::new(level as i32)
+                .map_err(|e| anyhow::anyhow!("compression level {level}: {e:?}"))?;
+            state.compressor = Some((level, libdeflater::Compressor::new(lvl)));
+        }
+        let Some((_, compressor)) = state.compressor.as_mut() else {
+            bail!("internal error: no compressor");
+        };
+        let bound = compressor.deflate_compress_bound(len);
+        if state.output.len() < bound {
+            state.output.resize(bound, 0);
+        }
+        let written = compressor
+            .deflate_compress(&state.input, &mut state.output[..bound])
+            .map_err(|e| anyhow::anyhow!("libdeflate: {e:?}"))?;
+        out.write_all(&state.output[..written])
+            .context("Writing the compressed content")
+    })
+}
+
+/// A thread's libdeflate compressor (for one level) and its buffers.
+#[derive(Default)]
+struct WholeBufferState {
+    compressor: Option<(u32, libdeflater::Compressor)>,
+    input: Vec<u8>,
+    output: Vec<u8>,
+}
+
+thread_local! {
+    static WHOLE: std::cell::RefCell<WholeBufferState> = std::cell::RefCell::default();
 }
 
 /// `std::io::copy` with a larger buffer: fewer reads from GIO streams.
