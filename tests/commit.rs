@@ -753,12 +753,23 @@ fn consume_into_bare_user_adopts_files_and_matches_libostree() {
     );
     let repo_path = tmp.path().join("repo");
     let repo = init_repo(&repo_path, "bare-user");
+    // What a killed run leaves behind: removed by the next one.
+    let stale = repo_path.join("tmp/ostree-composer-adopt-killed/ab");
+    std::fs::create_dir_all(&stale).unwrap();
+    write(&stale.join("cdef.file"), "half", 0o644);
     let mut opts = options(&rootfs);
     opts.consume = true;
     let got = commit_rootfs(&repo, &opts).unwrap();
     assert_eq!(got.checksum, expected.checksum);
     ostree(&repo_path, &["fsck"]);
     assert!(!rootfs.join("usr/share/big").exists());
+    // Adopted files were staged, then published: nothing is left in tmp/.
+    let staged: Vec<_> = std::fs::read_dir(repo_path.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ostree-composer-adopt-"))
+        .collect();
+    assert!(staged.is_empty(), "{staged:?}");
 
     let object_ino = |path: &str| {
         let line = ostree(&repo_path, &["ls", "-C", &got.checksum, path]);

@@ -12,9 +12,13 @@
 //! `user.ostreemeta` (GVariant `(uuua(ayay))`, big-endian numbers), file mode
 //! `(mode & 0775) | 0400`, mtime 0, owned by the repository's user.
 //!
-//! Durability: like libostree's own workers here, no fsync per object; the
-//! caller's transaction syncs the filesystem before any ref points at the
-//! commit. A crash before that leaves at most unreferenced objects.
+//! Durability, as in a libostree transaction: adopted files are renamed into a
+//! staging directory under the repository's `tmp/`, and [`Adopter::publish`]
+//! syncs the filesystem before renaming them to their object names (a file
+//! whose data is not on disk yet never appears under an object name, where a
+//! later run would trust it); the caller's transaction syncs again before any
+//! ref points at the commit. A killed run leaves a staging directory, removed
+//! by the next run (which holds the repository lock).
 //!
 //! Not for: archive repositories (objects are compressed), checksumming (the
 //! caller passes the checksum libostree computed for the file).
@@ -32,6 +36,10 @@ use super::xattrs::{read_xattr_names, OSTREEMETA};
 #[derive(Debug)]
 pub(super) struct Adopter {
     objects: PathBuf,
+    /// `tmp/ostree-composer-adopt-*`: adopted files until [`Adopter::publish`].
+    staging: tempfile::TempDir,
+    /// The repository syncs (`core.fsync`).
+    fsync: bool,
     dev: u64,
     uid: rustix::fs::Uid,
     gid: rustix::fs::Gid,
@@ -58,8 +66,16 @@ impl Adopter {
         if dev != root_dev {
             return Ok(None);
         }
+        let tmp = repo_path.join("tmp");
+        remove_stale_staging(&tmp)?;
+        let staging = tempfile::Builder::new()
+            .prefix(STAGING_PREFIX)
+            .tempdir_in(&tmp)
+            .with_context(|| format!("Creating a staging directory in {}", tmp.display()))?;
         Ok(Some(Adopter {
             objects,
+            staging,
+            fsync: !repo.is_disable_fsync(),
             dev,
             uid: rustix::process::geteuid(),
             gid: rustix::process::getegid(),
@@ -117,20 +133,86 @@ impl Adopter {
         };
         rustix::fs::futimens(file, &times)
             .with_context(|| format!("Setting the mtime of {}", path.display()))?;
-        let (prefix, rest) = checksum.split_at(2);
-        let dir = self.objects.join(prefix);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e).with_context(|| format!("Creating {}", dir.display())),
-        }
-        let dest = dir.join(format!("{rest}.file"));
-        // A concurrent worker may have stored the same content under this
+        let dest = object_path(self.staging.path(), checksum)?;
+        // A concurrent worker may have staged the same content under this
         // name a moment ago: replacing it with identical bytes is harmless.
         std::fs::rename(path, &dest)
             .with_context(|| format!("Moving {} to {}", path.display(), dest.display()))?;
         Ok(true)
     }
+
+    /// Give the staged files their object names (after a filesystem sync when
+    /// the repository syncs); returns how many were published.
+    pub(super) fn publish(self) -> Result<u64> {
+        let staging = self.staging.path();
+        if self.fsync {
+            sync_filesystem(staging)?;
+        }
+        let mut published = 0;
+        for sub in
+            std::fs::read_dir(staging).with_context(|| format!("Reading {}", staging.display()))?
+        {
+            let sub = sub.with_context(|| format!("Reading {}", staging.display()))?;
+            let prefix = sub.file_name().to_string_lossy().into_owned();
+            for entry in std::fs::read_dir(sub.path())
+                .with_context(|| format!("Reading {}", sub.path().display()))?
+            {
+                let entry = entry.with_context(|| format!("Reading {}", sub.path().display()))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let dest = subdir(&self.objects, &prefix)?.join(&name);
+                std::fs::rename(entry.path(), &dest).with_context(|| {
+                    format!("Moving {} to {}", entry.path().display(), dest.display())
+                })?;
+                published += 1;
+            }
+        }
+        Ok(published)
+    }
+}
+
+const STAGING_PREFIX: &str = "ostree-composer-adopt-";
+
+/// `DIR/xx/rest.file` for `checksum`, creating `DIR/xx`.
+fn object_path(dir: &Path, checksum: &str) -> Result<PathBuf> {
+    let (prefix, rest) = checksum.split_at(2.min(checksum.len()));
+    Ok(subdir(dir, prefix)?.join(format!("{rest}.file")))
+}
+
+/// `DIR/xx`, created if missing.
+fn subdir(dir: &Path, prefix: &str) -> Result<PathBuf> {
+    let sub = dir.join(prefix);
+    match std::fs::create_dir(&sub) {
+        Ok(()) => Ok(sub),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(sub),
+        Err(e) => Err(e).with_context(|| format!("Creating {}", sub.display())),
+    }
+}
+
+/// Staging directories of earlier runs that were killed.
+fn remove_stale_staging(tmp: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(tmp) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("Reading {}", tmp.display())),
+    };
+    for entry in entries {
+        let entry = entry.with_context(|| format!("Reading {}", tmp.display()))?;
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(STAGING_PREFIX)
+        {
+            std::fs::remove_dir_all(entry.path())
+                .with_context(|| format!("Removing {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// `syncfs()` on the filesystem holding `path`.
+fn sync_filesystem(path: &Path) -> Result<()> {
+    let dir = File::open(path).with_context(|| format!("Opening {}", path.display()))?;
+    rustix::fs::syncfs(&dir).with_context(|| format!("syncfs on {}", path.display()))
 }
 
 /// The `user.ostreemeta` value libostree stores on bare-user objects.

@@ -133,6 +133,9 @@ pub(super) fn write_tree(
         None
     };
     let (checksums, stats) = write_contents(&repo_path, &jobs, threads, consume, adopter.as_ref())?;
+    if let Some(adopter) = adopter {
+        adopter.publish()?;
+    }
     let written = started.elapsed().as_secs_f64();
 
     let mtree = MutableTree::new();
