@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use ostree::glib::{ToVariant, Variant};
 
+use super::staging;
 use super::xattrs::{read_xattr_names, OSTREEMETA};
 
 /// Renames eligible rootfs files into one repository's `objects/`.
@@ -67,7 +68,7 @@ impl Adopter {
             return Ok(None);
         }
         let tmp = repo_path.join("tmp");
-        remove_stale_staging(&tmp)?;
+        staging::remove_stale(&tmp, STAGING_PREFIX)?;
         let staging = tempfile::Builder::new()
             .prefix(STAGING_PREFIX)
             .tempdir_in(&tmp)
@@ -133,7 +134,8 @@ impl Adopter {
         };
         rustix::fs::futimens(file, &times)
             .with_context(|| format!("Setting the mtime of {}", path.display()))?;
-        let dest = object_path(self.staging.path(), checksum)?;
+        staging::create_subdir(self.staging.path(), checksum)?;
+        let dest = staging::loose_path(self.staging.path(), checksum, "file");
         // A concurrent worker may have staged the same content under this
         // name a moment ago: replacing it with identical bytes is harmless.
         std::fs::rename(path, &dest)
@@ -146,7 +148,7 @@ impl Adopter {
     pub(super) fn publish(self) -> Result<u64> {
         let staging = self.staging.path();
         if self.fsync {
-            sync_filesystem(staging)?;
+            staging::syncfs(staging)?;
         }
         let mut published = 0;
         for sub in
@@ -154,12 +156,12 @@ impl Adopter {
         {
             let sub = sub.with_context(|| format!("Reading {}", staging.display()))?;
             let prefix = sub.file_name().to_string_lossy().into_owned();
+            staging::create_subdir(&self.objects, &prefix)?;
             for entry in std::fs::read_dir(sub.path())
                 .with_context(|| format!("Reading {}", sub.path().display()))?
             {
                 let entry = entry.with_context(|| format!("Reading {}", sub.path().display()))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let dest = subdir(&self.objects, &prefix)?.join(&name);
+                let dest = self.objects.join(&prefix).join(entry.file_name());
                 std::fs::rename(entry.path(), &dest).with_context(|| {
                     format!("Moving {} to {}", entry.path().display(), dest.display())
                 })?;
@@ -171,49 +173,6 @@ impl Adopter {
 }
 
 const STAGING_PREFIX: &str = "ostree-composer-adopt-";
-
-/// `DIR/xx/rest.file` for `checksum`, creating `DIR/xx`.
-fn object_path(dir: &Path, checksum: &str) -> Result<PathBuf> {
-    let (prefix, rest) = checksum.split_at(2.min(checksum.len()));
-    Ok(subdir(dir, prefix)?.join(format!("{rest}.file")))
-}
-
-/// `DIR/xx`, created if missing.
-fn subdir(dir: &Path, prefix: &str) -> Result<PathBuf> {
-    let sub = dir.join(prefix);
-    match std::fs::create_dir(&sub) {
-        Ok(()) => Ok(sub),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(sub),
-        Err(e) => Err(e).with_context(|| format!("Creating {}", sub.display())),
-    }
-}
-
-/// Staging directories of earlier runs that were killed.
-fn remove_stale_staging(tmp: &Path) -> Result<()> {
-    let entries = match std::fs::read_dir(tmp) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("Reading {}", tmp.display())),
-    };
-    for entry in entries {
-        let entry = entry.with_context(|| format!("Reading {}", tmp.display()))?;
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(STAGING_PREFIX)
-        {
-            std::fs::remove_dir_all(entry.path())
-                .with_context(|| format!("Removing {}", entry.path().display()))?;
-        }
-    }
-    Ok(())
-}
-
-/// `syncfs()` on the filesystem holding `path`.
-fn sync_filesystem(path: &Path) -> Result<()> {
-    let dir = File::open(path).with_context(|| format!("Opening {}", path.display()))?;
-    rustix::fs::syncfs(&dir).with_context(|| format!("syncfs on {}", path.display()))
-}
 
 /// The `user.ostreemeta` value libostree stores on bare-user objects.
 fn bareuser_meta(uid: u32, gid: u32, mode: u32, xattrs: &Variant) -> Variant {

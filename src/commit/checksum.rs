@@ -33,12 +33,8 @@ pub fn regular_file_checksum(
         "".to_variant(),
         xattrs.clone(),
     ]);
-    let data = header.data();
-    let len = u32::try_from(data.len()).context("file header larger than 4 GiB")?;
     let mut hasher = Sha256::new();
-    hasher.update(len.to_be_bytes());
-    hasher.update([0u8; 4]);
-    hasher.update(data);
+    hasher.update(lenprefixed(&header)?);
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = match content.read(&mut buf) {
@@ -50,6 +46,19 @@ pub fn regular_file_checksum(
         hasher.update(&buf[..n]);
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+/// A variant's bytes behind its big-endian u32 length and 4 NUL bytes (so the
+/// variant starts 8-aligned): how libostree frames file headers, both in the
+/// checksummed stream and in `.filez` objects.
+pub(crate) fn lenprefixed(v: &Variant) -> Result<Vec<u8>> {
+    let data = v.data();
+    let len = u32::try_from(data.len()).context("file header larger than 4 GiB")?;
+    let mut out = Vec::with_capacity(8 + data.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&[0u8; 4]);
+    out.extend_from_slice(data);
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub mod pull;
 pub mod read;
 pub mod repo;
 mod special;
+pub(crate) mod staging;
 pub mod write;
 pub mod xattrs;
 

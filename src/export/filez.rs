@@ -84,13 +84,7 @@ impl FileHeader {
             self.symlink_target.to_variant(),
             xattrs,
         ]);
-        let data = v.data();
-        let len = u32::try_from(data.len()).context("file header larger than 4 GiB")?;
-        let mut out = Vec::with_capacity(8 + data.len());
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(&[0u8; 4]);
-        out.extend_from_slice(data);
-        Ok(out)
+        crate::commit::checksum::lenprefixed(&v)
     }
 }
 

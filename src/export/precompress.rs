@@ -5,8 +5,8 @@
 //! only writes the metadata objects; signing, deltas, summary and refs are
 //! untouched. libostree 2022.7's local import deflates each object with the
 //! system zlib (on GLib's worker threads); here each worker has its own source
-//! `Repo` handle (they are not `Sync`) and deflates with flate2 on zlib-ng,
-//! which does the same work in about half the CPU time.
+//! `Repo` handle (they are not `Sync`) and deflates with libdeflate/zlib-ng
+//! (see [`super::filez`]), which does the same work in under half the CPU time.
 //!
 //! Safety, mirroring libostree's transaction (`ostree-repo-commit.c`):
 //! - an object only ever gets its final name (`objects/xx/rest.filez`) by a
@@ -29,7 +29,7 @@
 //! pull hardlinks or copies those objects unchanged).
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -44,6 +44,7 @@ use ostree::{ObjectType, Repo};
 use super::filez::{write_filez, FileHeader};
 use crate::commit::read::has_commit;
 use crate::commit::repo::open_repo;
+use crate::commit::staging::{create_subdir, loose_path, remove_stale, syncfs};
 
 /// How many objects ahead of the workers the source files are read ahead.
 const PREFETCH_AHEAD: usize = 64;
@@ -122,7 +123,7 @@ pub(crate) fn precompress(
     let total = wanted.len() as u64;
     let mut todo: Vec<(u64, String)> = Vec::new();
     for csum in wanted {
-        let dest_obj = loose_path(&objects_dir, &csum);
+        let dest_obj = loose_path(&objects_dir, &csum, "filez");
         let present = dest_obj
             .try_exists()
             .with_context(|| format!("Looking up {}", dest_obj.display()))?;
@@ -130,11 +131,10 @@ pub(crate) fn precompress(
             // Largest first, so no big file is left for the end on one core.
             // Only the order depends on the size: an unreadable one counts as
             // 0 and the worker reports the problem.
-            let size = std::fs::symlink_metadata(
-                loose_path(&src_path.join("objects"), &csum).with_extension("file"),
-            )
-            .map(|m| m.len())
-            .unwrap_or(0);
+            let size =
+                std::fs::symlink_metadata(loose_path(&src_path.join("objects"), &csum, "file"))
+                    .map(|m| m.len())
+                    .unwrap_or(0);
             todo.push((size, csum));
         }
     }
@@ -142,7 +142,7 @@ pub(crate) fn precompress(
     let present = total - todo.len() as u64;
 
     let tmp_dir = dest_path.join("tmp");
-    remove_stale_staging(&tmp_dir)?;
+    remove_stale(&tmp_dir, STAGING_PREFIX)?;
     if todo.is_empty() {
         return Ok(PrecompressStats {
             present,
@@ -166,9 +166,8 @@ pub(crate) fn precompress(
     // in read() of small source files (perf sched, corpus-medium): ask the
     // kernel to read the next files while the current ones are compressed.
     let src_objects = src_path.join("objects");
-    let read_ahead = |(_, csum): &(u64, String)| {
-        read_ahead(&loose_path(&src_objects, csum).with_extension("file"))
-    };
+    let read_ahead =
+        |(_, csum): &(u64, String)| read_ahead(&loose_path(&src_objects, csum, "file"));
     let bytes = for_each_parallel(
         threads,
         &todo,
@@ -245,13 +244,6 @@ fn complete_commit(repo: &Repo, commit: &str) -> Result<bool> {
         .load_commit(commit)
         .with_context(|| format!("Loading commit {commit}"))?;
     Ok(!state.contains(ostree::RepoCommitState::PARTIAL))
-}
-
-/// `objects/xx/rest.filez` under `objects_dir`.
-fn loose_path(objects_dir: &Path, csum: &str) -> PathBuf {
-    objects_dir
-        .join(&csum[..2])
-        .join(format!("{}.filez", &csum[2..]))
 }
 
 /// Run `f` on every item on `threads` threads (each with its own state from
@@ -394,7 +386,7 @@ impl Job<'_> {
         // create files in the same directory at once (a directory's lock
         // serializes file creation in it).
         ensure_subdir(self.staging, csum, staged_dirs)?;
-        let path = loose_path(self.staging, csum);
+        let path = loose_path(self.staging, csum, "filez");
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -431,8 +423,8 @@ fn publish(
     dirs_made: &mut HashSet<String>,
 ) -> Result<()> {
     ensure_subdir(objects_dir, csum, dirs_made)?;
-    let from = loose_path(staging, csum);
-    let to = loose_path(objects_dir, csum);
+    let from = loose_path(staging, csum, "filez");
+    let to = loose_path(objects_dir, csum, "filez");
     std::fs::rename(&from, &to)
         .with_context(|| format!("Renaming {} to {}", from.display(), to.display()))
 }
@@ -442,12 +434,7 @@ fn publish(
 fn ensure_subdir(parent: &Path, csum: &str, dirs_made: &mut HashSet<String>) -> Result<()> {
     let prefix = &csum[..2];
     if !dirs_made.contains(prefix) {
-        let dir = parent.join(prefix);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e).with_context(|| format!("Creating {}", dir.display())),
-        }
+        create_subdir(parent, csum)?;
         dirs_made.insert(prefix.to_string());
     }
     Ok(())
@@ -466,34 +453,6 @@ fn read_ahead(path: &Path) {
     if let Ok(f) = opened {
         let _ = rustix::fs::fadvise(&f, 0, 0, rustix::fs::Advice::WillNeed);
     }
-}
-
-/// `syncfs()` on the filesystem holding `path`.
-fn syncfs(path: &Path) -> Result<()> {
-    let dir = File::open(path).with_context(|| format!("Opening {}", path.display()))?;
-    rustix::fs::syncfs(&dir).with_context(|| format!("syncfs on {}", path.display()))
-}
-
-/// Remove staging directories that a killed export left in `tmp/`.
-fn remove_stale_staging(tmp_dir: &Path) -> Result<()> {
-    let entries = match std::fs::read_dir(tmp_dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("Reading {}", tmp_dir.display())),
-    };
-    for entry in entries {
-        let entry = entry.with_context(|| format!("Reading {}", tmp_dir.display()))?;
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(STAGING_PREFIX)
-        {
-            let p = entry.path();
-            std::fs::remove_dir_all(&p)
-                .with_context(|| format!("Removing the stale staging directory {}", p.display()))?;
-        }
-    }
-    Ok(())
 }
 
 /// Our staging directory; removed on drop if [`Staging::remove`] was not reached.
@@ -527,7 +486,7 @@ impl Drop for Staging {
     fn drop(&mut self) {
         if !self.removed {
             if let Err(e) = std::fs::remove_dir_all(&self.path) {
-                // The next export removes it (remove_stale_staging).
+                // The next export removes it (staging::remove_stale).
                 eprintln!("warning: could not remove {}: {e}", self.path.display());
             }
         }
