@@ -34,21 +34,23 @@ fn ostree(repo: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn init_repo(path: &Path, mode: &str) -> ostree::Repo {
-    std::fs::create_dir_all(path).unwrap();
-    let out = Command::new("ostree")
-        .args([
-            "init",
-            &format!("--repo={}", path.display()),
-            &format!("--mode={mode}"),
-        ])
-        .output()
-        .unwrap();
+/// Run `cmd`; it must succeed (its stderr is the failure message).
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn init_repo(path: &Path, mode: &str) -> ostree::Repo {
+    std::fs::create_dir_all(path).unwrap();
+    run_ok(Command::new("ostree").args([
+        "init",
+        &format!("--repo={}", path.display()),
+        &format!("--mode={mode}"),
+    ]));
     commit::open_repo(path).unwrap()
 }
 
@@ -728,16 +730,11 @@ fn consume_into_bare_user_adopts_files_and_matches_libostree() {
     .unwrap();
     // A copy of the same tree for libostree's own walk.
     let reference_root = tmp.path().join("reference");
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg(&rootfs)
-        .arg(&reference_root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&rootfs)
+            .arg(&reference_root),
     );
     let reference_path = tmp.path().join("reference-repo");
     let reference = init_repo(&reference_path, "bare-user");
