@@ -118,6 +118,7 @@ impl Build {
             gpg_key: None,
             gpg_homedir: None,
             static_delta: false,
+            deflated_ahead: None,
         }
     }
 }
@@ -579,6 +580,7 @@ fn bench_commit_and_export() {
         gpg_key: None,
         gpg_homedir: None,
         static_delta: false,
+        deflated_ahead: None,
     };
     for round in ["export (new)", "export (rerun)"] {
         let (t0, c0) = (std::time::Instant::now(), cpu());
@@ -969,6 +971,7 @@ fn kill_child_export() {
         gpg_key: None,
         gpg_homedir: None,
         static_delta: false,
+        deflated_ahead: None,
     })
     .unwrap();
 }

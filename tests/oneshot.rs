@@ -181,3 +181,56 @@ fn oneshot_print_only_and_missing_manifest() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("nope.yaml"), "{}", text(&out));
 }
+
+/// The packages' files are deflated while rpm installs them (the export's
+/// deflate-ahead worker): the exported repository holds exactly the objects
+/// libostree's own pull-local writes from the build repo, and they are whole.
+#[test]
+fn oneshot_archive_matches_libostree_with_files_deflated_during_install() {
+    let f = fixture();
+    let export = f.dir.join("export");
+    let out = oneshot(&f, &export, Some(&f.cache), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = text(&out);
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("Deflated during the install:"))
+        .unwrap_or_else(|| panic!("no deflate-ahead report in:\n{log}"));
+    // How many got deflated before the export started depends on timing;
+    // that the installer reported the packages' files does not.
+    let offered: u64 = line
+        .split("from the ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected report: {line}"));
+    assert!(offered >= 5, "{line}");
+
+    let reference = f.dir.join("reference");
+    init_repo(&reference, "archive");
+    let build_repo = f.cache.join("repo-build");
+    ostree(
+        &reference,
+        &["pull-local", build_repo.to_str().unwrap(), REF],
+    );
+    let ours = object_names(&export);
+    assert!(ours.iter().any(|o| o.ends_with(".filez")), "{ours:?}");
+    assert_eq!(ours, object_names(&reference));
+    assert!(ostree_ok(&export, &["fsck"]));
+}
+
+/// `xx/rest.kind` of every loose object of `repo`.
+fn object_names(repo: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for dir in std::fs::read_dir(repo.join("objects")).unwrap() {
+        let dir = dir.unwrap();
+        for obj in std::fs::read_dir(dir.path()).unwrap() {
+            out.insert(format!(
+                "{}/{}",
+                dir.file_name().to_string_lossy(),
+                obj.unwrap().file_name().to_string_lossy()
+            ));
+        }
+    }
+    out
+}

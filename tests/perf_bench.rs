@@ -82,6 +82,7 @@ fn export_cpu_and_wall() {
         gpg_key: None,
         gpg_homedir: None,
         static_delta: false,
+        deflated_ahead: None,
     })
     .unwrap();
     let (wall, cpu) = (w.elapsed().as_secs_f64(), cpu_secs() - c);

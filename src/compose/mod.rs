@@ -109,6 +109,7 @@ pub fn run_compose_tree(args: TreeArgs) -> Result<()> {
         proxy: args.proxy.clone(),
         source_date_epoch: source_date_epoch()?,
         fallback_previous: None,
+        installed_files: None,
     };
     tree::compose_tree(&req).map(|_| ())
 }

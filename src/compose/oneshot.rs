@@ -11,6 +11,7 @@ use super::tree::{self, FallbackPrevious, TreeOutcome, TreeRequest};
 use crate::cli::{EncapsulateArgs, OneShotArgs};
 use crate::commit::{self as ostree_commit, CommitInfo};
 use crate::exit::{invalid_input, with_class, ErrorClass};
+use crate::export::AheadWorker;
 use crate::progress;
 use crate::treefile::{LoadOptions, Treefile};
 use anyhow::{Context, Result};
@@ -100,6 +101,19 @@ fn open_or_create_build_repo(path: &Path) -> Result<()> {
             }
             ostree_commit::create_repo(path, ostree::RepoMode::Archive).map(|_| ())
         }
+    }
+}
+
+/// When the export will write compressed objects (an archive destination fed
+/// from a bare-user build repo), a worker that compresses the packages' files
+/// on the idle core while rpm installs them; the export reuses its work.
+fn start_deflating_ahead(build_repo: &Path, export_path: &Path) -> Result<Option<AheadWorker>> {
+    if ostree_commit::open_repo(build_repo)?.mode() == ostree::RepoMode::Archive {
+        return Ok(None);
+    }
+    match crate::export::archive_deflate_level(export_path)? {
+        Some(level) => AheadWorker::start(level).map(Some),
+        None => Ok(None),
     }
 }
 
@@ -204,6 +218,7 @@ pub fn run(args: OneShotArgs) -> Result<()> {
     }
     let _export_lock = ostree_commit::RepoLock::acquire(&export_path)?;
     let fallback_previous = exported_previous(&export_path, &treeref)?;
+    let ahead_worker = start_deflating_ahead(&build_repo_path, &export_path)?;
     let req = TreeRequest {
         treefile: manifest.clone(),
         repo: build_repo_path.clone(),
@@ -216,6 +231,7 @@ pub fn run(args: OneShotArgs) -> Result<()> {
         write_lockfile_to: args.write_lockfile_to.clone(),
         source_date_epoch: super::source_date_epoch()?,
         fallback_previous,
+        installed_files: ahead_worker.as_ref().map(AheadWorker::sink),
         ..Default::default()
     };
     let mut json = composejson::ComposeJson {
@@ -273,6 +289,7 @@ pub fn run(args: OneShotArgs) -> Result<()> {
     if in_build_repo {
         let t = Instant::now();
         progress::phase("export", &format!("Exporting to {}", export_path.display()));
+        let deflated_ahead = ahead_worker.map(AheadWorker::finish);
         let exported = crate::export::export(&crate::export::ExportOptions {
             src_repo: source_repo.clone(),
             dest: export_path.clone(),
@@ -281,6 +298,7 @@ pub fn run(args: OneShotArgs) -> Result<()> {
             gpg_key: args.gpg_sign.clone(),
             gpg_homedir: args.gpg_homedir.clone(),
             static_delta: args.static_delta,
+            deflated_ahead,
         })
         .map_err(|e| with_class(e, ErrorClass::OutputFailed))?;
         progress::done(

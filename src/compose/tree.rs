@@ -59,6 +59,8 @@ pub struct TreeRequest {
     /// A commit elsewhere (e.g. the exported repo's) to use for change
     /// detection, versioning and as parent when the target repo has no ref.
     pub fallback_previous: Option<FallbackPrevious>,
+    /// Told each package's files as they are installed.
+    pub installed_files: Option<install::InstalledFilesSink>,
 }
 
 /// What the one-shot command knows about the last exported commit.
@@ -274,7 +276,10 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
         "install",
         &format!("Installing {} packages", resolution.packages.len()),
     );
-    dnf.install(&install_req, &resolution, &rootfs_tmp)?;
+    match &req.installed_files {
+        Some(sink) => dnf.install_reporting(&install_req, &resolution, &rootfs_tmp, sink)?,
+        None => dnf.install(&install_req, &resolution, &rootfs_tmp)?,
+    }
     drop(dnf);
     progress::done("install", "done", t.elapsed().as_secs_f64());
 

@@ -31,6 +31,8 @@ use flate2::write::DeflateEncoder;
 use flate2::Compression;
 use ostree::glib::{ToVariant, Variant, VariantTy};
 
+use super::ahead::DeflatedAhead;
+
 /// The metadata that goes into a `.filez` header.
 #[derive(Debug, Clone)]
 pub(crate) struct FileHeader {
@@ -91,10 +93,14 @@ impl FileHeader {
 /// Write a whole `.filez` object to `out`: the header, then (regular files
 /// only) `content` deflated at `level`. Fails if `content` does not hold
 /// exactly `header.size` bytes. Returns the number of bytes written to `out`.
+/// With `ahead`, a file's content deflated earlier at the same level (see
+/// [`super::ahead`]) is reused instead of being compressed again: the bytes
+/// are the same either way.
 pub(crate) fn write_filez<W: Write>(
     header: &FileHeader,
     content: Option<&mut dyn Read>,
     level: u32,
+    ahead: Option<&DeflatedAhead>,
     out: W,
 ) -> Result<u64> {
     let header_bytes = header.to_bytes()?;
@@ -107,7 +113,7 @@ pub(crate) fn write_filez<W: Write>(
     if !header.is_symlink() {
         let content = content.context("a regular file object needs its content")?;
         if header.size <= WHOLE_BUFFER_MAX {
-            deflate_whole(content, header.size, level, &mut out)?;
+            deflate_whole(content, header.size, level, ahead, &mut out)?;
         } else {
             let mut enc = DeflateEncoder::new(&mut out, Compression::new(level));
             let n = copy(content, &mut enc)?;
@@ -130,10 +136,14 @@ pub(crate) const WHOLE_BUFFER_MAX: u64 = 16 << 20;
 
 /// Read exactly `size` bytes of `content` and write them as one raw deflate
 /// stream at zlib-style `level` (libdeflate accepts 0-12; 0-9 mean what they
-/// mean in zlib).
-fn deflate_whole(content: &mut dyn Read, size: u64, level: u32, out: &mut dyn Write) -> Result<()> {
-    let len = usize::try_from(size).context("file too large for memory")?;
-    let level = level.min(12);
+/// mean in zlib), or the stream `ahead` holds for that content and level.
+fn deflate_whole(
+    content: &mut dyn Read,
+    size: u64,
+    level: u32,
+    ahead: Option<&DeflatedAhead>,
+    out: &mut dyn Write,
+) -> Result<()> {
     WHOLE.with(|cell| -> Result<()> {
         let mut guard = cell.borrow_mut();
         let state = &mut *guard;
@@ -147,24 +157,57 @@ fn deflate_whole(content: &mut dyn Read, size: u64, level: u32, out: &mut dyn Wr
         if n as u64 != size {
             bail!("the file content has {n} or more bytes, its metadata says {size}");
         }
-        if state.compressor.as_ref().map(|(l, _)| *l) != Some(level) {
-            let lvl = libdeflater::CompressionLvl::new(level as i32)
-                .map_err(|e| anyhow::anyhow!("compression level {level}: {e:?}"))?;
-            state.compressor = Some((level, libdeflater::Compressor::new(lvl)));
+        if let Some(deflated) = ahead.and_then(|a| a.lookup(&state.input, level)) {
+            return out
+                .write_all(&deflated)
+                .context("Writing the compressed content");
         }
-        let Some((_, compressor)) = state.compressor.as_mut() else {
-            bail!("internal error: no compressor");
-        };
-        let bound = compressor.deflate_compress_bound(len);
-        if state.output.len() < bound {
-            state.output.resize(bound, 0);
-        }
-        let written = compressor
-            .deflate_compress(&state.input, &mut state.output[..bound])
-            .map_err(|e| anyhow::anyhow!("libdeflate: {e:?}"))?;
+        let written = compress(
+            &mut state.compressor,
+            &state.input,
+            &mut state.output,
+            level,
+        )?;
         out.write_all(&state.output[..written])
             .context("Writing the compressed content")
     })
+}
+
+/// `input` as one raw deflate stream at `level`, exactly as [`write_filez`]
+/// writes it (same compressor and settings, so the same bytes).
+pub(crate) fn deflate_to_vec(input: &[u8], level: u32) -> Result<Vec<u8>> {
+    WHOLE.with(|cell| -> Result<Vec<u8>> {
+        let mut guard = cell.borrow_mut();
+        let state = &mut *guard;
+        let written = compress(&mut state.compressor, input, &mut state.output, level)?;
+        Ok(state.output[..written].to_vec())
+    })
+}
+
+/// Compress `input` into `output` (grown as needed) with the thread's
+/// libdeflate compressor for `level`; returns the compressed length.
+fn compress(
+    slot: &mut Option<(u32, libdeflater::Compressor)>,
+    input: &[u8],
+    output: &mut Vec<u8>,
+    level: u32,
+) -> Result<usize> {
+    let level = level.min(12);
+    if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+        let lvl = libdeflater::CompressionLvl::new(level as i32)
+            .map_err(|e| anyhow::anyhow!("compression level {level}: {e:?}"))?;
+        *slot = Some((level, libdeflater::Compressor::new(lvl)));
+    }
+    let Some((_, compressor)) = slot.as_mut() else {
+        bail!("internal error: no compressor");
+    };
+    let bound = compressor.deflate_compress_bound(input.len());
+    if output.len() < bound {
+        output.resize(bound, 0);
+    }
+    compressor
+        .deflate_compress(input, &mut output[..bound])
+        .map_err(|e| anyhow::anyhow!("libdeflate: {e:?}"))
 }
 
 /// A thread's libdeflate compressor (for one level) and its buffers.
@@ -266,7 +309,7 @@ mod tests {
             xattrs: Some(xattrs(&[(b"security.capability\0", b"\x01\x02")])),
         };
         let mut out = Vec::new();
-        let n = write_filez(&h, Some(&mut &content[..]), 6, &mut out).unwrap();
+        let n = write_filez(&h, Some(&mut &content[..]), 6, None, &mut out).unwrap();
         assert_eq!(n as usize, out.len());
         let hb = h.to_bytes().unwrap();
         assert_eq!(&out[..hb.len()], &hb[..]);
@@ -285,7 +328,7 @@ mod tests {
             xattrs: None,
         };
         let mut out = Vec::new();
-        write_filez(&link, None, 6, &mut out).unwrap();
+        write_filez(&link, None, 6, None, &mut out).unwrap();
         assert_eq!(out, link.to_bytes().unwrap());
     }
 
@@ -299,7 +342,7 @@ mod tests {
             symlink_target: String::new(),
             xattrs: None,
         };
-        assert!(write_filez(&h, Some(&mut &b"four"[..]), 6, Vec::new()).is_err());
+        assert!(write_filez(&h, Some(&mut &b"four"[..]), 6, None, Vec::new()).is_err());
         let dir = FileHeader {
             mode: 0o040755,
             ..h

@@ -20,6 +20,7 @@
 //!
 //! Not for: committing ([`crate::commit`]), OCI images ([`crate::oci`]).
 
+mod ahead;
 mod filez;
 mod pgp;
 mod precompress;
@@ -36,6 +37,15 @@ use crate::commit::lock::{RepoLock, LOCK_FILE_NAME};
 use crate::commit::pull::{pull_local, PullHistory, PullLocalOptions};
 use crate::commit::read::{has_commit, resolve_rev};
 use crate::commit::repo::{check_repo_or_empty, mode_name, open_or_create_repo_ignoring};
+
+pub use ahead::{AheadWorker, DeflatedAhead};
+
+/// The zlib level [`export`] into `dest` would deflate content objects with,
+/// or `None` if it writes no compressed objects there (a repository of
+/// another mode than archive). For starting an [`AheadWorker`].
+pub fn archive_deflate_level(dest: &Path) -> Result<Option<u32>> {
+    precompress::level_for_destination(dest)
+}
 
 /// Options of [`export`].
 #[derive(Debug, Clone)]
@@ -54,6 +64,8 @@ pub struct ExportOptions {
     pub gpg_homedir: Option<PathBuf>,
     /// Generate a static delta from the commit's parent, when the parent is in the destination.
     pub static_delta: bool,
+    /// Content already deflated (during the install, see [`AheadWorker`]).
+    pub deflated_ahead: Option<std::sync::Arc<DeflatedAhead>>,
 }
 
 /// What [`export`] did.
@@ -151,7 +163,13 @@ fn export_inner(opts: &ExportOptions) -> Result<ExportResult> {
     let commits_pulled = if same_repo {
         0
     } else {
-        precompress_if_archive(&src_abs, &dest_abs, &dest, &opts.commit)?;
+        precompress_if_archive(
+            &src_abs,
+            &dest_abs,
+            &dest,
+            &opts.commit,
+            opts.deflated_ahead.as_deref(),
+        )?;
         pull_local(
             &dest,
             &PullLocalOptions {
@@ -249,7 +267,13 @@ fn export_inner(opts: &ExportOptions) -> Result<ExportResult> {
 /// Run [`precompress::precompress`] when the destination is an archive
 /// repository and the source a bare-mode one (an archive source's objects are
 /// copied unchanged by the pull, other destinations store no `.filez`).
-fn precompress_if_archive(src: &Path, dest_path: &Path, dest: &Repo, commit: &str) -> Result<()> {
+fn precompress_if_archive(
+    src: &Path,
+    dest_path: &Path,
+    dest: &Repo,
+    commit: &str,
+    ahead: Option<&DeflatedAhead>,
+) -> Result<()> {
     if dest.mode() != RepoMode::Archive {
         return Ok(());
     }
@@ -258,7 +282,7 @@ fn precompress_if_archive(src: &Path, dest_path: &Path, dest: &Repo, commit: &st
         // A missing commit: the pull reports it.
         return Ok(());
     }
-    let stats = precompress::precompress(src, dest_path, dest, commit)
+    let stats = precompress::precompress(src, dest_path, dest, commit, ahead)
         .context("Compressing content objects into the archive repository")?;
     if stats.objects > 0 {
         eprintln!(
@@ -267,7 +291,15 @@ fn precompress_if_archive(src: &Path, dest_path: &Path, dest: &Repo, commit: &st
             stats.bytes,
             stats.threads,
             stats.duration.as_secs_f64(),
-            stats.present
+            stats.present,
+        );
+    }
+    if let Some(a) = ahead {
+        eprintln!(
+            "Deflated during the install: {} contents from the {} files the packages installed; {} objects reused them",
+            a.len(),
+            a.offered(),
+            stats.deflated_ahead
         );
     }
     Ok(())

@@ -41,6 +41,7 @@ use ostree::gio;
 use ostree::prelude::*;
 use ostree::{ObjectType, Repo};
 
+use super::ahead::DeflatedAhead;
 use super::filez::{write_filez, FileHeader};
 use crate::commit::read::has_commit;
 use crate::commit::repo::open_repo;
@@ -61,6 +62,8 @@ pub(crate) struct PrecompressStats {
     pub bytes: u64,
     /// Content objects the destination already had.
     pub present: u64,
+    /// Objects whose content had been deflated ahead (during the install).
+    pub deflated_ahead: u64,
     pub threads: usize,
     pub duration: Duration,
 }
@@ -74,6 +77,9 @@ struct WriteSettings {
 }
 
 impl WriteSettings {
+    /// libostree's level when `archive.zlib-level` is not set.
+    const DEFAULT_LEVEL: u32 = 6;
+
     fn of(dest: &Repo) -> WriteSettings {
         let config = dest.copy_config();
         let per_object_fsync = config.boolean("core", "per-object-fsync").unwrap_or(false);
@@ -87,7 +93,7 @@ impl WriteSettings {
                     .collect();
                 digits.parse::<u64>().unwrap_or(0).clamp(1, 9) as u32
             }
-            Err(_) => 6,
+            Err(_) => Self::DEFAULT_LEVEL,
         };
         WriteSettings {
             // Reflects `core.fsync=false` (applied when the repo was opened).
@@ -104,6 +110,18 @@ impl WriteSettings {
     }
 }
 
+/// The zlib level an export into `dest_path` compresses content objects
+/// with: the archive repository's own, libostree's default for the archive
+/// repository the export will create, `None` when the destination is a
+/// repository of another mode (no `.filez` objects).
+pub(crate) fn level_for_destination(dest_path: &Path) -> Result<Option<u32>> {
+    if !crate::commit::repo::is_repo(dest_path) {
+        return Ok(Some(WriteSettings::DEFAULT_LEVEL));
+    }
+    let dest = open_repo(dest_path)?;
+    Ok((dest.mode() == ostree::RepoMode::Archive).then(|| WriteSettings::of(&dest).level))
+}
+
 /// Write, as `.filez` objects into `dest` (an archive repository at
 /// `dest_path`), the content objects it lacks of `commit` and of the
 /// ancestors the pull will copy (complete in `src_path`, not in `dest`).
@@ -113,6 +131,7 @@ pub(crate) fn precompress(
     dest_path: &Path,
     dest: &Repo,
     commit: &str,
+    ahead: Option<&DeflatedAhead>,
 ) -> Result<PrecompressStats> {
     let start = Instant::now();
     let src = open_repo(src_path)?;
@@ -161,6 +180,7 @@ pub(crate) fn precompress(
         objects_dir: &objects_dir,
         staging: &staging.path,
         settings,
+        ahead,
     };
     // With a cold page cache the workers spent about half their time blocked
     // in read() of small source files (perf sched, corpus-medium): ask the
@@ -199,6 +219,7 @@ pub(crate) fn precompress(
         objects: todo.len() as u64,
         bytes,
         present,
+        deflated_ahead: ahead.map_or(0, |a| a.reused()),
         threads,
         duration: start.elapsed(),
     })
@@ -323,6 +344,7 @@ struct Job<'a> {
     objects_dir: &'a Path,
     staging: &'a Path,
     settings: WriteSettings,
+    ahead: Option<&'a DeflatedAhead>,
 }
 
 impl Job<'_> {
@@ -402,6 +424,7 @@ impl Job<'_> {
             &header,
             reader.as_mut().map(|r| r as &mut dyn Read),
             self.settings.level,
+            self.ahead,
             &mut out,
         )?;
         out.flush()

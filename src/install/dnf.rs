@@ -21,7 +21,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{lockfile, InstallRequest, Resolution};
+use super::{lockfile, InstallRequest, InstalledFilesSink, Resolution};
 use crate::exit::{invalid_input, unsupported};
 
 pub(super) const HELPER: &str = include_str!("dnf_helper.py");
@@ -145,7 +145,13 @@ impl Session {
         self.run(&request).map(drop)
     }
 
-    pub fn install(&mut self, req: &InstallRequest, res: &Resolution, root: &Path) -> Result<()> {
+    pub fn install(
+        &mut self,
+        req: &InstallRequest,
+        res: &Resolution,
+        root: &Path,
+        files: Option<&InstalledFilesSink>,
+    ) -> Result<()> {
         let root = absolute(root)?;
         std::fs::create_dir_all(&root)
             .with_context(|| format!("Creating install root {}", root.display()))?;
@@ -153,17 +159,31 @@ impl Session {
         request["action"] = json!("install");
         request["transaction"] = json!(res.packages);
         request["installroot"] = json!(root);
+        request["report_files"] = json!(files.is_some());
         eprintln!(
             "Installing {} packages into {}",
             res.packages.len(),
             root.display()
         );
-        self.run(&request).map(drop)
+        let on_event = |event: Event| {
+            if let (Some(sink), Event::Installed { files }) = (files, event) {
+                sink.send(files.iter().map(|f| in_root(&root, f)).collect());
+            }
+        };
+        self.run_with_events(&request, &on_event).map(drop)
     }
 
     fn run(&mut self, request: &serde_json::Value) -> Result<serde_json::Value> {
+        self.run_with_events(request, &|_| {})
+    }
+
+    fn run_with_events(
+        &mut self,
+        request: &serde_json::Value,
+        on_event: &dyn Fn(Event),
+    ) -> Result<serde_json::Value> {
         match &mut self.helper {
-            Some(helper) => helper.request(request),
+            Some(helper) => helper.request(request, on_event),
             None => bail!("internal error: dnf helper request without dnf 4"),
         }
     }
@@ -266,8 +286,13 @@ impl Helper {
         })
     }
 
-    /// Send `request`; its JSON reply, or its error.
-    fn request(&mut self, request: &serde_json::Value) -> Result<serde_json::Value> {
+    /// Send `request`; its JSON reply, or its error. Event lines the helper
+    /// writes before the reply go to `on_event`.
+    fn request(
+        &mut self,
+        request: &serde_json::Value,
+        on_event: &dyn Fn(Event),
+    ) -> Result<serde_json::Value> {
         use std::io::BufRead as _;
         let mut request = request.clone();
         request["workdir"] = json!(self.work.path());
@@ -282,7 +307,19 @@ impl Helper {
             .and_then(|()| stdin.flush());
         let mut text = String::new();
         let read = match sent {
-            Ok(()) => self.replies.read_line(&mut text).map(|n| n > 0),
+            Ok(()) => loop {
+                text.clear();
+                match self.replies.read_line(&mut text) {
+                    Ok(n) if n > 0 => {
+                        if let Ok(EventLine { event }) = serde_json::from_str(text.trim()) {
+                            on_event(event);
+                            continue;
+                        }
+                        break Ok(true);
+                    }
+                    other => break other.map(|_| false),
+                }
+            },
             Err(_) => Ok(false),
         };
         let reply: Option<Reply> = match read {
@@ -322,6 +359,24 @@ impl Drop for Helper {
         self.stdin = None;
         let _ = self.child.wait();
     }
+}
+
+/// A line the helper writes before its reply.
+#[derive(Deserialize)]
+struct EventLine {
+    event: Event,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Event {
+    /// A package is installed: its regular files (paths as in the package).
+    Installed { files: Vec<String> },
+}
+
+/// `file` (absolute, as rpm lists it) inside `root`.
+fn in_root(root: &Path, file: &str) -> PathBuf {
+    root.join(file.trim_start_matches('/'))
 }
 
 #[derive(Deserialize)]

@@ -17,6 +17,7 @@ pub mod rpmdb;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -197,7 +198,42 @@ impl Session {
     /// Install exactly the packages of `res` into `root` (a fresh, empty or
     /// non-existent directory). Scriptlets run; any scriptlet failure fails.
     pub fn install(&mut self, req: &InstallRequest, res: &Resolution, root: &Path) -> Result<()> {
-        self.0.install(req, res, root)
+        self.0.install(req, res, root, None)
+    }
+
+    /// [`Session::install`], telling `files` each package's regular files
+    /// as soon as rpm has put them in place (before the next package).
+    pub fn install_reporting(
+        &mut self,
+        req: &InstallRequest,
+        res: &Resolution,
+        root: &Path,
+        files: &InstalledFilesSink,
+    ) -> Result<()> {
+        self.0.install(req, res, root, Some(files))
+    }
+}
+
+/// Receives the absolute paths of one package's regular files (as the
+/// package lists them; some may be missing, e.g. documentation with
+/// `documentation: false`) once rpm has installed that package. Called on the
+/// installing thread: it should only hand the list on.
+#[derive(Clone)]
+pub struct InstalledFilesSink(Arc<dyn Fn(Vec<PathBuf>) + Send + Sync>);
+
+impl InstalledFilesSink {
+    pub fn new(f: impl Fn(Vec<PathBuf>) + Send + Sync + 'static) -> InstalledFilesSink {
+        InstalledFilesSink(Arc::new(f))
+    }
+
+    pub(crate) fn send(&self, files: Vec<PathBuf>) {
+        (self.0)(files)
+    }
+}
+
+impl std::fmt::Debug for InstalledFilesSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InstalledFilesSink")
     }
 }
 
