@@ -84,6 +84,11 @@ impl DeflatedAhead {
         self.offered.load(Ordering::Relaxed)
     }
 
+    /// The stored streams' total size.
+    pub(crate) fn stored_bytes(&self) -> u64 {
+        self.stored_bytes.load(Ordering::Relaxed)
+    }
+
     /// How many streams are stored.
     pub(crate) fn len(&self) -> usize {
         self.lock().len()

@@ -296,8 +296,9 @@ fn precompress_if_archive(
     }
     if let Some(a) = ahead {
         eprintln!(
-            "Deflated during the install: {} contents from the {} files the packages installed; {} objects reused them",
+            "Deflated during the install: {} contents ({}) from the {} files the packages installed; {} objects reused them",
             a.len(),
+            crate::oci::human_size(a.stored_bytes()),
             a.offered(),
             stats.deflated_ahead
         );
