@@ -1044,7 +1044,8 @@ fn build_with(o: &OciOptions, dest: &str, writer: oci::encapsulate::Writer) -> o
 }
 
 /// A commit with the corners of the format: /usr/etc, /var/tmp, /sysroot, content
-/// shared by two paths, empty files, a "//" symlink, a symlink target and paths longer
+/// shared by several paths (one listed before the others by the depth-first walk, files
+/// first, but after them in path order), empty files, a "//" symlink, a symlink target and paths longer
 /// than a tar header holds, a user xattr, a 0700 directory, detached metadata, a
 /// container command; no rpmdb (everything is unpackaged content).
 fn corner_case_commit(d: &Path) -> (PathBuf, String) {
@@ -1066,6 +1067,7 @@ fn corner_case_commit(d: &Path) -> (PathBuf, String) {
     }
     std::fs::write(root.join("usr/bin/tool"), noise(70_000, 11)).unwrap();
     std::fs::write(root.join("usr/bin/tool-copy"), noise(70_000, 11)).unwrap();
+    std::fs::write(root.join("usr/zz-tool"), noise(70_000, 11)).unwrap();
     std::fs::write(root.join("usr/etc/app/app.conf"), "key=value\n").unwrap();
     std::fs::write(root.join("usr/share/empty/a"), "").unwrap();
     std::fs::write(root.join("usr/share/empty/b"), "").unwrap();
@@ -1183,6 +1185,78 @@ fn parallel_writer_is_byte_identical_to_ostree_ext() {
     assert!(
         entries.iter().any(|e| e.0.ends_with(".commitmeta")),
         "no commitmeta"
+    );
+}
+
+/// The object sizes read on several threads give ostree-ext's component sizes
+/// (`ObjectMetaSized::compute_sizes`), and the walk lists every path of an object in
+/// the depth-first order (a directory's files before its subdirectories).
+#[test]
+fn walk_and_sizes_match_ostree_ext() {
+    use ostree_composer::oci::chunking;
+    use ostree_ext::chunking::ObjectMetaSized;
+    use ostree_ext::objectsource::{ObjectMeta, ObjectSourceMeta};
+    use std::rc::Rc;
+    let f = fixture();
+    let d = tmpdir();
+    let (corner_repo, _) = corner_case_commit(d.path());
+    for (path, rev) in [(f.repo.clone(), REF), (corner_repo, "corner/x86_64")] {
+        let repo = ostree::Repo::new_for_path(&path);
+        repo.open(ostree::gio::Cancellable::NONE).unwrap();
+        let commit = repo.resolve_rev(rev, false).unwrap().unwrap().to_string();
+        let tree = chunking::walk_commit(&repo, &commit).unwrap();
+        // Every file path once, under its object.
+        let listed: usize = tree.object_paths.values().map(Vec::len).sum();
+        assert_eq!(listed, tree.files.len());
+        for (csum, paths) in &tree.object_paths {
+            assert!(paths.iter().all(|p| tree.files[p] == *csum));
+        }
+        // Components of several sizes, some sharing a size (ties keep identifier order).
+        let ids: Vec<Rc<str>> = (0..5).map(|i| Rc::from(format!("comp-{i}"))).collect();
+        let set = || {
+            ids.iter()
+                .map(|id| ObjectSourceMeta {
+                    identifier: id.clone(),
+                    name: id.clone(),
+                    srcid: id.clone(),
+                    change_time_offset: 1,
+                    change_frequency: 1,
+                })
+                .collect()
+        };
+        let mut map = indexmap::IndexMap::new();
+        for (i, csum) in tree.object_paths.keys().enumerate() {
+            map.insert(csum.clone(), ids[i % ids.len()].clone());
+        }
+        let meta = || ObjectMeta {
+            set: set(),
+            map: map.clone(),
+        };
+        let theirs = ObjectMetaSized::compute_sizes(&repo, meta()).unwrap();
+        let sizes = chunking::object_sizes(&path, &tree).unwrap();
+        let ours = chunking::sized_meta(meta(), &sizes).unwrap();
+        assert_eq!(
+            serde_json::to_value(&ours.sizes).unwrap(),
+            serde_json::to_value(&theirs.sizes).unwrap(),
+            "{rev}"
+        );
+        assert_eq!(ours.map, theirs.map);
+    }
+    // The corner commit has one object at /usr/bin/tool, /usr/bin/tool-copy and
+    // /usr/zz-tool: /usr's own files come before its subdirectories.
+    let repo_path = d.path().join("corner-repo");
+    let repo = ostree::Repo::new_for_path(&repo_path);
+    repo.open(ostree::gio::Cancellable::NONE).unwrap();
+    let commit = repo
+        .resolve_rev("corner/x86_64", false)
+        .unwrap()
+        .unwrap()
+        .to_string();
+    let tree = chunking::walk_commit(&repo, &commit).unwrap();
+    let tool = &tree.files["/usr/bin/tool"];
+    assert_eq!(
+        tree.object_paths[tool],
+        vec!["/usr/zz-tool", "/usr/bin/tool", "/usr/bin/tool-copy"]
     );
 }
 

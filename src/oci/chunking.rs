@@ -19,7 +19,9 @@ use std::rc::Rc;
 
 use anyhow::{anyhow, Context, Result};
 use ostree::gio;
+use ostree::gio::prelude::FileExt;
 use ostree::gio::prelude::InputStreamExtManual;
+use ostree_ext::chunking::{ObjectMetaSized, ObjectSourceMetaSized};
 use ostree_ext::objectsource::{ObjectMeta, ObjectSourceMeta};
 
 use super::rpmdb::{self, RpmDbContents};
@@ -37,6 +39,10 @@ pub struct CommitTree {
     pub files: BTreeMap<String, String>,
     /// Absolute paths of directories (`/`, `/usr`, ...).
     pub dirs: BTreeSet<String>,
+    /// Content object checksum -> its paths, in the order of a depth-first walk that
+    /// lists a directory's files before its subdirectories (the order the image
+    /// writer must keep to match ostree-ext byte for byte). Filled by [`walk_commit`].
+    pub object_paths: BTreeMap<String, Vec<String>>,
 }
 
 /// The result of mapping: one component per package (plus the catch-alls) and the owner of every object.
@@ -103,14 +109,19 @@ impl ContentMapping {
 }
 
 /// Walk the commit `checksum` and list its files and directories.
+///
+/// The dirtree objects are read on several threads (a cold page cache makes this a
+/// chain of small reads, each waiting for the disk), then walked in memory.
 pub fn walk_commit(repo: &ostree::Repo, checksum: &str) -> Result<CommitTree> {
     let (commit_v, _) = repo
         .load_commit(checksum)
         .with_context(|| format!("Loading commit {checksum}"))?;
     let root_tree = hex::encode(commit_v.child_value(6).data_as_bytes());
+    let dirtrees = load_dirtrees(repo, &root_tree)
+        .with_context(|| format!("Reading the dirtrees of commit {checksum}"))?;
     let mut tree = CommitTree::default();
     tree.dirs.insert("/".into());
-    walk_dirtree(repo, &root_tree, "", &mut tree)
+    walk_dirtree(&dirtrees, &root_tree, "", &mut tree)
         .with_context(|| format!("Walking the tree of commit {checksum}"))?;
     Ok(tree)
 }
@@ -118,28 +129,185 @@ pub fn walk_commit(repo: &ostree::Repo, checksum: &str) -> Result<CommitTree> {
 /// A dirtree object, `(a(say)a(sayay))`: files (name, checksum), dirs (name, tree, meta).
 type DirTreeV = (Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>, Vec<u8>)>);
 
+/// Threads for reading many small objects: they mostly wait for the disk, so more
+/// than the cores (a deeper I/O queue), but few enough to stay cheap.
+pub(crate) const IO_THREADS: usize = 6;
+
+/// Every dirtree reachable from `root`, parsed, by checksum.
+fn load_dirtrees(repo: &ostree::Repo, root: &str) -> Result<HashMap<String, DirTreeV>> {
+    let repo_path = repo
+        .path()
+        .path()
+        .ok_or_else(|| anyhow!("The OSTree repository has no local path"))?;
+    // Shared work list: (checksums to read, reads in progress), plus what was read.
+    let queue = std::sync::Mutex::new((vec![root.to_string()], 0usize));
+    let wake = std::sync::Condvar::new();
+    let done: std::sync::Mutex<HashMap<String, DirTreeV>> = Default::default();
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let worker = || -> Result<()> {
+        // libostree repo objects are not thread-safe: one per thread.
+        let repo = ostree::Repo::new_for_path(&repo_path);
+        repo.open(gio::Cancellable::NONE)
+            .with_context(|| format!("Opening {}", repo_path.display()))?;
+        loop {
+            let csum = {
+                let mut q = queue.lock().map_err(|_| anyhow!("poisoned lock"))?;
+                loop {
+                    if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    if let Some(c) = q.0.pop() {
+                        q.1 += 1;
+                        break c;
+                    }
+                    if q.1 == 0 {
+                        return Ok(());
+                    }
+                    q = wake.wait(q).map_err(|_| anyhow!("poisoned lock"))?;
+                }
+            };
+            let v = repo
+                .load_variant(ostree::ObjectType::DirTree, &csum)
+                .with_context(|| format!("Loading dirtree {csum}"));
+            let parsed = v.and_then(|v| {
+                v.get::<DirTreeV>()
+                    .ok_or_else(|| anyhow!("dirtree {csum} has an unexpected type"))
+            });
+            let mut q = queue.lock().map_err(|_| anyhow!("poisoned lock"))?;
+            q.1 -= 1;
+            let parsed = match parsed {
+                Ok(p) => p,
+                Err(e) => {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    wake.notify_all();
+                    return Err(e);
+                }
+            };
+            {
+                let mut d = done.lock().map_err(|_| anyhow!("poisoned lock"))?;
+                for (_, t, _) in &parsed.1 {
+                    let t = hex::encode(t);
+                    // Identical subtrees share a dirtree: read it once.
+                    if !d.contains_key(&t) && !q.0.contains(&t) {
+                        q.0.push(t);
+                    }
+                }
+                d.insert(csum, parsed);
+            }
+            wake.notify_all();
+        }
+    };
+    let errors: Vec<anyhow::Error> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..IO_THREADS).map(|_| s.spawn(worker)).collect();
+        handles
+            .into_iter()
+            .filter_map(|h| match h.join() {
+                Ok(r) => r.err(),
+                Err(_) => Some(anyhow!("a dirtree reader panicked")),
+            })
+            .collect()
+    });
+    if let Some(e) = errors.into_iter().next() {
+        return Err(e);
+    }
+    done.into_inner().map_err(|_| anyhow!("poisoned lock"))
+}
+
+/// Depth first, a directory's files before its subdirectories: the order ostree-ext
+/// lists an object's paths in (kept in [`CommitTree::object_paths`]).
 fn walk_dirtree(
-    repo: &ostree::Repo,
+    dirtrees: &HashMap<String, DirTreeV>,
     csum: &str,
     prefix: &str,
     tree: &mut CommitTree,
 ) -> Result<()> {
-    let v = repo
-        .load_variant(ostree::ObjectType::DirTree, csum)
-        .with_context(|| format!("Loading dirtree {csum} ({prefix}/)"))?;
-    let (files, dirs): DirTreeV = v
-        .get()
-        .ok_or_else(|| anyhow!("dirtree {csum} ({prefix}/) has an unexpected type"))?;
+    let (files, dirs) = dirtrees
+        .get(csum)
+        .ok_or_else(|| anyhow!("internal error: dirtree {csum} ({prefix}/) was not read"))?;
     for (name, fcsum) in files {
-        tree.files
-            .insert(format!("{prefix}/{name}"), hex::encode(fcsum));
+        let path = format!("{prefix}/{name}");
+        let fcsum = hex::encode(fcsum);
+        tree.object_paths
+            .entry(fcsum.clone())
+            .or_default()
+            .push(path.clone());
+        tree.files.insert(path, fcsum);
     }
     for (name, tcsum, _meta) in dirs {
         let path = format!("{prefix}/{name}");
         tree.dirs.insert(path.clone());
-        walk_dirtree(repo, &hex::encode(tcsum), &path, tree)?;
+        walk_dirtree(dirtrees, &hex::encode(tcsum), &path, tree)?;
     }
     Ok(())
+}
+
+/// The size of every content object of `tree` (what ostree reports for it: the
+/// content length of a regular file), read on several threads.
+pub fn object_sizes(repo_path: &Path, tree: &CommitTree) -> Result<HashMap<String, u64>> {
+    let csums: Vec<&str> = tree
+        .files
+        .values()
+        .map(String::as_str)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let per = csums.len().div_ceil(IO_THREADS).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = csums
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || -> Result<Vec<(String, u64)>> {
+                    // libostree repo objects are not thread-safe: one per thread.
+                    let repo = ostree::Repo::new_for_path(repo_path);
+                    repo.open(gio::Cancellable::NONE)
+                        .with_context(|| format!("Opening {}", repo_path.display()))?;
+                    part.iter()
+                        .map(|c| {
+                            let (info, _) = repo
+                                .query_file(c, gio::Cancellable::NONE)
+                                .with_context(|| format!("Querying content object {c}"))?;
+                            let size = u64::try_from(info.size())
+                                .with_context(|| format!("Content object {c}: negative size"))?;
+                            Ok((c.to_string(), size))
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        let mut out = HashMap::with_capacity(csums.len());
+        for h in handles {
+            let part = h
+                .join()
+                .map_err(|_| anyhow!("an object size reader panicked"))??;
+            out.extend(part);
+        }
+        Ok(out)
+    })
+}
+
+/// ostree-ext's `ObjectMetaSized::compute_sizes`, from sizes already read (see
+/// [`object_sizes`]): the total size per component, largest first (ties in
+/// identifier order), only components that own objects.
+pub fn sized_meta(meta: ObjectMeta, sizes: &HashMap<String, u64>) -> Result<ObjectMetaSized> {
+    let ObjectMeta { map, mut set } = meta;
+    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+    for (csum, id) in &map {
+        let size = sizes
+            .get(csum)
+            .ok_or_else(|| anyhow!("internal error: no size for content object {csum}"))?;
+        *totals.entry(id).or_default() += size;
+    }
+    let mut out = totals
+        .into_iter()
+        .map(|(id, size)| {
+            set.take(id)
+                .map(|meta| ObjectSourceMetaSized { meta, size })
+                .ok_or_else(|| anyhow!("internal error: component {id} is not in the content set"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Stable: equal sizes stay in identifier order, as in ostree-ext.
+    out.sort_by_key(|c| std::cmp::Reverse(c.size));
+    Ok(ObjectMetaSized { map, sizes: out })
 }
 
 /// The symlink target of a content object, or `None` for a regular file.

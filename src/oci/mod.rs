@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ostree::gio;
-use ostree_ext::chunking::ObjectMetaSized;
+use ostree::gio::prelude::FileExt;
 use ostree_ext::oci_spec::image as oci_image;
 
 use crate::exit::{invalid_input, Classified, ErrorClass};
@@ -356,80 +356,117 @@ fn build_image(opts: &OciOptions) -> Result<BuiltImage> {
                 )
             })?;
 
-        // 1. content -> package mapping
+        // 1. content -> package mapping. The tree is walked once; then the rpmdb is
+        // read and mapped on this thread while other threads read the object sizes
+        // and (parallel writer) write the commit layer, which needs no mapping.
         let t = Instant::now();
         let tree = chunking::walk_commit(&repo, &commit)?;
-        let rpmdb = read_rpmdb(opts, &repo, &tree, tmp.path())?;
-        let mut link_cache: std::collections::HashMap<String, Option<String>> = Default::default();
-        let mut symlink = |c: &str| -> Result<Option<String>> {
-            if let Some(t) = link_cache.get(c) {
-                return Ok(t.clone());
-            }
-            let t = chunking::symlink_target(&repo, c)?;
-            link_cache.insert(c.to_string(), t.clone());
-            Ok(t)
-        };
-        let mapping = chunking::build_mapping(&tree, &rpmdb, &mut symlink)?;
-        let per = mapping.objects_per_component();
-        eprintln!(
-            "Mapped {} content objects of commit {commit} to {} components ({} packages in the rpmdb, {} unpackaged objects) in {:.1}s",
-            mapping.owners.len(),
-            mapping.components.len(),
-            rpmdb.packages.len(),
-            per.get(chunking::UNPACKAGED_ID).copied().unwrap_or(0),
-            t.elapsed().as_secs_f32()
-        );
-        let sized = ObjectMetaSized::compute_sizes(&repo, mapping.to_object_meta())
-            .context("Computing component sizes")?;
-        if let Some(p) = &opts.contentmeta_json {
-            let json =
-                serde_json::to_vec_pretty(&sized.sizes).context("Serializing content metadata")?;
-            std::fs::write(p, json).with_context(|| format!("Writing {}", p.display()))?;
-        }
-
-        let platform = match platform {
-            Some(p) => p,
-            None => default_platform(&rpmdb)?,
-        };
-
-        // 2. labels and ostree-ext
-        let mut labels = BTreeMap::new();
-        labels.insert(
-            "org.opencontainers.image.created".to_string(),
-            created_s.clone(),
-        );
-        labels.extend(opts.labels.clone());
+        let repo_path = repo
+            .path()
+            .path()
+            .ok_or_else(|| anyhow::anyhow!("The OSTree repository has no local path"))?;
         let oci_dir = tmp.path().join("oci");
-        let t = Instant::now();
-        let inputs = encapsulate::EncapsulateInputs {
-            repo: &repo,
-            commit: &commit,
-            labels,
-            cmd: opts.cmd.clone(),
-            container_config: container_config.clone(),
-            copymeta: opts.copymeta.clone(),
-            copymeta_opt: opts.copymeta_opt.clone(),
-            max_layers,
-            contentmeta: &sized,
-            prior_build: prior.as_ref(),
-            created: created_s.clone(),
-            writer: opts.writer,
+        let writer = match (opts.writer, &prior) {
+            (encapsulate::Writer::Parallel, None) => Some(
+                chunkwriter::ImageWriter::open(&repo, &commit, &oci_dir)
+                    .with_context(|| format!("Encapsulating commit {commit}"))?,
+            ),
+            _ => None,
         };
-        encapsulate::encapsulate_to_ocidir(&inputs, &oci_dir, BUILD_TAG)?;
-        let encap_secs = t.elapsed().as_secs_f32();
+        // The scope returns before `tmp` may be dropped: no thread still writes into it.
+        let (image, compressed_size, platform) = std::thread::scope(|s| {
+            let sizes = s.spawn(|| chunking::object_sizes(&repo_path, &tree));
+            let commit_layer = writer.as_ref().map(|w| s.spawn(|| w.commit_layer()));
+            let rpmdb = read_rpmdb(opts, &repo, &tree, tmp.path())?;
+            let mut link_cache: std::collections::HashMap<String, Option<String>> =
+                Default::default();
+            let mut symlink = |c: &str| -> Result<Option<String>> {
+                if let Some(t) = link_cache.get(c) {
+                    return Ok(t.clone());
+                }
+                let t = chunking::symlink_target(&repo, c)?;
+                link_cache.insert(c.to_string(), t.clone());
+                Ok(t)
+            };
+            let mapping = chunking::build_mapping(&tree, &rpmdb, &mut symlink)?;
+            let per = mapping.objects_per_component();
+            eprintln!(
+                "Mapped {} content objects of commit {commit} to {} components ({} packages in the rpmdb, {} unpackaged objects) in {:.1}s",
+                mapping.owners.len(),
+                mapping.components.len(),
+                rpmdb.packages.len(),
+                per.get(chunking::UNPACKAGED_ID).copied().unwrap_or(0),
+                t.elapsed().as_secs_f32()
+            );
+            let sizes = sizes
+                .join()
+                .map_err(|_| anyhow::anyhow!("Reading object sizes panicked"))?
+                .context("Reading object sizes")?;
+            let sized = chunking::sized_meta(mapping.to_object_meta(), &sizes)
+                .context("Computing component sizes")?;
+            if let Some(p) = &opts.contentmeta_json {
+                let json = serde_json::to_vec_pretty(&sized.sizes)
+                    .context("Serializing content metadata")?;
+                std::fs::write(p, json).with_context(|| format!("Writing {}", p.display()))?;
+            }
 
-        // 3. reproducibility + platform
-        let image = reproducible::normalize(&oci_dir, BUILD_TAG, &created_s, &platform)
-            .context("Normalizing the image (timestamps, architecture)")?;
-        let compressed_size = image.manifest.layers().iter().map(|l| l.size()).sum();
-        eprintln!(
-            "Built image {} for commit {commit}: {} layers, {}, {} (encapsulate {encap_secs:.1}s, total {:.1}s)",
-            image.manifest_digest,
-            image.manifest.layers().len(),
-            human_size(compressed_size),
-            platform.architecture,
-            started.elapsed().as_secs_f32()
-        );
+            let platform = match platform {
+                Some(p) => p,
+                None => default_platform(&rpmdb)?,
+            };
+
+            // 2. labels and the layers
+            let mut labels = BTreeMap::new();
+            labels.insert(
+                "org.opencontainers.image.created".to_string(),
+                created_s.clone(),
+            );
+            labels.extend(opts.labels.clone());
+            let t = Instant::now();
+            let inputs = encapsulate::EncapsulateInputs {
+                repo: &repo,
+                commit: &commit,
+                labels,
+                cmd: opts.cmd.clone(),
+                container_config: container_config.clone(),
+                copymeta: opts.copymeta.clone(),
+                copymeta_opt: opts.copymeta_opt.clone(),
+                max_layers,
+                contentmeta: &sized,
+                prior_build: prior.as_ref(),
+                created: created_s.clone(),
+                writer: opts.writer,
+            };
+            match (&writer, commit_layer) {
+                (Some(w), Some(commit_layer)) => {
+                    let commit_layer = commit_layer
+                        .join()
+                        .map_err(|_| anyhow::anyhow!("Writing the commit layer panicked"))?
+                        .with_context(|| format!("Encapsulating commit {commit}"))?;
+                    catch_panic(|| w.finish(&inputs, &tree, Some(commit_layer), BUILD_TAG))
+                        .with_context(|| {
+                            format!("Encapsulating commit {commit} failed internally")
+                        })?
+                        .with_context(|| format!("Encapsulating commit {commit}"))?;
+                }
+                _ => encapsulate::encapsulate_to_ocidir(&inputs, &oci_dir, BUILD_TAG)?,
+            }
+            let encap_secs = t.elapsed().as_secs_f32();
+
+            // 3. reproducibility + platform
+            let image = reproducible::normalize(&oci_dir, BUILD_TAG, &created_s, &platform)
+                .context("Normalizing the image (timestamps, architecture)")?;
+            let compressed_size = image.manifest.layers().iter().map(|l| l.size()).sum();
+            eprintln!(
+                "Built image {} for commit {commit}: {} layers, {}, {} (encapsulate {encap_secs:.1}s, total {:.1}s)",
+                image.manifest_digest,
+                image.manifest.layers().len(),
+                human_size(compressed_size),
+                platform.architecture,
+                started.elapsed().as_secs_f32()
+            );
+            Ok::<_, anyhow::Error>((image, compressed_size, platform))
+        })?;
         Ok(BuiltImage {
             tmp,
             oci_dir,
@@ -440,6 +477,18 @@ fn build_image(opts: &OciOptions) -> Result<BuiltImage> {
         })
     })();
     result.map_err(|e| output_failed_ctx(e, format!("Building the OCI image of commit {commit}")))
+}
+
+/// Run `f`, turning a panic into an error (as `encapsulate` does around the writers).
+fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        let msg = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into());
+        anyhow::anyhow!("panic: {msg}")
+    })
 }
 
 /// `--copymeta` keys must exist and be strings; `--copymeta-opt` keys, if present,
