@@ -86,7 +86,7 @@ pub fn write_image(
 ) -> Result<WriteStats> {
     let tree = chunking::walk_commit(inputs.repo, inputs.commit)?;
     let w = ImageWriter::open(inputs.repo, inputs.commit, oci_dir)?;
-    w.finish(inputs, &tree, None, tag)
+    w.finish(inputs, &tree, None::<fn() -> Result<Layer>>, tag)
 }
 
 /// An image being written in steps, so that the caller can overlap them with its own
@@ -150,16 +150,18 @@ impl ImageWriter {
         .context("Writing the commit layer")
     }
 
-    /// Write the package layers (and the commit layer, unless `commit_layer` is one
-    /// from [`ImageWriter::commit_layer`] and still right for this packing), then the
-    /// config, manifest and index under `tag`. `tree` is the commit's walk
+    /// Write the package layers, then the config, manifest and index under `tag`.
+    /// `commit_layer` gives the result of [`ImageWriter::commit_layer`] (typically by
+    /// joining the thread writing it; called once the other layers are written); when
+    /// it is `None`, or the packing puts content objects into the commit layer, the
+    /// commit layer is written here. `tree` is the commit's walk
     /// ([`chunking::walk_commit`]); `inputs.prior_build` must be `None` (the caller
     /// uses ostree-ext for that).
     pub fn finish(
         &self,
         inputs: &EncapsulateInputs<'_>,
         tree: &CommitTree,
-        commit_layer: Option<Layer>,
+        commit_layer: Option<impl FnOnce() -> Result<Layer>>,
         tag: &str,
     ) -> Result<WriteStats> {
         ensure!(
@@ -180,18 +182,30 @@ impl ImageWriter {
         let jobs = layer_jobs(inputs, tree);
         // An object without a component goes into the commit layer: then the one
         // written ahead (without content) is not the right one.
-        let mut done: Vec<Option<Layer>> = jobs.iter().map(|_| None).collect();
-        done[0] = commit_layer.filter(|_| jobs[0].objects.is_empty());
+        let ahead = commit_layer.is_some() && jobs[0].objects.is_empty();
+        let mut skip = vec![false; jobs.len()];
+        skip[0] = ahead;
 
         let t = Instant::now();
-        let (layers, threads, cpu) = build_layers(
+        let (mut layers, threads, cpu) = build_layers(
             &self.oci,
             &self.repo_path,
             self.object_ext,
             commit,
             &jobs,
-            done,
+            &skip,
         )?;
+        if let Some(get) = commit_layer {
+            let layer = get()?;
+            if ahead {
+                layers[0] = Some(layer);
+            }
+        }
+        let layers = layers
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| l.ok_or_else(|| anyhow!("internal error: layer {i} was not written")))
+            .collect::<Result<Vec<_>>>()?;
         eprintln!(
             "Wrote {} layers of commit {commit} on {threads} threads in {:.1}s (CPU {cpu:.1}s)",
             layers.len(),
@@ -275,19 +289,20 @@ fn thread_cpu_secs() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
-/// Generate every layer not already `done`, on up to `available_parallelism`
-/// threads: the commit layer first (its size is not estimated: it holds the tree's
-/// structure), then the package layers, largest first.
-/// Returns the layers (in job order), the thread count and the CPU seconds used.
+/// Generate every layer not to `skip`, on up to `available_parallelism` threads: the
+/// commit layer first (its size is not estimated: it holds the tree's structure),
+/// then the package layers, largest first.
+/// Returns the layers (in job order, `None` where skipped), the thread count and the
+/// CPU seconds used.
 fn build_layers(
     oci: &OciDir,
     repo_path: &Path,
     object_ext: &str,
     commit: &str,
     jobs: &[LayerJob],
-    done: Vec<Option<Layer>>,
-) -> Result<(Vec<Layer>, usize, f64)> {
-    let order = job_order(jobs, &done);
+    skip: &[bool],
+) -> Result<(Vec<Option<Layer>>, usize, f64)> {
+    let order = job_order(jobs, skip);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -295,7 +310,7 @@ fn build_layers(
         .max(1);
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let results: Vec<Mutex<Option<Layer>>> = done.into_iter().map(Mutex::new).collect();
+    let results: Vec<Mutex<Option<Layer>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
     let errors: Mutex<Vec<anyhow::Error>> = Mutex::new(Vec::new());
     let cpu: Mutex<f64> = Mutex::new(0.0);
 
@@ -345,12 +360,7 @@ fn build_layers(
     }
     let layers = results
         .into_iter()
-        .enumerate()
-        .map(|(i, m)| {
-            m.into_inner()
-                .map_err(|_| anyhow!("poisoned lock"))?
-                .ok_or_else(|| anyhow!("internal error: layer {i} was not written"))
-        })
+        .map(|m| m.into_inner().map_err(|_| anyhow!("poisoned lock")))
         .collect::<Result<Vec<_>>>()?;
     let cpu = cpu.into_inner().map_err(|_| anyhow!("poisoned lock"))?;
     Ok((layers, threads, cpu))
@@ -358,8 +368,8 @@ fn build_layers(
 
 /// The jobs still to write, in the order the workers take them: the commit layer
 /// first, then by estimated size, largest first.
-fn job_order(jobs: &[LayerJob], done: &[Option<Layer>]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..jobs.len()).filter(|&i| done[i].is_none()).collect();
+fn job_order(jobs: &[LayerJob], skip: &[bool]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..jobs.len()).filter(|&i| !skip[i]).collect();
     order.sort_by_key(|&i| {
         (
             jobs[i].chunk.is_some(),
@@ -847,8 +857,8 @@ mod tests {
             est_size,
         };
         let jobs = [job(false, 0), job(true, 5), job(true, 10), job(true, 5)];
-        let none = || jobs.iter().map(|_| None).collect::<Vec<Option<Layer>>>();
-        assert_eq!(job_order(&jobs, &none()), vec![0, 2, 1, 3]);
+        assert_eq!(job_order(&jobs, &[false; 4]), vec![0, 2, 1, 3]);
+        assert_eq!(job_order(&jobs, &[true, false, true, false]), vec![1, 3]);
     }
 
     #[test]

@@ -439,10 +439,11 @@ fn build_image(opts: &OciOptions) -> Result<BuiltImage> {
             };
             match (&writer, commit_layer) {
                 (Some(w), Some(commit_layer)) => {
-                    let commit_layer = commit_layer
-                        .join()
-                        .map_err(|_| anyhow::anyhow!("Writing the commit layer panicked"))?
-                        .with_context(|| format!("Encapsulating commit {commit}"))?;
+                    let commit_layer = || {
+                        commit_layer
+                            .join()
+                            .map_err(|_| anyhow::anyhow!("Writing the commit layer panicked"))?
+                    };
                     catch_panic(|| w.finish(&inputs, &tree, Some(commit_layer), BUILD_TAG))
                         .with_context(|| {
                             format!("Encapsulating commit {commit} failed internally")
