@@ -1260,6 +1260,29 @@ fn walk_and_sizes_match_ostree_ext() {
     );
 }
 
+/// A dirtree that cannot be read makes the walk fail with its name (the other readers
+/// stop instead of waiting for it).
+#[test]
+fn walk_reports_an_unreadable_dirtree() {
+    use ostree_composer::oci::chunking;
+    let d = tmpdir();
+    let (repo_path, commit) = corner_case_commit(d.path());
+    let ls = run(Command::new("ostree")
+        .arg(format!("--repo={}", repo_path.display()))
+        .args(["ls", "-C", "-d", &commit, "/usr/lib/private"]));
+    let dirtree = ls.split_whitespace().nth(4).unwrap().to_string();
+    assert_eq!(dirtree.len(), 64, "{ls}");
+    let obj = repo_path
+        .join("objects")
+        .join(&dirtree[..2])
+        .join(format!("{}.dirtree", &dirtree[2..]));
+    std::fs::remove_file(&obj).unwrap();
+    let repo = ostree::Repo::new_for_path(&repo_path);
+    repo.open(ostree::gio::Cancellable::NONE).unwrap();
+    let e = chunking::walk_commit(&repo, &commit).unwrap_err();
+    assert!(format!("{e:#}").contains(&dirtree), "{e:#}");
+}
+
 /// With more components than layers the two writers pack differently, but the image
 /// holds the same tar entries, the labels point at the right layers, and it imports
 /// back to the same commit, reproducibly.

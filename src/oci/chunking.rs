@@ -135,67 +135,85 @@ pub(crate) const IO_THREADS: usize = 6;
 
 /// Every dirtree reachable from `root`, parsed, by checksum.
 fn load_dirtrees(repo: &ostree::Repo, root: &str) -> Result<HashMap<String, DirTreeV>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Condvar, Mutex};
+    /// The shared work list.
+    #[derive(Default)]
+    struct Work {
+        /// Dirtrees to read.
+        todo: Vec<String>,
+        /// Dirtrees being read.
+        busy: usize,
+        /// Every dirtree ever queued (identical subtrees share a dirtree: read it once).
+        seen: HashSet<String>,
+        done: HashMap<String, DirTreeV>,
+    }
     let repo_path = repo
         .path()
         .path()
         .ok_or_else(|| anyhow!("The OSTree repository has no local path"))?;
-    // Shared work list: (checksums to read, reads in progress), plus what was read.
-    let queue = std::sync::Mutex::new((vec![root.to_string()], 0usize));
-    let wake = std::sync::Condvar::new();
-    let done: std::sync::Mutex<HashMap<String, DirTreeV>> = Default::default();
-    let failed = std::sync::atomic::AtomicBool::new(false);
+    let work = Mutex::new(Work {
+        todo: vec![root.to_string()],
+        seen: [root.to_string()].into(),
+        ..Default::default()
+    });
+    let wake = Condvar::new();
+    let failed = AtomicBool::new(false);
+    let poisoned = || anyhow!("poisoned lock");
     let worker = || -> Result<()> {
-        // libostree repo objects are not thread-safe: one per thread.
-        let repo = ostree::Repo::new_for_path(&repo_path);
-        repo.open(gio::Cancellable::NONE)
-            .with_context(|| format!("Opening {}", repo_path.display()))?;
-        loop {
-            let csum = {
-                let mut q = queue.lock().map_err(|_| anyhow!("poisoned lock"))?;
-                loop {
-                    if failed.load(std::sync::atomic::Ordering::Relaxed) {
-                        return Ok(());
+        let r = (|| -> Result<()> {
+            // libostree repo objects are not thread-safe: one per thread.
+            let repo = ostree::Repo::new_for_path(&repo_path);
+            repo.open(gio::Cancellable::NONE)
+                .with_context(|| format!("Opening {}", repo_path.display()))?;
+            loop {
+                let csum = {
+                    let mut w = work.lock().map_err(|_| poisoned())?;
+                    loop {
+                        if failed.load(Ordering::Relaxed) {
+                            return Ok(());
+                        }
+                        if let Some(c) = w.todo.pop() {
+                            w.busy += 1;
+                            break c;
+                        }
+                        if w.busy == 0 {
+                            return Ok(());
+                        }
+                        w = wake.wait(w).map_err(|_| poisoned())?;
                     }
-                    if let Some(c) = q.0.pop() {
-                        q.1 += 1;
-                        break c;
-                    }
-                    if q.1 == 0 {
-                        return Ok(());
-                    }
-                    q = wake.wait(q).map_err(|_| anyhow!("poisoned lock"))?;
-                }
-            };
-            let v = repo
-                .load_variant(ostree::ObjectType::DirTree, &csum)
-                .with_context(|| format!("Loading dirtree {csum}"));
-            let parsed = v.and_then(|v| {
-                v.get::<DirTreeV>()
-                    .ok_or_else(|| anyhow!("dirtree {csum} has an unexpected type"))
-            });
-            let mut q = queue.lock().map_err(|_| anyhow!("poisoned lock"))?;
-            q.1 -= 1;
-            let parsed = match parsed {
-                Ok(p) => p,
-                Err(e) => {
-                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                    wake.notify_all();
-                    return Err(e);
-                }
-            };
-            {
-                let mut d = done.lock().map_err(|_| anyhow!("poisoned lock"))?;
+                };
+                // A panic must not leave `busy` counting a read that never ends.
+                let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let v = repo
+                        .load_variant(ostree::ObjectType::DirTree, &csum)
+                        .with_context(|| format!("Loading dirtree {csum}"))?;
+                    v.get::<DirTreeV>()
+                        .ok_or_else(|| anyhow!("dirtree {csum} has an unexpected type"))
+                }))
+                .unwrap_or_else(|_| Err(anyhow!("Reading dirtree {csum} panicked")))?;
+                let mut w = work.lock().map_err(|_| poisoned())?;
+                w.busy -= 1;
                 for (_, t, _) in &parsed.1 {
                     let t = hex::encode(t);
-                    // Identical subtrees share a dirtree: read it once.
-                    if !d.contains_key(&t) && !q.0.contains(&t) {
-                        q.0.push(t);
+                    if w.seen.insert(t.clone()) {
+                        w.todo.push(t);
                     }
                 }
-                d.insert(csum, parsed);
+                w.done.insert(csum, parsed);
+                drop(w);
+                wake.notify_all();
             }
+        })();
+        if r.is_err() {
+            // Stop the others instead of letting them wait for this thread's read. Set
+            // under the lock: a thread between its check and its wait would miss it.
+            let w = work.lock();
+            failed.store(true, Ordering::Relaxed);
+            drop(w);
             wake.notify_all();
         }
+        r
     };
     let errors: Vec<anyhow::Error> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..IO_THREADS).map(|_| s.spawn(worker)).collect();
@@ -210,7 +228,7 @@ fn load_dirtrees(repo: &ostree::Repo, root: &str) -> Result<HashMap<String, DirT
     if let Some(e) = errors.into_iter().next() {
         return Err(e);
     }
-    done.into_inner().map_err(|_| anyhow!("poisoned lock"))
+    Ok(work.into_inner().map_err(|_| poisoned())?.done)
 }
 
 /// Depth first, a directory's files before its subdirectories: the order ostree-ext
