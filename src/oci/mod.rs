@@ -377,25 +377,17 @@ fn build_image(opts: &OciOptions) -> Result<BuiltImage> {
         let (image, compressed_size, platform) = std::thread::scope(|s| {
             let sizes = s.spawn(|| chunking::object_sizes(&repo_path, &tree));
             let commit_layer = writer.as_ref().map(|w| s.spawn(|| w.commit_layer()));
-            let rpmdb = read_rpmdb(opts, &repo, &tree, tmp.path())?;
-            let mut link_cache: std::collections::HashMap<String, Option<String>> =
-                Default::default();
-            let mut symlink = |c: &str| -> Result<Option<String>> {
-                if let Some(t) = link_cache.get(c) {
-                    return Ok(t.clone());
-                }
-                let t = chunking::symlink_target(&repo, c)?;
-                link_cache.insert(c.to_string(), t.clone());
-                Ok(t)
-            };
-            let mapping = chunking::build_mapping(&tree, &rpmdb, &mut symlink)?;
-            let per = mapping.objects_per_component();
+            let (rpmdb, mapping) = map_to_packages(opts, &repo, &commit, &tree, tmp.path())?;
             eprintln!(
                 "Mapped {} content objects of commit {commit} to {} components ({} packages in the rpmdb, {} unpackaged objects) in {:.1}s",
                 mapping.owners.len(),
                 mapping.components.len(),
                 rpmdb.packages.len(),
-                per.get(chunking::UNPACKAGED_ID).copied().unwrap_or(0),
+                mapping
+                    .objects_per_component()
+                    .get(chunking::UNPACKAGED_ID)
+                    .copied()
+                    .unwrap_or(0),
                 t.elapsed().as_secs_f32()
             );
             let sizes = sizes
@@ -521,6 +513,30 @@ fn check_copymeta(
         }
     }
     Ok(())
+}
+
+/// Read the rpmdb (from `opts.rootfs_for_rpmdb`, or out of the commit) and map every
+/// content object of `tree` to its package.
+fn map_to_packages(
+    opts: &OciOptions,
+    repo: &ostree::Repo,
+    commit: &str,
+    tree: &chunking::CommitTree,
+    tmp: &Path,
+) -> Result<(rpmdb::RpmDbContents, chunking::ContentMapping)> {
+    let rpmdb = read_rpmdb(opts, repo, tree, tmp)?;
+    let mut link_cache: std::collections::HashMap<String, Option<String>> = Default::default();
+    let mut symlink = |c: &str| -> Result<Option<String>> {
+        if let Some(t) = link_cache.get(c) {
+            return Ok(t.clone());
+        }
+        let t = chunking::symlink_target(repo, c)?;
+        link_cache.insert(c.to_string(), t.clone());
+        Ok(t)
+    };
+    let mapping = chunking::build_mapping(tree, &rpmdb, &mut symlink)
+        .with_context(|| format!("Mapping the content of commit {commit} to packages"))?;
+    Ok((rpmdb, mapping))
 }
 
 fn read_rpmdb(
