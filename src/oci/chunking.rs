@@ -113,16 +113,29 @@ impl ContentMapping {
 /// The dirtree objects are read on several threads (a cold page cache makes this a
 /// chain of small reads, each waiting for the disk), then walked in memory.
 pub fn walk_commit(repo: &ostree::Repo, checksum: &str) -> Result<CommitTree> {
+    let repo_path = repo
+        .path()
+        .path()
+        .ok_or_else(|| anyhow!("The OSTree repository has no local path"))?;
+    walk_tree(&repo_path, &root_dirtree(repo, checksum)?)
+        .with_context(|| format!("Walking the tree of commit {checksum}"))
+}
+
+/// The checksum of the root dirtree of commit `checksum`.
+pub fn root_dirtree(repo: &ostree::Repo, checksum: &str) -> Result<String> {
     let (commit_v, _) = repo
         .load_commit(checksum)
         .with_context(|| format!("Loading commit {checksum}"))?;
-    let root_tree = hex::encode(commit_v.child_value(6).data_as_bytes());
-    let dirtrees = load_dirtrees(repo, &root_tree)
-        .with_context(|| format!("Reading the dirtrees of commit {checksum}"))?;
+    Ok(hex::encode(commit_v.child_value(6).data_as_bytes()))
+}
+
+/// [`walk_commit`] from the root dirtree, with the repository given by its path (so
+/// that it can run on another thread than the caller's repository object).
+pub fn walk_tree(repo_path: &Path, root_dirtree: &str) -> Result<CommitTree> {
+    let dirtrees = load_dirtrees(repo_path, root_dirtree)?;
     let mut tree = CommitTree::default();
     tree.dirs.insert("/".into());
-    walk_dirtree(&dirtrees, &root_tree, "", &mut tree)
-        .with_context(|| format!("Walking the tree of commit {checksum}"))?;
+    walk_dirtree(&dirtrees, root_dirtree, "", &mut tree)?;
     Ok(tree)
 }
 
@@ -134,7 +147,7 @@ type DirTreeV = (Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>, Vec<u8>)>);
 pub(crate) const IO_THREADS: usize = 6;
 
 /// Every dirtree reachable from `root`, parsed, by checksum.
-fn load_dirtrees(repo: &ostree::Repo, root: &str) -> Result<HashMap<String, DirTreeV>> {
+fn load_dirtrees(repo_path: &Path, root: &str) -> Result<HashMap<String, DirTreeV>> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Condvar, Mutex};
     /// The shared work list.
@@ -148,10 +161,6 @@ fn load_dirtrees(repo: &ostree::Repo, root: &str) -> Result<HashMap<String, DirT
         seen: HashSet<String>,
         done: HashMap<String, DirTreeV>,
     }
-    let repo_path = repo
-        .path()
-        .path()
-        .ok_or_else(|| anyhow!("The OSTree repository has no local path"))?;
     let work = Mutex::new(Work {
         todo: vec![root.to_string()],
         seen: [root.to_string()].into(),
@@ -163,7 +172,7 @@ fn load_dirtrees(repo: &ostree::Repo, root: &str) -> Result<HashMap<String, DirT
     let worker = || -> Result<()> {
         let r = (|| -> Result<()> {
             // libostree repo objects are not thread-safe: one per thread.
-            let repo = ostree::Repo::new_for_path(&repo_path);
+            let repo = ostree::Repo::new_for_path(repo_path);
             repo.open(gio::Cancellable::NONE)
                 .with_context(|| format!("Opening {}", repo_path.display()))?;
             loop {
@@ -342,11 +351,48 @@ pub fn symlink_target(repo: &ostree::Repo, checksum: &str) -> Result<Option<Stri
     }
 }
 
+/// What path resolution needs to know about one path of a tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathKind {
+    Dir,
+    /// A regular file or symlink, with its content checksum.
+    File(String),
+    Missing,
+}
+
+/// A commit's tree as [`resolve_path`] sees it: the walked [`CommitTree`], or a
+/// [`LazyTree`] that reads only the dirtrees on the paths asked about.
+pub trait TreeView {
+    /// What `path` (absolute, normalized: `/usr/bin`) is.
+    fn kind(&mut self, path: &str) -> Result<PathKind>;
+}
+
+impl TreeView for &CommitTree {
+    fn kind(&mut self, path: &str) -> Result<PathKind> {
+        Ok(if self.dirs.contains(path) {
+            PathKind::Dir
+        } else if let Some(c) = self.files.get(path) {
+            PathKind::File(c.clone())
+        } else {
+            PathKind::Missing
+        })
+    }
+}
+
 /// Resolve an absolute path as the commit would see it: follow symlinks in the
 /// directory part (not the last component), and find `/etc` as `/usr/etc`.
 /// Returns the path of the file entry, or `None` if the path is not a file in the tree.
 pub fn resolve_in_tree(
     tree: &CommitTree,
+    path: &str,
+    symlink: &mut dyn FnMut(&str) -> Result<Option<String>>,
+) -> Result<Option<String>> {
+    resolve_path(&mut &*tree, path, symlink)
+}
+
+/// [`resolve_in_tree`] on any [`TreeView`].
+pub fn resolve_path(
+    tree: &mut dyn TreeView,
     path: &str,
     symlink: &mut dyn FnMut(&str) -> Result<Option<String>>,
 ) -> Result<Option<String>> {
@@ -366,28 +412,29 @@ pub fn resolve_in_tree(
         let mut candidate = join(&cur, &comp);
         if cur.is_empty()
             && comp == "etc"
-            && !tree.dirs.contains("/etc")
-            && tree.dirs.contains("/usr/etc")
+            && tree.kind("/etc")? != PathKind::Dir
+            && tree.kind("/usr/etc")? == PathKind::Dir
         {
             cur.push("usr".into());
             candidate = "/usr/etc".into();
         }
         let last = pending.is_empty();
-        if tree.dirs.contains(&candidate) {
-            cur.push(comp);
-            if last {
-                return Ok(None);
+        let csum = match tree.kind(&candidate)? {
+            PathKind::Dir => {
+                cur.push(comp);
+                if last {
+                    return Ok(None);
+                }
+                continue;
             }
-            continue;
-        }
-        let Some(csum) = tree.files.get(&candidate) else {
-            return Ok(None);
+            PathKind::Missing => return Ok(None),
+            PathKind::File(csum) => csum,
         };
         if last {
             return Ok(Some(candidate));
         }
         // A file in the middle of the path: follow it if it is a symlink.
-        let Some(target) = symlink(csum)? else {
+        let Some(target) = symlink(&csum)? else {
             return Ok(None);
         };
         hops += 1;
@@ -406,6 +453,106 @@ pub fn resolve_in_tree(
         }
     }
     Ok(None)
+}
+
+/// A commit's tree read on demand: only the dirtrees on the paths looked up, for the
+/// few lookups that should not wait for the whole walk (finding the rpmdb).
+pub struct LazyTree<'r> {
+    repo: &'r ostree::Repo,
+    root: String,
+    /// Directory path -> its dirtree checksum (`None`: not a directory).
+    dir_trees: HashMap<String, Option<String>>,
+    /// Dirtree checksum -> parsed object.
+    loaded: HashMap<String, DirTreeV>,
+}
+
+impl<'r> LazyTree<'r> {
+    pub fn new(repo: &'r ostree::Repo, commit: &str) -> Result<Self> {
+        Ok(LazyTree {
+            repo,
+            root: root_dirtree(repo, commit)?,
+            dir_trees: HashMap::new(),
+            loaded: HashMap::new(),
+        })
+    }
+
+    fn load(&mut self, csum: &str) -> Result<&DirTreeV> {
+        if !self.loaded.contains_key(csum) {
+            let v = self
+                .repo
+                .load_variant(ostree::ObjectType::DirTree, csum)
+                .with_context(|| format!("Loading dirtree {csum}"))?;
+            let parsed = v
+                .get::<DirTreeV>()
+                .ok_or_else(|| anyhow!("dirtree {csum} has an unexpected type"))?;
+            self.loaded.insert(csum.to_string(), parsed);
+        }
+        self.loaded
+            .get(csum)
+            .ok_or_else(|| anyhow!("internal error: dirtree {csum} vanished"))
+    }
+
+    /// The dirtree of directory `dir` (`/` or `/usr/share`), `None` if it is not one.
+    fn dirtree_of(&mut self, dir: &str) -> Result<Option<String>> {
+        if dir.is_empty() || dir == "/" {
+            return Ok(Some(self.root.clone()));
+        }
+        if let Some(t) = self.dir_trees.get(dir) {
+            return Ok(t.clone());
+        }
+        let (parent, name) = dir.rsplit_once('/').unwrap_or(("", dir));
+        let t = match self.dirtree_of(parent)? {
+            None => None,
+            Some(p) => self
+                .load(&p)?
+                .1
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map(|(_, t, _)| hex::encode(t)),
+        };
+        self.dir_trees.insert(dir.to_string(), t.clone());
+        Ok(t)
+    }
+
+    /// Every file under directory `dir`, at any depth: (path, content checksum).
+    pub fn files_under(&mut self, dir: &str) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.trim_end_matches('/').to_string()];
+        while let Some(d) = todo.pop() {
+            let Some(t) = self.dirtree_of(&d)? else {
+                continue;
+            };
+            let (files, dirs) = self.load(&t)?;
+            for (name, csum) in files {
+                out.push((format!("{d}/{name}"), hex::encode(csum)));
+            }
+            for (name, _, _) in dirs {
+                todo.push(format!("{d}/{name}"));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+impl TreeView for LazyTree<'_> {
+    fn kind(&mut self, path: &str) -> Result<PathKind> {
+        if path == "/" {
+            return Ok(PathKind::Dir);
+        }
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let Some(t) = self.dirtree_of(parent)? else {
+            return Ok(PathKind::Missing);
+        };
+        let (files, dirs) = self.load(&t)?;
+        if let Some((_, c)) = files.iter().find(|(n, _)| n == name) {
+            return Ok(PathKind::File(hex::encode(c)));
+        }
+        if dirs.iter().any(|(n, _, _)| n == name) {
+            return Ok(PathKind::Dir);
+        }
+        Ok(PathKind::Missing)
+    }
 }
 
 fn join(cur: &[String], comp: &str) -> String {
@@ -572,19 +719,17 @@ pub fn check_total(tree: &CommitTree, mapping: &ContentMapping) -> Result<()> {
     Ok(())
 }
 
-/// Copy the commit's rpmdb directory into `dest` (as `dest/<dbpath>`) and return the dbpath,
-/// or `None` when the commit has no rpmdb.
-pub fn extract_rpmdb(
-    repo: &ostree::Repo,
-    tree: &CommitTree,
-    dest: &Path,
-) -> Result<Option<String>> {
+/// Copy the rpmdb directory of `commit` into `dest` (as `dest/<dbpath>`) and return the
+/// dbpath, or `None` when the commit has no rpmdb. Reads only the dirtrees on the way
+/// (it does not wait for a walk of the whole tree).
+pub fn extract_rpmdb(repo: &ostree::Repo, commit: &str, dest: &Path) -> Result<Option<String>> {
+    let mut tree = LazyTree::new(repo, commit)?;
     let mut symlink = |c: &str| symlink_target(repo, c);
     let mut dbdir = None;
     for cand in rpmdb::RPMDB_CANDIDATES {
         // Resolve the directory through symlinks by resolving a file inside it.
         for f in ["rpmdb.sqlite", "Packages", "Packages.db"] {
-            if let Some(p) = resolve_in_tree(tree, &format!("/{cand}/{f}"), &mut symlink)? {
+            if let Some(p) = resolve_path(&mut tree, &format!("/{cand}/{f}"), &mut symlink)? {
                 if let Some((d, _)) = p.rsplit_once('/') {
                     dbdir = Some(d.to_string());
                 }
@@ -598,13 +743,9 @@ pub fn extract_rpmdb(
     let Some(dbdir) = dbdir else {
         return Ok(None);
     };
-    let prefix = format!("{dbdir}/");
-    for (path, csum) in tree.files.range(prefix.clone()..) {
-        if !path.starts_with(&prefix) {
-            break;
-        }
+    for (path, csum) in tree.files_under(&dbdir)? {
         let (stream, info, _) = repo
-            .load_file(csum, gio::Cancellable::NONE)
+            .load_file(&csum, gio::Cancellable::NONE)
             .with_context(|| format!("Reading {path} from the commit"))?;
         let Some(stream) = stream else { continue };
         if info.file_type() != gio::FileType::Regular {

@@ -356,15 +356,16 @@ fn build_image(opts: &OciOptions) -> Result<BuiltImage> {
                 )
             })?;
 
-        // 1. content -> package mapping. The tree is walked once; then the rpmdb is
-        // read and mapped on this thread while other threads read the object sizes
-        // and (parallel writer) write the commit layer, which needs no mapping.
+        // 1. content -> package mapping. While this thread reads the rpmdb (found
+        // without walking the whole tree), other threads walk the tree once and read
+        // the object sizes, and (parallel writer) write the commit layer, which needs
+        // no mapping.
         let t = Instant::now();
-        let tree = chunking::walk_commit(&repo, &commit)?;
         let repo_path = repo
             .path()
             .path()
             .ok_or_else(|| anyhow::anyhow!("The OSTree repository has no local path"))?;
+        let root_dirtree = chunking::root_dirtree(&repo, &commit)?;
         let oci_dir = tmp.path().join("oci");
         let writer = match (opts.writer, &prior) {
             (encapsulate::Writer::Parallel, None) => Some(
@@ -375,9 +376,19 @@ fn build_image(opts: &OciOptions) -> Result<BuiltImage> {
         };
         // The scope returns before `tmp` may be dropped: no thread still writes into it.
         let (image, compressed_size, platform) = std::thread::scope(|s| {
-            let sizes = s.spawn(|| chunking::object_sizes(&repo_path, &tree));
             let commit_layer = writer.as_ref().map(|w| s.spawn(|| w.commit_layer()));
-            let (rpmdb, mapping) = map_to_packages(opts, &repo, &commit, &tree, tmp.path())?;
+            let walked = s.spawn(|| {
+                let tree = chunking::walk_tree(&repo_path, &root_dirtree)
+                    .with_context(|| format!("Walking the tree of commit {commit}"))?;
+                let sizes =
+                    chunking::object_sizes(&repo_path, &tree).context("Reading object sizes")?;
+                Ok::<_, anyhow::Error>((tree, sizes))
+            });
+            let rpmdb = read_rpmdb(opts, &repo, &commit, tmp.path())?;
+            let (tree, sizes) = walked
+                .join()
+                .map_err(|_| anyhow::anyhow!("Walking the tree panicked"))??;
+            let mapping = map_to_packages(&repo, &commit, &tree, &rpmdb)?;
             eprintln!(
                 "Mapped {} content objects of commit {commit} to {} components ({} packages in the rpmdb, {} unpackaged objects) in {:.1}s",
                 mapping.owners.len(),
@@ -390,10 +401,6 @@ fn build_image(opts: &OciOptions) -> Result<BuiltImage> {
                     .unwrap_or(0),
                 t.elapsed().as_secs_f32()
             );
-            let sizes = sizes
-                .join()
-                .map_err(|_| anyhow::anyhow!("Reading object sizes panicked"))?
-                .context("Reading object sizes")?;
             let sized = chunking::sized_meta(mapping.to_object_meta(), &sizes)
                 .context("Computing component sizes")?;
             if let Some(p) = &opts.contentmeta_json {
@@ -515,16 +522,13 @@ fn check_copymeta(
     Ok(())
 }
 
-/// Read the rpmdb (from `opts.rootfs_for_rpmdb`, or out of the commit) and map every
-/// content object of `tree` to its package.
+/// Map every content object of `tree` to its package in `rpmdb`.
 fn map_to_packages(
-    opts: &OciOptions,
     repo: &ostree::Repo,
     commit: &str,
     tree: &chunking::CommitTree,
-    tmp: &Path,
-) -> Result<(rpmdb::RpmDbContents, chunking::ContentMapping)> {
-    let rpmdb = read_rpmdb(opts, repo, tree, tmp)?;
+    rpmdb: &rpmdb::RpmDbContents,
+) -> Result<chunking::ContentMapping> {
     let mut link_cache: std::collections::HashMap<String, Option<String>> = Default::default();
     let mut symlink = |c: &str| -> Result<Option<String>> {
         if let Some(t) = link_cache.get(c) {
@@ -534,15 +538,15 @@ fn map_to_packages(
         link_cache.insert(c.to_string(), t.clone());
         Ok(t)
     };
-    let mapping = chunking::build_mapping(tree, &rpmdb, &mut symlink)
-        .with_context(|| format!("Mapping the content of commit {commit} to packages"))?;
-    Ok((rpmdb, mapping))
+    chunking::build_mapping(tree, rpmdb, &mut symlink)
+        .with_context(|| format!("Mapping the content of commit {commit} to packages"))
 }
 
+/// Read the rpmdb: from `opts.rootfs_for_rpmdb`, or out of the commit.
 fn read_rpmdb(
     opts: &OciOptions,
     repo: &ostree::Repo,
-    tree: &chunking::CommitTree,
+    commit: &str,
     tmp: &Path,
 ) -> Result<rpmdb::RpmDbContents> {
     if let Some(root) = &opts.rootfs_for_rpmdb {
@@ -557,7 +561,7 @@ fn read_rpmdb(
     }
     let root = tmp.join("rpmdb-root");
     std::fs::create_dir_all(&root).with_context(|| format!("Creating {}", root.display()))?;
-    let r = match chunking::extract_rpmdb(repo, tree, &root)? {
+    let r = match chunking::extract_rpmdb(repo, commit, &root)? {
         Some(dbpath) => rpmdb::query(&root, &dbpath)?,
         None => {
             eprintln!("warning: the commit has no rpmdb; all content goes into one component");
