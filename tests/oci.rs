@@ -1260,6 +1260,58 @@ fn walk_and_sizes_match_ostree_ext() {
     );
 }
 
+/// The tree read on demand (used to find the rpmdb before the walk ends) sees every
+/// path as the walked tree does, and resolves paths through symlinks alike.
+#[test]
+fn lazy_tree_agrees_with_the_walk() {
+    use ostree_composer::oci::chunking::{self, PathKind, TreeView};
+    let f = fixture();
+    let repo = ostree::Repo::new_for_path(&f.repo);
+    repo.open(ostree::gio::Cancellable::NONE).unwrap();
+    let tree = chunking::walk_commit(&repo, &f.commit).unwrap();
+    let mut lazy = chunking::LazyTree::new(&repo, &f.commit).unwrap();
+    for d in &tree.dirs {
+        assert_eq!(lazy.kind(d).unwrap(), PathKind::Dir, "{d}");
+    }
+    for (p, c) in &tree.files {
+        assert_eq!(lazy.kind(p).unwrap(), PathKind::File(c.clone()), "{p}");
+    }
+    for p in ["/nope", "/usr/nope", "/usr/bin/nope/deeper", "/etc"] {
+        assert_eq!(lazy.kind(p).unwrap(), PathKind::Missing, "{p}");
+    }
+    let under_usr: Vec<(String, String)> = tree
+        .files
+        .iter()
+        .filter(|(p, _)| p.starts_with("/usr/"))
+        .map(|(p, c)| (p.clone(), c.clone()))
+        .collect();
+    assert_eq!(lazy.files_under("/usr").unwrap(), under_usr);
+    let mut symlink = |c: &str| chunking::symlink_target(&repo, c);
+    for p in tree
+        .files
+        .keys()
+        .chain(["/etc/hello.conf".to_string()].iter())
+    {
+        assert_eq!(
+            chunking::resolve_path(&mut lazy, p, &mut symlink).unwrap(),
+            chunking::resolve_in_tree(&tree, p, &mut symlink).unwrap(),
+            "{p}"
+        );
+    }
+    let mut view = &tree;
+    assert_eq!(
+        chunking::resolve_path(&mut view, "/etc/hello.conf", &mut symlink)
+            .unwrap()
+            .as_deref(),
+        Some("/usr/etc/hello.conf")
+    );
+    // The rpmdb is found without the walk.
+    let d = tmpdir();
+    let dbpath = chunking::extract_rpmdb(&repo, &f.commit, d.path()).unwrap();
+    assert_eq!(dbpath.as_deref(), Some("usr/share/rpm"));
+    assert!(d.path().join("usr/share/rpm/rpmdb.sqlite").is_file());
+}
+
 /// A dirtree that cannot be read makes the walk fail with its name (the other readers
 /// stop instead of waiting for it).
 #[test]
