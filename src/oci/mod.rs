@@ -375,14 +375,20 @@ fn build_image(opts: &OciOptions) -> Result<BuiltImage> {
             _ => None,
         };
         // The scope returns before `tmp` may be dropped: no thread still writes into it.
+        // The threads turn panics into errors: an unjoined thread's panic would
+        // otherwise resurface as a panic when the scope ends.
         let (image, compressed_size, platform) = std::thread::scope(|s| {
-            let commit_layer = writer.as_ref().map(|w| s.spawn(|| w.commit_layer()));
+            let commit_layer = writer
+                .as_ref()
+                .map(|w| s.spawn(|| catch_panic(|| w.commit_layer())?));
             let walked = s.spawn(|| {
-                let tree = chunking::walk_tree(&repo_path, &root_dirtree)
-                    .with_context(|| format!("Walking the tree of commit {commit}"))?;
-                let sizes =
-                    chunking::object_sizes(&repo_path, &tree).context("Reading object sizes")?;
-                Ok::<_, anyhow::Error>((tree, sizes))
+                catch_panic(|| {
+                    let tree = chunking::walk_tree(&repo_path, &root_dirtree)
+                        .with_context(|| format!("Walking the tree of commit {commit}"))?;
+                    let sizes = chunking::object_sizes(&repo_path, &tree)
+                        .context("Reading object sizes")?;
+                    Ok::<_, anyhow::Error>((tree, sizes))
+                })?
             });
             let rpmdb = read_rpmdb(opts, &repo, &commit, tmp.path())?;
             let (tree, sizes) = walked
