@@ -9,8 +9,15 @@
 //!    commit's own symlinks, and `/etc` is found as `/usr/etc`),
 //! 3. the catch-all [`UNPACKAGED_ID`] component.
 //!
+//! The commit is walked once ([`walk_commit`], dirtrees read on several threads): the
+//! [`CommitTree`] serves the mapping and, with each object's paths in ostree-ext's
+//! order, the image writer. The object sizes ([`object_sizes`], [`sized_meta`]) and
+//! the rpmdb ([`extract_rpmdb`], through a [`LazyTree`] that does not wait for the
+//! walk) are read meanwhile by the caller's threads.
+//!
 //! This module does not write images; it only produces the
-//! [`ostree_ext::objectsource::ObjectMeta`] that `encapsulate` consumes.
+//! [`ostree_ext::objectsource::ObjectMeta`] (and its sized form) that `encapsulate`
+//! and `chunkwriter` consume.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;

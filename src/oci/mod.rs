@@ -2,10 +2,13 @@
 //!
 //! The pipeline for one commit, whatever the destinations:
 //! 1. validate the options and every destination (`imageref`);
-//! 2. map every content object of the commit to its RPM (`chunking`, `rpmdb`);
+//! 2. map every content object of the commit to its RPM (`chunking`, `rpmdb`): the
+//!    rpmdb is read while other threads walk the tree and read the object sizes, and
+//!    the commit layer (which needs no mapping) is written meanwhile;
 //! 3. write the image into a private `oci:` directory under `workdir`
-//!    (`encapsulate`: layers grouped by `packing`, written in parallel by
-//!    `chunkwriter`; ostree-ext's encapsulate when a previous build's layout is kept);
+//!    (layers grouped by `packing`, written in parallel by `chunkwriter`;
+//!    ostree-ext's encapsulate, through `encapsulate`, when a previous build's layout
+//!    is kept or `OciOptions::writer` asks for it);
 //! 4. make it reproducible and give it the commit's architecture (`reproducible`);
 //! 5. `skopeo copy` it to each destination, retrying transient failures (`push`);
 //!    an `oci-archive:` is written directly (`archive`).
