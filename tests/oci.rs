@@ -1312,6 +1312,79 @@ fn lazy_tree_agrees_with_the_walk() {
     assert!(d.path().join("usr/share/rpm/rpmdb.sqlite").is_file());
 }
 
+/// The commit layer written ahead (while the packages are mapped) is the one the
+/// layer pool writes; when the packing leaves an object without a layer (it then
+/// belongs in the commit layer), the one written ahead is not used.
+#[test]
+fn commit_layer_written_ahead_only_when_right() {
+    use ostree_composer::oci::chunking;
+    use ostree_composer::oci::chunkwriter::ImageWriter;
+    use ostree_composer::oci::encapsulate::{EncapsulateInputs, Writer};
+    use ostree_ext::objectsource::{ObjectMeta, ObjectSourceMeta};
+    use std::rc::Rc;
+    let f = fixture();
+    let d = tmpdir();
+    let repo = ostree::Repo::new_for_path(&f.repo);
+    repo.open(ostree::gio::Cancellable::NONE).unwrap();
+    let tree = chunking::walk_commit(&repo, &f.commit).unwrap();
+    let sizes = chunking::object_sizes(&f.repo, &tree).unwrap();
+    let mut commit_layers = Vec::new();
+    for total in [true, false] {
+        let ids: Vec<Rc<str>> = (0..3).map(|i| Rc::from(format!("comp-{i}"))).collect();
+        let set = ids
+            .iter()
+            .map(|id| ObjectSourceMeta {
+                identifier: id.clone(),
+                name: id.clone(),
+                srcid: id.clone(),
+                change_time_offset: 1,
+                change_frequency: 1,
+            })
+            .collect();
+        let mut map = indexmap::IndexMap::new();
+        for (i, csum) in tree.object_paths.keys().enumerate() {
+            if total || i > 0 {
+                map.insert(csum.clone(), ids[i % ids.len()].clone());
+            }
+        }
+        let sized = chunking::sized_meta(ObjectMeta { set, map }, &sizes).unwrap();
+        let inputs = EncapsulateInputs {
+            repo: &repo,
+            commit: &f.commit,
+            labels: BTreeMap::new(),
+            cmd: None,
+            container_config: None,
+            copymeta: vec![],
+            copymeta_opt: vec![],
+            max_layers: std::num::NonZeroU32::new(8).unwrap(),
+            contentmeta: &sized,
+            prior_build: None,
+            created: COMMIT_TIME.into(),
+            writer: Writer::Parallel,
+        };
+        let ahead_dir = d.path().join(format!("ahead-{total}"));
+        let w = ImageWriter::open(&repo, &f.commit, &ahead_dir).unwrap();
+        let layer = w.commit_layer().unwrap();
+        w.finish(&inputs, &tree, Some(move || Ok(layer)), "t")
+            .unwrap();
+        let pool_dir = d.path().join(format!("pool-{total}"));
+        let w = ImageWriter::open(&repo, &f.commit, &pool_dir).unwrap();
+        w.finish(
+            &inputs,
+            &tree,
+            None::<fn() -> anyhow::Result<ocidir::Layer>>,
+            "t",
+        )
+        .unwrap();
+        let (ahead, _) = read_oci(&ahead_dir, "t");
+        let (pool, _) = read_oci(&pool_dir, "t");
+        assert_eq!(ahead, pool, "total mapping: {total}");
+        commit_layers.push(pool["layers"][0]["digest"].clone());
+    }
+    // The object without a layer went into the commit layer.
+    assert_ne!(commit_layers[0], commit_layers[1]);
+}
+
 /// A dirtree that cannot be read makes the walk fail with its name (the other readers
 /// stop instead of waiting for it).
 #[test]
