@@ -1044,7 +1044,8 @@ fn build_with(o: &OciOptions, dest: &str, writer: oci::encapsulate::Writer) -> o
 }
 
 /// A commit with the corners of the format: /usr/etc, /var/tmp, /sysroot, content
-/// shared by two paths, empty files, a "//" symlink, a symlink target and paths longer
+/// shared by several paths (one listed before the others by the depth-first walk, files
+/// first, but after them in path order), empty files, a "//" symlink, a symlink target and paths longer
 /// than a tar header holds, a user xattr, a 0700 directory, detached metadata, a
 /// container command; no rpmdb (everything is unpackaged content).
 fn corner_case_commit(d: &Path) -> (PathBuf, String) {
@@ -1066,6 +1067,7 @@ fn corner_case_commit(d: &Path) -> (PathBuf, String) {
     }
     std::fs::write(root.join("usr/bin/tool"), noise(70_000, 11)).unwrap();
     std::fs::write(root.join("usr/bin/tool-copy"), noise(70_000, 11)).unwrap();
+    std::fs::write(root.join("usr/zz-tool"), noise(70_000, 11)).unwrap();
     std::fs::write(root.join("usr/etc/app/app.conf"), "key=value\n").unwrap();
     std::fs::write(root.join("usr/share/empty/a"), "").unwrap();
     std::fs::write(root.join("usr/share/empty/b"), "").unwrap();
@@ -1184,6 +1186,226 @@ fn parallel_writer_is_byte_identical_to_ostree_ext() {
         entries.iter().any(|e| e.0.ends_with(".commitmeta")),
         "no commitmeta"
     );
+}
+
+/// The object sizes read on several threads give ostree-ext's component sizes
+/// (`ObjectMetaSized::compute_sizes`), and the walk lists every path of an object in
+/// the depth-first order (a directory's files before its subdirectories).
+#[test]
+fn walk_and_sizes_match_ostree_ext() {
+    use ostree_composer::oci::chunking;
+    use ostree_ext::chunking::ObjectMetaSized;
+    use ostree_ext::objectsource::{ObjectMeta, ObjectSourceMeta};
+    use std::rc::Rc;
+    let f = fixture();
+    let d = tmpdir();
+    let (corner_repo, _) = corner_case_commit(d.path());
+    for (path, rev) in [(f.repo.clone(), REF), (corner_repo, "corner/x86_64")] {
+        let repo = ostree::Repo::new_for_path(&path);
+        repo.open(ostree::gio::Cancellable::NONE).unwrap();
+        let commit = repo.resolve_rev(rev, false).unwrap().unwrap().to_string();
+        let tree = chunking::walk_commit(&repo, &commit).unwrap();
+        // Every file path once, under its object.
+        let listed: usize = tree.object_paths.values().map(Vec::len).sum();
+        assert_eq!(listed, tree.files.len());
+        for (csum, paths) in &tree.object_paths {
+            assert!(paths.iter().all(|p| tree.files[p] == *csum));
+        }
+        // Components of several sizes, some sharing a size (ties keep identifier order).
+        let ids: Vec<Rc<str>> = (0..5).map(|i| Rc::from(format!("comp-{i}"))).collect();
+        let set = || {
+            ids.iter()
+                .map(|id| ObjectSourceMeta {
+                    identifier: id.clone(),
+                    name: id.clone(),
+                    srcid: id.clone(),
+                    change_time_offset: 1,
+                    change_frequency: 1,
+                })
+                .collect()
+        };
+        let mut map = indexmap::IndexMap::new();
+        for (i, csum) in tree.object_paths.keys().enumerate() {
+            map.insert(csum.clone(), ids[i % ids.len()].clone());
+        }
+        let meta = || ObjectMeta {
+            set: set(),
+            map: map.clone(),
+        };
+        let theirs = ObjectMetaSized::compute_sizes(&repo, meta()).unwrap();
+        let sizes = chunking::object_sizes(&path, &tree).unwrap();
+        let ours = chunking::sized_meta(meta(), &sizes).unwrap();
+        assert_eq!(
+            serde_json::to_value(&ours.sizes).unwrap(),
+            serde_json::to_value(&theirs.sizes).unwrap(),
+            "{rev}"
+        );
+        assert_eq!(ours.map, theirs.map);
+    }
+    // The corner commit has one object at /usr/bin/tool, /usr/bin/tool-copy and
+    // /usr/zz-tool: /usr's own files come before its subdirectories.
+    let repo_path = d.path().join("corner-repo");
+    let repo = ostree::Repo::new_for_path(&repo_path);
+    repo.open(ostree::gio::Cancellable::NONE).unwrap();
+    let commit = repo
+        .resolve_rev("corner/x86_64", false)
+        .unwrap()
+        .unwrap()
+        .to_string();
+    let tree = chunking::walk_commit(&repo, &commit).unwrap();
+    let tool = &tree.files["/usr/bin/tool"];
+    assert_eq!(
+        tree.object_paths[tool],
+        vec!["/usr/zz-tool", "/usr/bin/tool", "/usr/bin/tool-copy"]
+    );
+}
+
+/// The tree read on demand (used to find the rpmdb before the walk ends) sees every
+/// path as the walked tree does, and resolves paths through symlinks alike.
+#[test]
+fn lazy_tree_agrees_with_the_walk() {
+    use ostree_composer::oci::chunking::{self, PathKind, TreeView};
+    let f = fixture();
+    let repo = ostree::Repo::new_for_path(&f.repo);
+    repo.open(ostree::gio::Cancellable::NONE).unwrap();
+    let tree = chunking::walk_commit(&repo, &f.commit).unwrap();
+    let mut lazy = chunking::LazyTree::new(&repo, &f.commit).unwrap();
+    for d in &tree.dirs {
+        assert_eq!(lazy.kind(d).unwrap(), PathKind::Dir, "{d}");
+    }
+    for (p, c) in &tree.files {
+        assert_eq!(lazy.kind(p).unwrap(), PathKind::File(c.clone()), "{p}");
+    }
+    for p in ["/nope", "/usr/nope", "/usr/bin/nope/deeper", "/etc"] {
+        assert_eq!(lazy.kind(p).unwrap(), PathKind::Missing, "{p}");
+    }
+    let under_usr: Vec<(String, String)> = tree
+        .files
+        .iter()
+        .filter(|(p, _)| p.starts_with("/usr/"))
+        .map(|(p, c)| (p.clone(), c.clone()))
+        .collect();
+    assert_eq!(lazy.files_under("/usr").unwrap(), under_usr);
+    let mut symlink = |c: &str| chunking::symlink_target(&repo, c);
+    for p in tree
+        .files
+        .keys()
+        .chain(["/etc/hello.conf".to_string()].iter())
+    {
+        assert_eq!(
+            chunking::resolve_path(&mut lazy, p, &mut symlink).unwrap(),
+            chunking::resolve_in_tree(&tree, p, &mut symlink).unwrap(),
+            "{p}"
+        );
+    }
+    let mut view = &tree;
+    assert_eq!(
+        chunking::resolve_path(&mut view, "/etc/hello.conf", &mut symlink)
+            .unwrap()
+            .as_deref(),
+        Some("/usr/etc/hello.conf")
+    );
+    // The rpmdb is found without the walk.
+    let d = tmpdir();
+    let dbpath = chunking::extract_rpmdb(&repo, &f.commit, d.path()).unwrap();
+    assert_eq!(dbpath.as_deref(), Some("usr/share/rpm"));
+    assert!(d.path().join("usr/share/rpm/rpmdb.sqlite").is_file());
+}
+
+/// The commit layer written ahead (while the packages are mapped) is the one the
+/// layer pool writes; when the packing leaves an object without a layer (it then
+/// belongs in the commit layer), the one written ahead is not used.
+#[test]
+fn commit_layer_written_ahead_only_when_right() {
+    use ostree_composer::oci::chunking;
+    use ostree_composer::oci::chunkwriter::ImageWriter;
+    use ostree_composer::oci::encapsulate::{EncapsulateInputs, Writer};
+    use ostree_ext::objectsource::{ObjectMeta, ObjectSourceMeta};
+    use std::rc::Rc;
+    let f = fixture();
+    let d = tmpdir();
+    let repo = ostree::Repo::new_for_path(&f.repo);
+    repo.open(ostree::gio::Cancellable::NONE).unwrap();
+    let tree = chunking::walk_commit(&repo, &f.commit).unwrap();
+    let sizes = chunking::object_sizes(&f.repo, &tree).unwrap();
+    let mut commit_layers = Vec::new();
+    for total in [true, false] {
+        let ids: Vec<Rc<str>> = (0..3).map(|i| Rc::from(format!("comp-{i}"))).collect();
+        let set = ids
+            .iter()
+            .map(|id| ObjectSourceMeta {
+                identifier: id.clone(),
+                name: id.clone(),
+                srcid: id.clone(),
+                change_time_offset: 1,
+                change_frequency: 1,
+            })
+            .collect();
+        let mut map = indexmap::IndexMap::new();
+        for (i, csum) in tree.object_paths.keys().enumerate() {
+            if total || i > 0 {
+                map.insert(csum.clone(), ids[i % ids.len()].clone());
+            }
+        }
+        let sized = chunking::sized_meta(ObjectMeta { set, map }, &sizes).unwrap();
+        let inputs = EncapsulateInputs {
+            repo: &repo,
+            commit: &f.commit,
+            labels: BTreeMap::new(),
+            cmd: None,
+            container_config: None,
+            copymeta: vec![],
+            copymeta_opt: vec![],
+            max_layers: std::num::NonZeroU32::new(8).unwrap(),
+            contentmeta: &sized,
+            prior_build: None,
+            created: COMMIT_TIME.into(),
+            writer: Writer::Parallel,
+        };
+        let ahead_dir = d.path().join(format!("ahead-{total}"));
+        let w = ImageWriter::open(&repo, &f.commit, &ahead_dir).unwrap();
+        let layer = w.commit_layer().unwrap();
+        w.finish(&inputs, &tree, Some(move || Ok(layer)), "t")
+            .unwrap();
+        let pool_dir = d.path().join(format!("pool-{total}"));
+        let w = ImageWriter::open(&repo, &f.commit, &pool_dir).unwrap();
+        w.finish(
+            &inputs,
+            &tree,
+            None::<fn() -> anyhow::Result<ocidir::Layer>>,
+            "t",
+        )
+        .unwrap();
+        let (ahead, _) = read_oci(&ahead_dir, "t");
+        let (pool, _) = read_oci(&pool_dir, "t");
+        assert_eq!(ahead, pool, "total mapping: {total}");
+        commit_layers.push(pool["layers"][0]["digest"].clone());
+    }
+    // The object without a layer went into the commit layer.
+    assert_ne!(commit_layers[0], commit_layers[1]);
+}
+
+/// A dirtree that cannot be read makes the walk fail with its name (the other readers
+/// stop instead of waiting for it).
+#[test]
+fn walk_reports_an_unreadable_dirtree() {
+    use ostree_composer::oci::chunking;
+    let d = tmpdir();
+    let (repo_path, commit) = corner_case_commit(d.path());
+    let ls = run(Command::new("ostree")
+        .arg(format!("--repo={}", repo_path.display()))
+        .args(["ls", "-C", "-d", &commit, "/usr/lib/private"]));
+    let dirtree = ls.split_whitespace().nth(4).unwrap().to_string();
+    assert_eq!(dirtree.len(), 64, "{ls}");
+    let obj = repo_path
+        .join("objects")
+        .join(&dirtree[..2])
+        .join(format!("{}.dirtree", &dirtree[2..]));
+    std::fs::remove_file(&obj).unwrap();
+    let repo = ostree::Repo::new_for_path(&repo_path);
+    repo.open(ostree::gio::Cancellable::NONE).unwrap();
+    let e = chunking::walk_commit(&repo, &commit).unwrap_err();
+    assert!(format!("{e:#}").contains(&dirtree), "{e:#}");
 }
 
 /// With more components than layers the two writers pack differently, but the image

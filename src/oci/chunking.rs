@@ -9,8 +9,15 @@
 //!    commit's own symlinks, and `/etc` is found as `/usr/etc`),
 //! 3. the catch-all [`UNPACKAGED_ID`] component.
 //!
+//! The commit is walked once ([`walk_commit`], dirtrees read on several threads): the
+//! [`CommitTree`] serves the mapping and, with each object's paths in ostree-ext's
+//! order, the image writer. The object sizes ([`object_sizes`], [`sized_meta`]) and
+//! the rpmdb ([`extract_rpmdb`], through a [`LazyTree`] that does not wait for the
+//! walk) are read meanwhile by the caller's threads.
+//!
 //! This module does not write images; it only produces the
-//! [`ostree_ext::objectsource::ObjectMeta`] that `encapsulate` consumes.
+//! [`ostree_ext::objectsource::ObjectMeta`] (and its sized form) that `encapsulate`
+//! and `chunkwriter` consume.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
@@ -19,7 +26,9 @@ use std::rc::Rc;
 
 use anyhow::{anyhow, Context, Result};
 use ostree::gio;
+use ostree::gio::prelude::FileExt;
 use ostree::gio::prelude::InputStreamExtManual;
+use ostree_ext::chunking::{ObjectMetaSized, ObjectSourceMetaSized};
 use ostree_ext::objectsource::{ObjectMeta, ObjectSourceMeta};
 
 use super::rpmdb::{self, RpmDbContents};
@@ -37,6 +46,10 @@ pub struct CommitTree {
     pub files: BTreeMap<String, String>,
     /// Absolute paths of directories (`/`, `/usr`, ...).
     pub dirs: BTreeSet<String>,
+    /// Content object checksum -> its paths, in the order of a depth-first walk that
+    /// lists a directory's files before its subdirectories (the order the image
+    /// writer must keep to match ostree-ext byte for byte). Filled by [`walk_commit`].
+    pub object_paths: BTreeMap<String, Vec<String>>,
 }
 
 /// The result of mapping: one component per package (plus the catch-alls) and the owner of every object.
@@ -103,43 +116,232 @@ impl ContentMapping {
 }
 
 /// Walk the commit `checksum` and list its files and directories.
+///
+/// The dirtree objects are read on several threads (a cold page cache makes this a
+/// chain of small reads, each waiting for the disk), then walked in memory.
 pub fn walk_commit(repo: &ostree::Repo, checksum: &str) -> Result<CommitTree> {
+    let repo_path = repo
+        .path()
+        .path()
+        .ok_or_else(|| anyhow!("The OSTree repository has no local path"))?;
+    walk_tree(&repo_path, &root_dirtree(repo, checksum)?)
+        .with_context(|| format!("Walking the tree of commit {checksum}"))
+}
+
+/// The checksum of the root dirtree of commit `checksum`.
+pub fn root_dirtree(repo: &ostree::Repo, checksum: &str) -> Result<String> {
     let (commit_v, _) = repo
         .load_commit(checksum)
         .with_context(|| format!("Loading commit {checksum}"))?;
-    let root_tree = hex::encode(commit_v.child_value(6).data_as_bytes());
+    Ok(hex::encode(commit_v.child_value(6).data_as_bytes()))
+}
+
+/// [`walk_commit`] from the root dirtree, with the repository given by its path (so
+/// that it can run on another thread than the caller's repository object).
+pub fn walk_tree(repo_path: &Path, root_dirtree: &str) -> Result<CommitTree> {
+    let dirtrees = load_dirtrees(repo_path, root_dirtree)?;
     let mut tree = CommitTree::default();
     tree.dirs.insert("/".into());
-    walk_dirtree(repo, &root_tree, "", &mut tree)
-        .with_context(|| format!("Walking the tree of commit {checksum}"))?;
+    walk_dirtree(&dirtrees, root_dirtree, "", &mut tree)?;
     Ok(tree)
 }
 
 /// A dirtree object, `(a(say)a(sayay))`: files (name, checksum), dirs (name, tree, meta).
 type DirTreeV = (Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>, Vec<u8>)>);
 
+/// Threads for reading many small objects: they mostly wait for the disk, so more
+/// than the cores (a deeper I/O queue), but few enough to stay cheap.
+pub(crate) const IO_THREADS: usize = 6;
+
+/// Every dirtree reachable from `root`, parsed, by checksum.
+fn load_dirtrees(repo_path: &Path, root: &str) -> Result<HashMap<String, DirTreeV>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Condvar, Mutex};
+    /// The shared work list.
+    #[derive(Default)]
+    struct Work {
+        /// Dirtrees to read.
+        todo: Vec<String>,
+        /// Dirtrees being read.
+        busy: usize,
+        /// Every dirtree ever queued (identical subtrees share a dirtree: read it once).
+        seen: HashSet<String>,
+        done: HashMap<String, DirTreeV>,
+    }
+    let work = Mutex::new(Work {
+        todo: vec![root.to_string()],
+        seen: [root.to_string()].into(),
+        ..Default::default()
+    });
+    let wake = Condvar::new();
+    let failed = AtomicBool::new(false);
+    let poisoned = || anyhow!("poisoned lock");
+    let worker = || -> Result<()> {
+        let r = (|| -> Result<()> {
+            // libostree repo objects are not thread-safe: one per thread.
+            let repo = ostree::Repo::new_for_path(repo_path);
+            repo.open(gio::Cancellable::NONE)
+                .with_context(|| format!("Opening {}", repo_path.display()))?;
+            loop {
+                let csum = {
+                    let mut w = work.lock().map_err(|_| poisoned())?;
+                    loop {
+                        if failed.load(Ordering::Relaxed) {
+                            return Ok(());
+                        }
+                        if let Some(c) = w.todo.pop() {
+                            w.busy += 1;
+                            break c;
+                        }
+                        if w.busy == 0 {
+                            return Ok(());
+                        }
+                        w = wake.wait(w).map_err(|_| poisoned())?;
+                    }
+                };
+                // A panic must not leave `busy` counting a read that never ends.
+                let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let v = repo
+                        .load_variant(ostree::ObjectType::DirTree, &csum)
+                        .with_context(|| format!("Loading dirtree {csum}"))?;
+                    v.get::<DirTreeV>()
+                        .ok_or_else(|| anyhow!("dirtree {csum} has an unexpected type"))
+                }))
+                .unwrap_or_else(|_| Err(anyhow!("Reading dirtree {csum} panicked")))?;
+                let mut w = work.lock().map_err(|_| poisoned())?;
+                w.busy -= 1;
+                for (_, t, _) in &parsed.1 {
+                    let t = hex::encode(t);
+                    if w.seen.insert(t.clone()) {
+                        w.todo.push(t);
+                    }
+                }
+                w.done.insert(csum, parsed);
+                drop(w);
+                wake.notify_all();
+            }
+        })();
+        if r.is_err() {
+            // Stop the others instead of letting them wait for this thread's read. Set
+            // under the lock: a thread between its check and its wait would miss it.
+            let w = work.lock();
+            failed.store(true, Ordering::Relaxed);
+            drop(w);
+            wake.notify_all();
+        }
+        r
+    };
+    let errors: Vec<anyhow::Error> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..IO_THREADS).map(|_| s.spawn(worker)).collect();
+        handles
+            .into_iter()
+            .filter_map(|h| match h.join() {
+                Ok(r) => r.err(),
+                Err(_) => Some(anyhow!("a dirtree reader panicked")),
+            })
+            .collect()
+    });
+    if let Some(e) = errors.into_iter().next() {
+        return Err(e);
+    }
+    Ok(work.into_inner().map_err(|_| poisoned())?.done)
+}
+
+/// Depth first, a directory's files before its subdirectories: the order ostree-ext
+/// lists an object's paths in (kept in [`CommitTree::object_paths`]).
 fn walk_dirtree(
-    repo: &ostree::Repo,
+    dirtrees: &HashMap<String, DirTreeV>,
     csum: &str,
     prefix: &str,
     tree: &mut CommitTree,
 ) -> Result<()> {
-    let v = repo
-        .load_variant(ostree::ObjectType::DirTree, csum)
-        .with_context(|| format!("Loading dirtree {csum} ({prefix}/)"))?;
-    let (files, dirs): DirTreeV = v
-        .get()
-        .ok_or_else(|| anyhow!("dirtree {csum} ({prefix}/) has an unexpected type"))?;
+    let (files, dirs) = dirtrees
+        .get(csum)
+        .ok_or_else(|| anyhow!("internal error: dirtree {csum} ({prefix}/) was not read"))?;
     for (name, fcsum) in files {
-        tree.files
-            .insert(format!("{prefix}/{name}"), hex::encode(fcsum));
+        let path = format!("{prefix}/{name}");
+        let fcsum = hex::encode(fcsum);
+        tree.object_paths
+            .entry(fcsum.clone())
+            .or_default()
+            .push(path.clone());
+        tree.files.insert(path, fcsum);
     }
     for (name, tcsum, _meta) in dirs {
         let path = format!("{prefix}/{name}");
         tree.dirs.insert(path.clone());
-        walk_dirtree(repo, &hex::encode(tcsum), &path, tree)?;
+        walk_dirtree(dirtrees, &hex::encode(tcsum), &path, tree)?;
     }
     Ok(())
+}
+
+/// The size of every content object of `tree` (what ostree reports for it: the
+/// content length of a regular file), read on several threads.
+pub fn object_sizes(repo_path: &Path, tree: &CommitTree) -> Result<HashMap<String, u64>> {
+    let csums: Vec<&str> = tree
+        .files
+        .values()
+        .map(String::as_str)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let per = csums.len().div_ceil(IO_THREADS).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = csums
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || -> Result<Vec<(String, u64)>> {
+                    // libostree repo objects are not thread-safe: one per thread.
+                    let repo = ostree::Repo::new_for_path(repo_path);
+                    repo.open(gio::Cancellable::NONE)
+                        .with_context(|| format!("Opening {}", repo_path.display()))?;
+                    part.iter()
+                        .map(|c| {
+                            let (info, _) = repo
+                                .query_file(c, gio::Cancellable::NONE)
+                                .with_context(|| format!("Querying content object {c}"))?;
+                            let size = u64::try_from(info.size())
+                                .with_context(|| format!("Content object {c}: negative size"))?;
+                            Ok((c.to_string(), size))
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        let mut out = HashMap::with_capacity(csums.len());
+        for h in handles {
+            let part = h
+                .join()
+                .map_err(|_| anyhow!("an object size reader panicked"))??;
+            out.extend(part);
+        }
+        Ok(out)
+    })
+}
+
+/// ostree-ext's `ObjectMetaSized::compute_sizes`, from sizes already read (see
+/// [`object_sizes`]): the total size per component, largest first (ties in
+/// identifier order), only components that own objects.
+pub fn sized_meta(meta: ObjectMeta, sizes: &HashMap<String, u64>) -> Result<ObjectMetaSized> {
+    let ObjectMeta { map, mut set } = meta;
+    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+    for (csum, id) in &map {
+        let size = sizes
+            .get(csum)
+            .ok_or_else(|| anyhow!("internal error: no size for content object {csum}"))?;
+        *totals.entry(id).or_default() += size;
+    }
+    let mut out = totals
+        .into_iter()
+        .map(|(id, size)| {
+            set.take(id)
+                .map(|meta| ObjectSourceMetaSized { meta, size })
+                .ok_or_else(|| anyhow!("internal error: component {id} is not in the content set"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Stable: equal sizes stay in identifier order, as in ostree-ext.
+    out.sort_by_key(|c| std::cmp::Reverse(c.size));
+    Ok(ObjectMetaSized { map, sizes: out })
 }
 
 /// The symlink target of a content object, or `None` for a regular file.
@@ -156,11 +358,48 @@ pub fn symlink_target(repo: &ostree::Repo, checksum: &str) -> Result<Option<Stri
     }
 }
 
+/// What path resolution needs to know about one path of a tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathKind {
+    Dir,
+    /// A regular file or symlink, with its content checksum.
+    File(String),
+    Missing,
+}
+
+/// A commit's tree as [`resolve_path`] sees it: the walked [`CommitTree`], or a
+/// [`LazyTree`] that reads only the dirtrees on the paths asked about.
+pub trait TreeView {
+    /// What `path` (absolute, normalized: `/usr/bin`) is.
+    fn kind(&mut self, path: &str) -> Result<PathKind>;
+}
+
+impl TreeView for &CommitTree {
+    fn kind(&mut self, path: &str) -> Result<PathKind> {
+        Ok(if self.dirs.contains(path) {
+            PathKind::Dir
+        } else if let Some(c) = self.files.get(path) {
+            PathKind::File(c.clone())
+        } else {
+            PathKind::Missing
+        })
+    }
+}
+
 /// Resolve an absolute path as the commit would see it: follow symlinks in the
 /// directory part (not the last component), and find `/etc` as `/usr/etc`.
 /// Returns the path of the file entry, or `None` if the path is not a file in the tree.
 pub fn resolve_in_tree(
     tree: &CommitTree,
+    path: &str,
+    symlink: &mut dyn FnMut(&str) -> Result<Option<String>>,
+) -> Result<Option<String>> {
+    resolve_path(&mut &*tree, path, symlink)
+}
+
+/// [`resolve_in_tree`] on any [`TreeView`].
+pub fn resolve_path(
+    tree: &mut dyn TreeView,
     path: &str,
     symlink: &mut dyn FnMut(&str) -> Result<Option<String>>,
 ) -> Result<Option<String>> {
@@ -180,28 +419,29 @@ pub fn resolve_in_tree(
         let mut candidate = join(&cur, &comp);
         if cur.is_empty()
             && comp == "etc"
-            && !tree.dirs.contains("/etc")
-            && tree.dirs.contains("/usr/etc")
+            && tree.kind("/etc")? != PathKind::Dir
+            && tree.kind("/usr/etc")? == PathKind::Dir
         {
             cur.push("usr".into());
             candidate = "/usr/etc".into();
         }
         let last = pending.is_empty();
-        if tree.dirs.contains(&candidate) {
-            cur.push(comp);
-            if last {
-                return Ok(None);
+        let csum = match tree.kind(&candidate)? {
+            PathKind::Dir => {
+                cur.push(comp);
+                if last {
+                    return Ok(None);
+                }
+                continue;
             }
-            continue;
-        }
-        let Some(csum) = tree.files.get(&candidate) else {
-            return Ok(None);
+            PathKind::Missing => return Ok(None),
+            PathKind::File(csum) => csum,
         };
         if last {
             return Ok(Some(candidate));
         }
         // A file in the middle of the path: follow it if it is a symlink.
-        let Some(target) = symlink(csum)? else {
+        let Some(target) = symlink(&csum)? else {
             return Ok(None);
         };
         hops += 1;
@@ -220,6 +460,106 @@ pub fn resolve_in_tree(
         }
     }
     Ok(None)
+}
+
+/// A commit's tree read on demand: only the dirtrees on the paths looked up, for the
+/// few lookups that should not wait for the whole walk (finding the rpmdb).
+pub struct LazyTree<'r> {
+    repo: &'r ostree::Repo,
+    root: String,
+    /// Directory path -> its dirtree checksum (`None`: not a directory).
+    dir_trees: HashMap<String, Option<String>>,
+    /// Dirtree checksum -> parsed object.
+    loaded: HashMap<String, DirTreeV>,
+}
+
+impl<'r> LazyTree<'r> {
+    pub fn new(repo: &'r ostree::Repo, commit: &str) -> Result<Self> {
+        Ok(LazyTree {
+            repo,
+            root: root_dirtree(repo, commit)?,
+            dir_trees: HashMap::new(),
+            loaded: HashMap::new(),
+        })
+    }
+
+    fn load(&mut self, csum: &str) -> Result<&DirTreeV> {
+        if !self.loaded.contains_key(csum) {
+            let v = self
+                .repo
+                .load_variant(ostree::ObjectType::DirTree, csum)
+                .with_context(|| format!("Loading dirtree {csum}"))?;
+            let parsed = v
+                .get::<DirTreeV>()
+                .ok_or_else(|| anyhow!("dirtree {csum} has an unexpected type"))?;
+            self.loaded.insert(csum.to_string(), parsed);
+        }
+        self.loaded
+            .get(csum)
+            .ok_or_else(|| anyhow!("internal error: dirtree {csum} vanished"))
+    }
+
+    /// The dirtree of directory `dir` (`/` or `/usr/share`), `None` if it is not one.
+    fn dirtree_of(&mut self, dir: &str) -> Result<Option<String>> {
+        if dir.is_empty() || dir == "/" {
+            return Ok(Some(self.root.clone()));
+        }
+        if let Some(t) = self.dir_trees.get(dir) {
+            return Ok(t.clone());
+        }
+        let (parent, name) = dir.rsplit_once('/').unwrap_or(("", dir));
+        let t = match self.dirtree_of(parent)? {
+            None => None,
+            Some(p) => self
+                .load(&p)?
+                .1
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map(|(_, t, _)| hex::encode(t)),
+        };
+        self.dir_trees.insert(dir.to_string(), t.clone());
+        Ok(t)
+    }
+
+    /// Every file under directory `dir`, at any depth: (path, content checksum).
+    pub fn files_under(&mut self, dir: &str) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.trim_end_matches('/').to_string()];
+        while let Some(d) = todo.pop() {
+            let Some(t) = self.dirtree_of(&d)? else {
+                continue;
+            };
+            let (files, dirs) = self.load(&t)?;
+            for (name, csum) in files {
+                out.push((format!("{d}/{name}"), hex::encode(csum)));
+            }
+            for (name, _, _) in dirs {
+                todo.push(format!("{d}/{name}"));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+impl TreeView for LazyTree<'_> {
+    fn kind(&mut self, path: &str) -> Result<PathKind> {
+        if path == "/" {
+            return Ok(PathKind::Dir);
+        }
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let Some(t) = self.dirtree_of(parent)? else {
+            return Ok(PathKind::Missing);
+        };
+        let (files, dirs) = self.load(&t)?;
+        if let Some((_, c)) = files.iter().find(|(n, _)| n == name) {
+            return Ok(PathKind::File(hex::encode(c)));
+        }
+        if dirs.iter().any(|(n, _, _)| n == name) {
+            return Ok(PathKind::Dir);
+        }
+        Ok(PathKind::Missing)
+    }
 }
 
 fn join(cur: &[String], comp: &str) -> String {
@@ -386,19 +726,17 @@ pub fn check_total(tree: &CommitTree, mapping: &ContentMapping) -> Result<()> {
     Ok(())
 }
 
-/// Copy the commit's rpmdb directory into `dest` (as `dest/<dbpath>`) and return the dbpath,
-/// or `None` when the commit has no rpmdb.
-pub fn extract_rpmdb(
-    repo: &ostree::Repo,
-    tree: &CommitTree,
-    dest: &Path,
-) -> Result<Option<String>> {
+/// Copy the rpmdb directory of `commit` into `dest` (as `dest/<dbpath>`) and return the
+/// dbpath, or `None` when the commit has no rpmdb. Reads only the dirtrees on the way
+/// (it does not wait for a walk of the whole tree).
+pub fn extract_rpmdb(repo: &ostree::Repo, commit: &str, dest: &Path) -> Result<Option<String>> {
+    let mut tree = LazyTree::new(repo, commit)?;
     let mut symlink = |c: &str| symlink_target(repo, c);
     let mut dbdir = None;
     for cand in rpmdb::RPMDB_CANDIDATES {
         // Resolve the directory through symlinks by resolving a file inside it.
         for f in ["rpmdb.sqlite", "Packages", "Packages.db"] {
-            if let Some(p) = resolve_in_tree(tree, &format!("/{cand}/{f}"), &mut symlink)? {
+            if let Some(p) = resolve_path(&mut tree, &format!("/{cand}/{f}"), &mut symlink)? {
                 if let Some((d, _)) = p.rsplit_once('/') {
                     dbdir = Some(d.to_string());
                 }
@@ -412,13 +750,9 @@ pub fn extract_rpmdb(
     let Some(dbdir) = dbdir else {
         return Ok(None);
     };
-    let prefix = format!("{dbdir}/");
-    for (path, csum) in tree.files.range(prefix.clone()..) {
-        if !path.starts_with(&prefix) {
-            break;
-        }
+    for (path, csum) in tree.files_under(&dbdir)? {
         let (stream, info, _) = repo
-            .load_file(csum, gio::Cancellable::NONE)
+            .load_file(&csum, gio::Cancellable::NONE)
             .with_context(|| format!("Reading {path} from the commit"))?;
         let Some(stream) = stream else { continue };
         if info.file_type() != gio::FileType::Regular {

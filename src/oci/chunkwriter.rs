@@ -47,6 +47,7 @@ use ostree::gio::prelude::*;
 use ostree::glib;
 use sha2::Digest;
 
+use super::chunking::{self, CommitTree};
 use super::encapsulate::EncapsulateInputs;
 use super::packing;
 
@@ -66,12 +67,12 @@ pub struct WriteStats {
 }
 
 /// The objects of one layer: content checksum -> paths in the tree (walk order).
-type Objects = BTreeMap<String, Vec<String>>;
+type Objects<'t> = BTreeMap<&'t str, &'t [String]>;
 
-struct LayerJob {
+struct LayerJob<'t> {
     /// Package layers: (description, components); `None` for the commit layer.
     chunk: Option<(String, Vec<String>)>,
-    objects: Objects,
+    objects: Objects<'t>,
     est_size: u64,
 }
 
@@ -83,27 +84,144 @@ pub fn write_image(
     oci_dir: &Path,
     tag: &str,
 ) -> Result<WriteStats> {
-    ensure!(
-        inputs.prior_build.is_none(),
-        "internal error: the parallel writer does not follow a previous build"
-    );
-    let repo = inputs.repo;
-    let commit = inputs.commit;
-    let repo_path = repo
-        .path()
-        .path()
-        .ok_or_else(|| anyhow!("The OSTree repository has no local path"))?;
-    let (commit_v, _) = repo
-        .load_commit(commit)
-        .with_context(|| format!("Loading commit {commit}"))?;
+    let tree = chunking::walk_commit(inputs.repo, inputs.commit)?;
+    let w = ImageWriter::open(inputs.repo, inputs.commit, oci_dir)?;
+    w.finish(inputs, &tree, None::<fn() -> Result<Layer>>, tag)
+}
 
-    // Paths of every content object, in the order of a walk of the tree.
-    let root_tree = hex::encode(commit_v.child_value(6).data_as_bytes());
-    let mut paths: HashMap<String, Vec<String>> = HashMap::new();
-    walk_paths(repo, &root_tree, &mut PathBuf::from("/"), &mut paths)
-        .with_context(|| format!("Walking the tree of commit {commit}"))?;
+/// An image being written in steps, so that the caller can overlap them with its own
+/// work: [`ImageWriter::open`] prepares the OCI directory, [`ImageWriter::commit_layer`]
+/// writes the commit layer (it needs no packing, so it can run on another thread while
+/// the packages are mapped), and [`ImageWriter::finish`] writes the other layers and
+/// the image.
+pub struct ImageWriter {
+    oci: OciDir,
+    repo_path: PathBuf,
+    commit: String,
+    /// `file` (or `filez` in archive repos): the content objects' file extension.
+    object_ext: &'static str,
+}
 
-    // Package layers.
+impl ImageWriter {
+    /// Create (if missing) and open the OCI directory `oci_dir` for the image of `commit`.
+    pub fn open(repo: &ostree::Repo, commit: &str, oci_dir: &Path) -> Result<Self> {
+        let repo_path = repo
+            .path()
+            .path()
+            .ok_or_else(|| anyhow!("The OSTree repository has no local path"))?;
+        if !oci_dir.exists() {
+            std::fs::create_dir(oci_dir)
+                .with_context(|| format!("Creating {}", oci_dir.display()))?;
+        }
+        let dir = Dir::open_ambient_dir(oci_dir, ocidir::cap_std::ambient_authority())
+            .with_context(|| format!("Opening {}", oci_dir.display()))?;
+        let oci =
+            OciDir::ensure(&dir).with_context(|| format!("Initializing {}", oci_dir.display()))?;
+        let object_ext = match repo.mode() {
+            ostree::RepoMode::Archive => "filez",
+            _ => "file",
+        };
+        Ok(ImageWriter {
+            oci,
+            repo_path,
+            commit: commit.to_string(),
+            object_ext,
+        })
+    }
+
+    /// The commit layer as [`ImageWriter::finish`] writes it when no content object
+    /// lacks a component (the mapping of `chunking` is total): commit, tree structure
+    /// and directories only. Safe to call from another thread (it opens its own repo).
+    pub fn commit_layer(&self) -> Result<Layer> {
+        let (repo, commit_v) = open_repo(&self.repo_path, &self.commit)?;
+        let job = LayerJob {
+            chunk: None,
+            objects: Objects::new(),
+            est_size: 0,
+        };
+        write_layer(
+            &self.oci,
+            &repo,
+            &self.commit,
+            &commit_v,
+            &job,
+            &AtomicBool::new(false),
+        )
+        .context("Writing the commit layer")
+    }
+
+    /// Write the package layers, then the config, manifest and index under `tag`.
+    /// `commit_layer` gives the result of [`ImageWriter::commit_layer`] (typically by
+    /// joining the thread writing it; called once the other layers are written); when
+    /// it is `None`, or the packing puts content objects into the commit layer, the
+    /// commit layer is written here. `tree` is the commit's walk
+    /// ([`chunking::walk_commit`]); `inputs.prior_build` must be `None` (the caller
+    /// uses ostree-ext for that).
+    pub fn finish(
+        &self,
+        inputs: &EncapsulateInputs<'_>,
+        tree: &CommitTree,
+        commit_layer: Option<impl FnOnce() -> Result<Layer>>,
+        tag: &str,
+    ) -> Result<WriteStats> {
+        ensure!(
+            inputs.prior_build.is_none(),
+            "internal error: the parallel writer does not follow a previous build"
+        );
+        ensure!(
+            inputs.commit == self.commit,
+            "internal error: writing commit {} into the image of {}",
+            inputs.commit,
+            self.commit
+        );
+        let commit = inputs.commit;
+        let (commit_v, _) = inputs
+            .repo
+            .load_commit(commit)
+            .with_context(|| format!("Loading commit {commit}"))?;
+        let jobs = layer_jobs(inputs, tree);
+        // An object without a component goes into the commit layer: then the one
+        // written ahead (without content) is not the right one.
+        let ahead = commit_layer.is_some() && jobs[0].objects.is_empty();
+        let mut skip = vec![false; jobs.len()];
+        skip[0] = ahead;
+
+        let t = Instant::now();
+        let (mut layers, threads, cpu) = build_layers(
+            &self.oci,
+            &self.repo_path,
+            self.object_ext,
+            commit,
+            &jobs,
+            &skip,
+        )?;
+        if let Some(get) = commit_layer {
+            let layer = get()?;
+            if ahead {
+                layers[0] = Some(layer);
+            }
+        }
+        let layers = layers
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| l.ok_or_else(|| anyhow!("internal error: layer {i} was not written")))
+            .collect::<Result<Vec<_>>>()?;
+        eprintln!(
+            "Wrote {} layers of commit {commit} on {threads} threads in {:.1}s (CPU {cpu:.1}s)",
+            layers.len(),
+            t.elapsed().as_secs_f32()
+        );
+
+        assemble(inputs, &commit_v, &self.oci, tag, &jobs, layers)?;
+        Ok(WriteStats {
+            layers: jobs.len(),
+            threads,
+        })
+    }
+}
+
+/// The commit layer, then one job per bin of [`packing::pack`], each with its objects.
+fn layer_jobs<'t>(inputs: &EncapsulateInputs<'_>, tree: &'t CommitTree) -> Vec<LayerJob<'t>> {
     let meta = inputs.contentmeta;
     let bins = packing::pack(&meta.sizes, inputs.max_layers.get());
     let mut bin_of: HashMap<&str, usize> = HashMap::new();
@@ -127,76 +245,34 @@ pub fn write_image(
             est_size: b.iter().map(|c| c.size).sum(),
         });
     }
-    for (csum, ps) in paths {
-        let job = match meta.map.get(&csum).and_then(|id| bin_of.get(&**id)) {
+    for (csum, ps) in &tree.object_paths {
+        let job = match meta.map.get(csum).and_then(|id| bin_of.get(&**id)) {
             Some(i) => i + 1,
             None => 0,
         };
         jobs[job].objects.insert(csum, ps);
     }
-
-    if !oci_dir.exists() {
-        std::fs::create_dir(oci_dir).with_context(|| format!("Creating {}", oci_dir.display()))?;
-    }
-    let dir = Dir::open_ambient_dir(oci_dir, ocidir::cap_std::ambient_authority())
-        .with_context(|| format!("Opening {}", oci_dir.display()))?;
-    let oci =
-        OciDir::ensure(&dir).with_context(|| format!("Initializing {}", oci_dir.display()))?;
-
-    let t = Instant::now();
-    let object_ext = match repo.mode() {
-        ostree::RepoMode::Archive => "filez",
-        _ => "file",
-    };
-    let (layers, threads, cpu) = build_layers(&oci, &repo_path, object_ext, commit, &jobs)?;
-    eprintln!(
-        "Wrote {} layers of commit {commit} on {threads} threads in {:.1}s (CPU {cpu:.1}s)",
-        layers.len(),
-        t.elapsed().as_secs_f32()
-    );
-
-    assemble(inputs, &commit_v, &oci, tag, &jobs, layers)?;
-    Ok(WriteStats {
-        layers: jobs.len(),
-        threads,
-    })
+    jobs
 }
 
-/// Collect the paths of every file object, depth first, files before subdirectories
-/// (the order ostree-ext lists an object's paths in).
-fn walk_paths(
-    repo: &ostree::Repo,
-    csum: &str,
-    dir: &mut PathBuf,
-    out: &mut HashMap<String, Vec<String>>,
-) -> Result<()> {
-    let v = repo
-        .load_variant(ostree::ObjectType::DirTree, csum)
-        .with_context(|| format!("Loading dirtree {csum}"))?;
-    let (files, dirs) = parse_dirtree(&v, csum)?;
-    for (name, fcsum) in files {
-        let p = dir.join(&name);
-        let p = p
-            .to_str()
-            .ok_or_else(|| anyhow!("Non-UTF-8 path {p:?} in the commit"))?
-            .to_string();
-        out.entry(hex::encode(fcsum)).or_default().push(p);
-    }
-    for (name, tcsum, _) in dirs {
-        dir.push(&name);
-        walk_paths(repo, &hex::encode(tcsum), dir, out)?;
-        dir.pop();
-    }
-    Ok(())
+/// A repo object for this thread (libostree repo objects are not thread-safe) and the commit.
+fn open_repo(repo_path: &Path, commit: &str) -> Result<(ostree::Repo, glib::Variant)> {
+    let repo = ostree::Repo::new_for_path(repo_path);
+    repo.open(gio::Cancellable::NONE)
+        .with_context(|| format!("Opening {}", repo_path.display()))?;
+    let (commit_v, _) = repo
+        .load_commit(commit)
+        .with_context(|| format!("Loading commit {commit}"))?;
+    Ok((repo, commit_v))
 }
-
-/// A dirtree object, `(a(say)a(sayay))`: files (name, checksum), dirs (name, tree, meta).
-type DirTreeV = (Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>, Vec<u8>)>);
 
 fn parse_dirtree(v: &glib::Variant, csum: &str) -> Result<DirTreeV> {
     v.get::<DirTreeV>()
         .ok_or_else(|| anyhow!("dirtree {csum} has an unexpected type"))
 }
+
+/// A dirtree object, `(a(say)a(sayay))`: files (name, checksum), dirs (name, tree, meta).
+type DirTreeV = (Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>, Vec<u8>)>);
 
 /// CPU time of the calling thread, in seconds (for the log: with the wall time it
 /// shows whether the threads got the cores or waited for them).
@@ -213,21 +289,24 @@ fn thread_cpu_secs() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
-/// Generate every layer, on up to `available_parallelism` threads, largest first.
-/// Returns the layers (in job order), the thread count and the CPU seconds used.
+/// Generate every layer not to `skip`, on up to `available_parallelism` threads: the
+/// commit layer first (its size is not estimated: it holds the tree's structure),
+/// then the package layers, largest first.
+/// Returns the layers (in job order, `None` where skipped), the thread count and the
+/// CPU seconds used.
 fn build_layers(
     oci: &OciDir,
     repo_path: &Path,
     object_ext: &str,
     commit: &str,
     jobs: &[LayerJob],
-) -> Result<(Vec<Layer>, usize, f64)> {
-    let mut order: Vec<usize> = (0..jobs.len()).collect();
-    order.sort_by_key(|&i| (std::cmp::Reverse(jobs[i].est_size), i));
+    skip: &[bool],
+) -> Result<(Vec<Option<Layer>>, usize, f64)> {
+    let order = job_order(jobs, skip);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .min(jobs.len())
+        .min(order.len())
         .max(1);
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
@@ -243,12 +322,10 @@ fn build_layers(
             s.spawn(|| {
                 let cpu0 = thread_cpu_secs();
                 let run = || -> Result<()> {
-                    let repo = ostree::Repo::new_for_path(repo_path);
-                    repo.open(gio::Cancellable::NONE)
-                        .with_context(|| format!("Opening {}", repo_path.display()))?;
-                    let (commit_v, _) = repo
-                        .load_commit(commit)
-                        .with_context(|| format!("Loading commit {commit}"))?;
+                    if order.is_empty() {
+                        return Ok(());
+                    }
+                    let (repo, commit_v) = open_repo(repo_path, commit)?;
                     loop {
                         if failed.load(Ordering::Relaxed) {
                             return Ok(());
@@ -283,15 +360,24 @@ fn build_layers(
     }
     let layers = results
         .into_iter()
-        .enumerate()
-        .map(|(i, m)| {
-            m.into_inner()
-                .map_err(|_| anyhow!("poisoned lock"))?
-                .ok_or_else(|| anyhow!("internal error: layer {i} was not written"))
-        })
+        .map(|m| m.into_inner().map_err(|_| anyhow!("poisoned lock")))
         .collect::<Result<Vec<_>>>()?;
     let cpu = cpu.into_inner().map_err(|_| anyhow!("poisoned lock"))?;
     Ok((layers, threads, cpu))
+}
+
+/// The jobs still to write, in the order the workers take them: the commit layer
+/// first, then by estimated size, largest first.
+fn job_order(jobs: &[LayerJob], skip: &[bool]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..jobs.len()).filter(|&i| !skip[i]).collect();
+    order.sort_by_key(|&i| {
+        (
+            jobs[i].chunk.is_some(),
+            std::cmp::Reverse(jobs[i].est_size),
+            i,
+        )
+    });
+    order
 }
 
 /// Ask the kernel to start reading the object files in the order the workers will
@@ -309,7 +395,7 @@ fn prefetch(
 ) {
     use std::os::unix::fs::OpenOptionsExt;
     for &i in order {
-        for csum in jobs[i].objects.keys() {
+        for &csum in jobs[i].objects.keys() {
             // Stop on failure, and once every job is taken (the workers are then
             // reading what is left themselves).
             if stop.load(Ordering::Relaxed) || next.load(Ordering::Relaxed) >= order.len() {
@@ -762,6 +848,18 @@ fn gnu_header(kind: tar::EntryType, (uid, gid, mode): (u32, u32, u32), size: u64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commit_layer_first_then_largest() {
+        let job = |chunk: bool, est_size| LayerJob {
+            chunk: chunk.then(|| (String::new(), Vec::new())),
+            objects: Objects::new(),
+            est_size,
+        };
+        let jobs = [job(false, 0), job(true, 5), job(true, 10), job(true, 5)];
+        assert_eq!(job_order(&jobs, &[false; 4]), vec![0, 2, 1, 3]);
+        assert_eq!(job_order(&jobs, &[true, false, true, false]), vec![1, 3]);
+    }
 
     #[test]
     fn paths() {

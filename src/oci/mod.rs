@@ -2,10 +2,13 @@
 //!
 //! The pipeline for one commit, whatever the destinations:
 //! 1. validate the options and every destination (`imageref`);
-//! 2. map every content object of the commit to its RPM (`chunking`, `rpmdb`);
+//! 2. map every content object of the commit to its RPM (`chunking`, `rpmdb`): the
+//!    rpmdb is read while other threads walk the tree and read the object sizes, and
+//!    the commit layer (which needs no mapping) is written meanwhile;
 //! 3. write the image into a private `oci:` directory under `workdir`
-//!    (`encapsulate`: layers grouped by `packing`, written in parallel by
-//!    `chunkwriter`; ostree-ext's encapsulate when a previous build's layout is kept);
+//!    (layers grouped by `packing`, written in parallel by `chunkwriter`;
+//!    ostree-ext's encapsulate, through `encapsulate`, when a previous build's layout
+//!    is kept or `OciOptions::writer` asks for it);
 //! 4. make it reproducible and give it the commit's architecture (`reproducible`);
 //! 5. `skopeo copy` it to each destination, retrying transient failures (`push`);
 //!    an `oci-archive:` is written directly (`archive`).
@@ -39,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ostree::gio;
-use ostree_ext::chunking::ObjectMetaSized;
+use ostree::gio::prelude::FileExt;
 use ostree_ext::oci_spec::image as oci_image;
 
 use crate::exit::{invalid_input, Classified, ErrorClass};
@@ -356,80 +359,123 @@ fn build_image(opts: &OciOptions) -> Result<BuiltImage> {
                 )
             })?;
 
-        // 1. content -> package mapping
+        // 1. content -> package mapping. While this thread reads the rpmdb (found
+        // without walking the whole tree), other threads walk the tree once and read
+        // the object sizes, and (parallel writer) write the commit layer, which needs
+        // no mapping.
         let t = Instant::now();
-        let tree = chunking::walk_commit(&repo, &commit)?;
-        let rpmdb = read_rpmdb(opts, &repo, &tree, tmp.path())?;
-        let mut link_cache: std::collections::HashMap<String, Option<String>> = Default::default();
-        let mut symlink = |c: &str| -> Result<Option<String>> {
-            if let Some(t) = link_cache.get(c) {
-                return Ok(t.clone());
-            }
-            let t = chunking::symlink_target(&repo, c)?;
-            link_cache.insert(c.to_string(), t.clone());
-            Ok(t)
-        };
-        let mapping = chunking::build_mapping(&tree, &rpmdb, &mut symlink)?;
-        let per = mapping.objects_per_component();
-        eprintln!(
-            "Mapped {} content objects of commit {commit} to {} components ({} packages in the rpmdb, {} unpackaged objects) in {:.1}s",
-            mapping.owners.len(),
-            mapping.components.len(),
-            rpmdb.packages.len(),
-            per.get(chunking::UNPACKAGED_ID).copied().unwrap_or(0),
-            t.elapsed().as_secs_f32()
-        );
-        let sized = ObjectMetaSized::compute_sizes(&repo, mapping.to_object_meta())
-            .context("Computing component sizes")?;
-        if let Some(p) = &opts.contentmeta_json {
-            let json =
-                serde_json::to_vec_pretty(&sized.sizes).context("Serializing content metadata")?;
-            std::fs::write(p, json).with_context(|| format!("Writing {}", p.display()))?;
-        }
-
-        let platform = match platform {
-            Some(p) => p,
-            None => default_platform(&rpmdb)?,
-        };
-
-        // 2. labels and ostree-ext
-        let mut labels = BTreeMap::new();
-        labels.insert(
-            "org.opencontainers.image.created".to_string(),
-            created_s.clone(),
-        );
-        labels.extend(opts.labels.clone());
+        let repo_path = repo
+            .path()
+            .path()
+            .ok_or_else(|| anyhow::anyhow!("The OSTree repository has no local path"))?;
+        let root_dirtree = chunking::root_dirtree(&repo, &commit)?;
         let oci_dir = tmp.path().join("oci");
-        let t = Instant::now();
-        let inputs = encapsulate::EncapsulateInputs {
-            repo: &repo,
-            commit: &commit,
-            labels,
-            cmd: opts.cmd.clone(),
-            container_config: container_config.clone(),
-            copymeta: opts.copymeta.clone(),
-            copymeta_opt: opts.copymeta_opt.clone(),
-            max_layers,
-            contentmeta: &sized,
-            prior_build: prior.as_ref(),
-            created: created_s.clone(),
-            writer: opts.writer,
+        let writer = match (opts.writer, &prior) {
+            (encapsulate::Writer::Parallel, None) => Some(
+                chunkwriter::ImageWriter::open(&repo, &commit, &oci_dir)
+                    .with_context(|| format!("Encapsulating commit {commit}"))?,
+            ),
+            _ => None,
         };
-        encapsulate::encapsulate_to_ocidir(&inputs, &oci_dir, BUILD_TAG)?;
-        let encap_secs = t.elapsed().as_secs_f32();
+        // The scope returns before `tmp` may be dropped: no thread still writes into it.
+        // The threads turn panics into errors: an unjoined thread's panic would
+        // otherwise resurface as a panic when the scope ends.
+        let (image, compressed_size, platform) = std::thread::scope(|s| {
+            let commit_layer = writer
+                .as_ref()
+                .map(|w| s.spawn(|| catch_panic(|| w.commit_layer())?));
+            let walked = s.spawn(|| {
+                catch_panic(|| {
+                    let tree = chunking::walk_tree(&repo_path, &root_dirtree)
+                        .with_context(|| format!("Walking the tree of commit {commit}"))?;
+                    let sizes = chunking::object_sizes(&repo_path, &tree)
+                        .context("Reading object sizes")?;
+                    Ok::<_, anyhow::Error>((tree, sizes))
+                })?
+            });
+            let rpmdb = read_rpmdb(opts, &repo, &commit, tmp.path())?;
+            let (tree, sizes) = walked
+                .join()
+                .map_err(|_| anyhow::anyhow!("Walking the tree panicked"))??;
+            let mapping = map_to_packages(&repo, &commit, &tree, &rpmdb)?;
+            eprintln!(
+                "Mapped {} content objects of commit {commit} to {} components ({} packages in the rpmdb, {} unpackaged objects) in {:.1}s",
+                mapping.owners.len(),
+                mapping.components.len(),
+                rpmdb.packages.len(),
+                mapping
+                    .objects_per_component()
+                    .get(chunking::UNPACKAGED_ID)
+                    .copied()
+                    .unwrap_or(0),
+                t.elapsed().as_secs_f32()
+            );
+            let sized = chunking::sized_meta(mapping.to_object_meta(), &sizes)
+                .context("Computing component sizes")?;
+            if let Some(p) = &opts.contentmeta_json {
+                let json = serde_json::to_vec_pretty(&sized.sizes)
+                    .context("Serializing content metadata")?;
+                std::fs::write(p, json).with_context(|| format!("Writing {}", p.display()))?;
+            }
 
-        // 3. reproducibility + platform
-        let image = reproducible::normalize(&oci_dir, BUILD_TAG, &created_s, &platform)
-            .context("Normalizing the image (timestamps, architecture)")?;
-        let compressed_size = image.manifest.layers().iter().map(|l| l.size()).sum();
-        eprintln!(
-            "Built image {} for commit {commit}: {} layers, {}, {} (encapsulate {encap_secs:.1}s, total {:.1}s)",
-            image.manifest_digest,
-            image.manifest.layers().len(),
-            human_size(compressed_size),
-            platform.architecture,
-            started.elapsed().as_secs_f32()
-        );
+            let platform = match platform {
+                Some(p) => p,
+                None => default_platform(&rpmdb)?,
+            };
+
+            // 2. labels and the layers
+            let mut labels = BTreeMap::new();
+            labels.insert(
+                "org.opencontainers.image.created".to_string(),
+                created_s.clone(),
+            );
+            labels.extend(opts.labels.clone());
+            let t = Instant::now();
+            let inputs = encapsulate::EncapsulateInputs {
+                repo: &repo,
+                commit: &commit,
+                labels,
+                cmd: opts.cmd.clone(),
+                container_config: container_config.clone(),
+                copymeta: opts.copymeta.clone(),
+                copymeta_opt: opts.copymeta_opt.clone(),
+                max_layers,
+                contentmeta: &sized,
+                prior_build: prior.as_ref(),
+                created: created_s.clone(),
+                writer: opts.writer,
+            };
+            match (&writer, commit_layer) {
+                (Some(w), Some(commit_layer)) => {
+                    let commit_layer = || {
+                        commit_layer
+                            .join()
+                            .map_err(|_| anyhow::anyhow!("Writing the commit layer panicked"))?
+                    };
+                    catch_panic(|| w.finish(&inputs, &tree, Some(commit_layer), BUILD_TAG))
+                        .with_context(|| {
+                            format!("Encapsulating commit {commit} failed internally")
+                        })?
+                        .with_context(|| format!("Encapsulating commit {commit}"))?;
+                }
+                _ => encapsulate::encapsulate_to_ocidir(&inputs, &oci_dir, BUILD_TAG)?,
+            }
+            let encap_secs = t.elapsed().as_secs_f32();
+
+            // 3. reproducibility + platform
+            let image = reproducible::normalize(&oci_dir, BUILD_TAG, &created_s, &platform)
+                .context("Normalizing the image (timestamps, architecture)")?;
+            let compressed_size = image.manifest.layers().iter().map(|l| l.size()).sum();
+            eprintln!(
+                "Built image {} for commit {commit}: {} layers, {}, {} (encapsulate {encap_secs:.1}s, total {:.1}s)",
+                image.manifest_digest,
+                image.manifest.layers().len(),
+                human_size(compressed_size),
+                platform.architecture,
+                started.elapsed().as_secs_f32()
+            );
+            Ok::<_, anyhow::Error>((image, compressed_size, platform))
+        })?;
         Ok(BuiltImage {
             tmp,
             oci_dir,
@@ -440,6 +486,18 @@ fn build_image(opts: &OciOptions) -> Result<BuiltImage> {
         })
     })();
     result.map_err(|e| output_failed_ctx(e, format!("Building the OCI image of commit {commit}")))
+}
+
+/// Run `f`, turning a panic into an error (as `encapsulate` does around the writers).
+fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        let msg = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into());
+        anyhow::anyhow!("panic: {msg}")
+    })
 }
 
 /// `--copymeta` keys must exist and be strings; `--copymeta-opt` keys, if present,
@@ -473,10 +531,31 @@ fn check_copymeta(
     Ok(())
 }
 
+/// Map every content object of `tree` to its package in `rpmdb`.
+fn map_to_packages(
+    repo: &ostree::Repo,
+    commit: &str,
+    tree: &chunking::CommitTree,
+    rpmdb: &rpmdb::RpmDbContents,
+) -> Result<chunking::ContentMapping> {
+    let mut link_cache: std::collections::HashMap<String, Option<String>> = Default::default();
+    let mut symlink = |c: &str| -> Result<Option<String>> {
+        if let Some(t) = link_cache.get(c) {
+            return Ok(t.clone());
+        }
+        let t = chunking::symlink_target(repo, c)?;
+        link_cache.insert(c.to_string(), t.clone());
+        Ok(t)
+    };
+    chunking::build_mapping(tree, rpmdb, &mut symlink)
+        .with_context(|| format!("Mapping the content of commit {commit} to packages"))
+}
+
+/// Read the rpmdb: from `opts.rootfs_for_rpmdb`, or out of the commit.
 fn read_rpmdb(
     opts: &OciOptions,
     repo: &ostree::Repo,
-    tree: &chunking::CommitTree,
+    commit: &str,
     tmp: &Path,
 ) -> Result<rpmdb::RpmDbContents> {
     if let Some(root) = &opts.rootfs_for_rpmdb {
@@ -491,7 +570,7 @@ fn read_rpmdb(
     }
     let root = tmp.join("rpmdb-root");
     std::fs::create_dir_all(&root).with_context(|| format!("Creating {}", root.display()))?;
-    let r = match chunking::extract_rpmdb(repo, tree, &root)? {
+    let r = match chunking::extract_rpmdb(repo, commit, &root)? {
         Some(dbpath) => rpmdb::query(&root, &dbpath)?,
         None => {
             eprintln!("warning: the commit has no rpmdb; all content goes into one component");

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
@@ -62,9 +62,14 @@ pub fn find_dbpath(root: &Path) -> Option<&'static str> {
 }
 
 /// Query the rpmdb at `root`/`dbpath` (dbpath relative to the root, e.g. `usr/share/rpm`).
+/// The package and the file queries run at the same time (two `rpm` processes).
 pub fn query(root: &Path, dbpath: &str) -> Result<RpmDbContents> {
-    let pkgs = run_rpm(root, dbpath, PKG_QUERYFORMAT)?;
-    let files = run_rpm(root, dbpath, FILE_QUERYFORMAT)?;
+    let pkgs = spawn_rpm(root, dbpath, PKG_QUERYFORMAT)?;
+    let files = spawn_rpm(root, dbpath, FILE_QUERYFORMAT);
+    // Wait for both children before reporting either one's failure.
+    let pkgs = finish_rpm(pkgs, root, dbpath);
+    let files = files.and_then(|f| finish_rpm(f, root, dbpath));
+    let (pkgs, files) = (pkgs?, files?);
     let mut out = RpmDbContents::default();
     for p in parse_packages(&pkgs)? {
         out.packages.insert(p.nevra.clone(), p);
@@ -73,16 +78,36 @@ pub fn query(root: &Path, dbpath: &str) -> Result<RpmDbContents> {
     Ok(out)
 }
 
-fn run_rpm(root: &Path, dbpath: &str, qf: &str) -> Result<String> {
+/// A running `rpm -qa --qf QF` and how it was started (for messages).
+struct RpmQuery {
+    child: std::process::Child,
+    cmd: String,
+}
+
+fn spawn_rpm(root: &Path, dbpath: &str, qf: &str) -> Result<RpmQuery> {
     let mut cmd = Command::new("rpm");
     cmd.arg("--root")
         .arg(root)
         .arg("--dbpath")
         .arg(format!("/{}", dbpath.trim_start_matches('/')))
-        .args(["-qa", "--qf", qf]);
-    let out = cmd
-        .output()
+        .args(["-qa", "--qf", qf])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd
+        .spawn()
         .with_context(|| format!("Running {cmd:?} (is rpm installed?)"))?;
+    Ok(RpmQuery {
+        child,
+        cmd: format!("{cmd:?}"),
+    })
+}
+
+fn finish_rpm(q: RpmQuery, root: &Path, dbpath: &str) -> Result<String> {
+    let out = q
+        .child
+        .wait_with_output()
+        .with_context(|| format!("Running {}", q.cmd))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     // rpm reports query-format errors on stderr but still exits 0.
     if !out.status.success() || stderr.lines().any(|l| l.starts_with("error:")) {
