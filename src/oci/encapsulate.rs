@@ -113,7 +113,7 @@ fn encapsulate_with_ostree_ext(
 }
 
 /// Run `f`, turning a panic into an error carrying the panic message.
-fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T> {
+pub(crate) fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
         let msg = payload
             .downcast_ref::<String>()

@@ -47,6 +47,7 @@ use ostree_ext::oci_spec::image as oci_image;
 
 use crate::exit::{invalid_input, Classified, ErrorClass};
 pub use dropin::{container_encapsulate, parse_labels, EncapsulateOptions};
+use encapsulate::catch_panic;
 use imageref::Destination;
 
 /// ostree-ext's default and minimum layer counts.
@@ -486,18 +487,6 @@ fn build_image(opts: &OciOptions) -> Result<BuiltImage> {
         })
     })();
     result.map_err(|e| output_failed_ctx(e, format!("Building the OCI image of commit {commit}")))
-}
-
-/// Run `f`, turning a panic into an error (as `encapsulate` does around the writers).
-fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
-        let msg = payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "unknown panic".into());
-        anyhow::anyhow!("panic: {msg}")
-    })
 }
 
 /// `--copymeta` keys must exist and be strings; `--copymeta-opt` keys, if present,
