@@ -1195,8 +1195,7 @@ fn parallel_writer_is_byte_identical_to_ostree_ext() {
 fn walk_and_sizes_match_ostree_ext() {
     use ostree_composer::oci::chunking;
     use ostree_ext::chunking::ObjectMetaSized;
-    use ostree_ext::objectsource::{ObjectMeta, ObjectSourceMeta};
-    use std::rc::Rc;
+    use ostree_ext::objectsource::ObjectMeta;
     let f = fixture();
     let d = tmpdir();
     let (corner_repo, _) = corner_case_commit(d.path());
@@ -1212,18 +1211,8 @@ fn walk_and_sizes_match_ostree_ext() {
             assert!(paths.iter().all(|p| tree.files[p] == *csum));
         }
         // Components of several sizes, some sharing a size (ties keep identifier order).
-        let ids: Vec<Rc<str>> = (0..5).map(|i| Rc::from(format!("comp-{i}"))).collect();
-        let set = || {
-            ids.iter()
-                .map(|id| ObjectSourceMeta {
-                    identifier: id.clone(),
-                    name: id.clone(),
-                    srcid: id.clone(),
-                    change_time_offset: 1,
-                    change_frequency: 1,
-                })
-                .collect()
-        };
+        let ids = component_ids(5);
+        let set = || component_set(&ids);
         let mut map = indexmap::IndexMap::new();
         for (i, csum) in tree.object_paths.keys().enumerate() {
             map.insert(csum.clone(), ids[i % ids.len()].clone());
@@ -1320,8 +1309,7 @@ fn commit_layer_written_ahead_only_when_right() {
     use ostree_composer::oci::chunking;
     use ostree_composer::oci::chunkwriter::ImageWriter;
     use ostree_composer::oci::encapsulate::{EncapsulateInputs, Writer};
-    use ostree_ext::objectsource::{ObjectMeta, ObjectSourceMeta};
-    use std::rc::Rc;
+    use ostree_ext::objectsource::ObjectMeta;
     let f = fixture();
     let d = tmpdir();
     let repo = ostree::Repo::new_for_path(&f.repo);
@@ -1330,17 +1318,8 @@ fn commit_layer_written_ahead_only_when_right() {
     let sizes = chunking::object_sizes(&f.repo, &tree).unwrap();
     let mut commit_layers = Vec::new();
     for total in [true, false] {
-        let ids: Vec<Rc<str>> = (0..3).map(|i| Rc::from(format!("comp-{i}"))).collect();
-        let set = ids
-            .iter()
-            .map(|id| ObjectSourceMeta {
-                identifier: id.clone(),
-                name: id.clone(),
-                srcid: id.clone(),
-                change_time_offset: 1,
-                change_frequency: 1,
-            })
-            .collect();
+        let ids = component_ids(3);
+        let set = component_set(&ids);
         let mut map = indexmap::IndexMap::new();
         for (i, csum) in tree.object_paths.keys().enumerate() {
             if total || i > 0 {
@@ -1520,4 +1499,24 @@ fn roundtrip_external_image() {
         .arg(format!("--repo={}", repo.path().display()))
         .arg("fsck"));
     eprintln!("{fsck}");
+}
+
+/// `n` component identifiers, `comp-0`...
+fn component_ids(n: usize) -> Vec<std::rc::Rc<str>> {
+    (0..n)
+        .map(|i| std::rc::Rc::from(format!("comp-{i}")))
+        .collect()
+}
+
+/// The component set of `ids`, all alike but for their names.
+fn component_set(ids: &[std::rc::Rc<str>]) -> ostree_ext::objectsource::ObjectMetaSet {
+    ids.iter()
+        .map(|id| ostree_ext::objectsource::ObjectSourceMeta {
+            identifier: id.clone(),
+            name: id.clone(),
+            srcid: id.clone(),
+            change_time_offset: 1,
+            change_frequency: 1,
+        })
+        .collect()
 }
