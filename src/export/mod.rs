@@ -294,7 +294,7 @@ fn precompress_if_archive(
             stats.present,
         );
     }
-    if let Some(a) = ahead {
+    if let Some(a) = ahead.filter(|a| a.offered() > 0) {
         eprintln!(
             "Deflated during the install: {} contents ({}) from the {} files the packages installed; {} objects reused them",
             a.len(),

@@ -311,8 +311,11 @@ impl Helper {
                 text.clear();
                 match self.replies.read_line(&mut text) {
                     Ok(n) if n > 0 => {
-                        if let Ok(EventLine { event }) = serde_json::from_str(text.trim()) {
-                            on_event(event);
+                        if text.starts_with(EVENT_PREFIX) {
+                            // An event we cannot read is only a lost hint.
+                            if let Ok(EventLine { event }) = serde_json::from_str(text.trim()) {
+                                on_event(event);
+                            }
                             continue;
                         }
                         break Ok(true);
@@ -360,6 +363,9 @@ impl Drop for Helper {
         let _ = self.child.wait();
     }
 }
+
+/// How the helper's event lines start (`json.dumps` of `{"event": ...}`).
+const EVENT_PREFIX: &str = "{\"event\": ";
 
 /// A line the helper writes before its reply.
 #[derive(Deserialize)]

@@ -351,12 +351,23 @@ REPORT_MAX_SIZE = 16 << 20
 REPLIES = None
 
 
+def utf8_encodable(name):
+    """Whether `name` can travel as JSON to the caller (rpm gives names that
+    are not UTF-8 with surrogate escapes, which JSON parsers refuse). Those
+    files are simply not reported: the export compresses them itself."""
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def report_installed(hdr):
     names = hdr[rpm.RPMTAG_FILENAMES]
     modes = hdr[rpm.RPMTAG_FILEMODES]
     sizes = hdr[rpm.RPMTAG_LONGFILESIZES]
     files = [n for n, m, s in zip(names, modes, sizes)
-             if stat.S_ISREG(m & 0xffff) and 0 < s <= REPORT_MAX_SIZE]
+             if stat.S_ISREG(m & 0xffff) and 0 < s <= REPORT_MAX_SIZE and utf8_encodable(n)]
     if files and REPLIES is not None:
         REPLIES.write(json.dumps({"event": {"kind": "installed", "files": files}}) + "\n")
         REPLIES.flush()
