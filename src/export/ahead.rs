@@ -147,11 +147,13 @@ impl AheadWorker {
         // mpsc::Sender is Send but not Sync before Rust 1.72; a Mutex keeps
         // the sink shareable either way.
         let sender = Mutex::new(self.sender.clone());
-        let ahead = self.ahead.clone();
+        // Weak: a sink kept by the caller must not keep the streams in memory
+        // once the export has used them.
+        let ahead = Arc::downgrade(&self.ahead);
         InstalledFilesSink::new(move |files| {
-            ahead
-                .offered
-                .fetch_add(files.len() as u64, Ordering::Relaxed);
+            if let Some(a) = ahead.upgrade() {
+                a.offered.fetch_add(files.len() as u64, Ordering::Relaxed);
+            }
             if let Some(s) = sender.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
                 // The worker is gone only after finish(): nothing to do then.
                 let _ = s.send(Some(files));
