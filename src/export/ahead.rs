@@ -350,6 +350,11 @@ mod tests {
             filez(&content_a, 9, None)
         );
         assert_eq!(ahead.reused(), 1);
+        // The sink (still alive) does not keep the streams in memory.
+        let weak = Arc::downgrade(&ahead);
+        drop(ahead);
+        assert!(weak.upgrade().is_none());
+        sink.send(vec![b]);
     }
 
     #[test]
