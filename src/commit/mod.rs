@@ -18,6 +18,7 @@
 
 mod adopt;
 pub mod checksum;
+mod dirtree;
 pub mod lock;
 pub mod metadata;
 mod parallel;

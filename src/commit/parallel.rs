@@ -1,9 +1,9 @@
 //! A multi-threaded replacement for libostree's `write_dfd_to_mtree`: the
 //! rootfs is walked once on the calling thread, its regular files and
 //! symlinks are written as content objects by one worker per core (each with
-//! its own repository handle and transaction), and the directory metadata
-//! and the mutable tree are then built on the calling thread, inside the
-//! caller's transaction.
+//! its own repository handle and transaction), and the directory objects
+//! are then built on the calling thread and written by the workers too
+//! ([`super::dirtree`]).
 //!
 //! libostree's walk checksums and writes every file on one thread, which
 //! makes the commit of a whole OS tree CPU-bound on a single core. The
@@ -33,6 +33,7 @@ use ostree::{MutableTree, Repo};
 
 use super::adopt::Adopter;
 use super::checksum::regular_file_checksum;
+use super::dirtree::{self, MetadataObjects};
 use super::xattrs::{kept_xattrs, read_ostreemeta, xattrs_to_variant};
 
 /// Content-object counts of the workers' transactions.
@@ -138,8 +139,12 @@ pub(super) fn write_tree(
     }
     let written = started.elapsed().as_secs_f64();
 
-    let mtree = MutableTree::new();
-    build_mtree(repo, &root, &mtree, &checksums)?;
+    let mut objects = MetadataObjects::default();
+    let (root_contents, root_meta) = dir_objects(&root, &checksums, &mut objects)?;
+    dirtree::write_parallel(&repo_path, &objects.objects, threads)?;
+    // A tree made from its checksums: libostree's write_mtree returns its
+    // root without serializing anything again.
+    let mtree = MutableTree::from_checksum(repo, &root_contents, &root_meta);
     eprintln!(
         "Wrote {} files on {threads} threads (walk {walked:.1}s, files {:.1}s, directories {:.1}s)",
         jobs.len(),
@@ -455,39 +460,38 @@ fn write_one(repo: &Repo, job: &Job, adopter: Option<&Adopter>) -> Result<(Strin
     }
 }
 
-/// Write the directory metadata and fill `mtree` (calling thread, caller's
-/// transaction).
-fn build_mtree(repo: &Repo, dir: &Dir, mtree: &MutableTree, checksums: &[String]) -> Result<()> {
-    let info = gio::FileInfo::new();
-    info.set_file_type(gio::FileType::Directory);
-    info.set_attribute_uint32("unix::uid", dir.owner.uid);
-    info.set_attribute_uint32("unix::gid", dir.owner.gid);
-    info.set_attribute_uint32("unix::mode", dir.owner.mode);
+/// The dirmeta and dirtree objects of `dir` and everything below it (added
+/// to `objects`, children first); returns `dir`'s dirtree and dirmeta
+/// checksums.
+fn dir_objects(
+    dir: &Dir,
+    checksums: &[String],
+    objects: &mut MetadataObjects,
+) -> Result<(String, String)> {
     let xattrs = xattrs_to_variant(&kept_xattrs(&dir.path)?);
-    let dirmeta = ostree::create_directory_metadata(&info, Some(&xattrs));
-    let csum = repo
-        .write_metadata(
-            ostree::ObjectType::DirMeta,
-            None,
-            &dirmeta,
-            gio::Cancellable::NONE,
-        )
-        .with_context(|| format!("Writing the directory metadata of {}", dir.path.display()))?;
-    mtree.set_metadata_checksum(&csum.to_hex());
+    let meta = objects.add(
+        ostree::ObjectType::DirMeta,
+        dirtree::dirmeta(dir.owner.uid, dir.owner.gid, dir.owner.mode, &xattrs),
+    );
+    let mut files: Vec<(&str, &str)> = Vec::new();
+    let mut subdirs: Vec<(&str, String, String)> = Vec::new();
+    // BTreeMap order: byte order of the names, libostree's strcmp order.
     for (name, node) in &dir.children {
         match node {
-            Node::File(i) => mtree
-                .replace_file(name, &checksums[*i])
-                .with_context(|| format!("Adding {name} to the tree"))?,
+            Node::File(i) => files.push((name, &checksums[*i])),
             Node::Dir(sub) => {
-                let child = mtree
-                    .ensure_dir(name)
-                    .with_context(|| format!("Adding directory {name} to the tree"))?;
-                build_mtree(repo, sub, &child, checksums)?;
+                let (contents, sub_meta) = dir_objects(sub, checksums, objects)?;
+                subdirs.push((name, contents, sub_meta));
             }
         }
     }
-    Ok(())
+    let dirs: Vec<(&str, &str, &str)> = subdirs
+        .iter()
+        .map(|(n, c, m)| (*n, c.as_str(), m.as_str()))
+        .collect();
+    let tree = dirtree::dirtree(&files, &dirs)
+        .with_context(|| format!("Building the directory tree of {}", dir.path.display()))?;
+    Ok((objects.add(ostree::ObjectType::DirTree, tree), meta))
 }
 
 /// `consume`: delete what is left of the rootfs (directories, skipped special
