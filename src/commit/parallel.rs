@@ -141,7 +141,20 @@ pub(super) fn write_tree(
 
     let mut objects = MetadataObjects::default();
     let (root_contents, root_meta) = dir_objects(&root, &checksums, &mut objects)?;
-    dirtree::write_parallel(&repo_path, &objects.objects, threads)?;
+    // The rootfs' directories were read above: what is left of them is
+    // removed while the directory objects are written.
+    std::thread::scope(|s| -> Result<()> {
+        let removal = consume.then(|| s.spawn(|| remove_contents(rootfs)));
+        let written = dirtree::write_parallel(&repo_path, &objects.objects, threads);
+        let removed = match removal {
+            Some(r) => r
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("removing the committed rootfs panicked"))),
+            None => Ok(()),
+        };
+        // A failed write says more than a failed removal.
+        written.and(removed)
+    })?;
     // A tree made from its checksums: libostree's write_mtree returns its
     // root without serializing anything again.
     let mtree = MutableTree::from_checksum(repo, &root_contents, &root_meta);
@@ -151,9 +164,6 @@ pub(super) fn write_tree(
         written - walked,
         started.elapsed().as_secs_f64() - written
     );
-    if consume {
-        remove_contents(rootfs)?;
-    }
     Ok(Ok((mtree, skipped, stats)))
 }
 
