@@ -26,13 +26,14 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
+use rustix::fs::{Mode, OFlags};
 use sha2::{Digest, Sha256};
 
 use super::filez::{deflate_to_vec, WHOLE_BUFFER_MAX};
@@ -111,9 +112,29 @@ impl DeflatedAhead {
     }
 }
 
+/// One package's files, each as (its top-level directory, opened when the
+/// installer reported the file; the rest of its path). Post-processing
+/// moves the root's top-level directories into a new root (`rootfs.tmp` to
+/// `rootfs`, `etc` to `usr/etc`); files a busy thread has not reached yet
+/// stay reachable through the descriptors.
+struct Batch {
+    files: Vec<(Arc<OwnedFd>, PathBuf)>,
+}
+
+/// The top-level directories of one install root, opened (`None`: could
+/// not be, e.g. not a directory).
+type OpenedTops = HashMap<std::ffi::OsString, Option<Arc<OwnedFd>>>;
+
+/// What a sink keeps: where to send, and the root it last saw with its
+/// opened top-level directories.
+type SinkState = (
+    Option<mpsc::Sender<Option<Batch>>>,
+    Option<(PathBuf, OpenedTops)>,
+);
+
 /// The background thread filling a [`DeflatedAhead`].
 pub struct AheadWorker {
-    sender: Option<mpsc::Sender<Option<Vec<PathBuf>>>>,
+    sender: Option<mpsc::Sender<Option<Batch>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     ahead: Arc<DeflatedAhead>,
@@ -122,7 +143,7 @@ pub struct AheadWorker {
 impl AheadWorker {
     /// Start the thread; `level` is the destination's `archive.zlib-level`.
     pub fn start(level: u32) -> Result<AheadWorker> {
-        let (sender, receiver) = mpsc::channel::<Option<Vec<PathBuf>>>();
+        let (sender, receiver) = mpsc::channel::<Option<Batch>>();
         let stop = Arc::new(AtomicBool::new(false));
         let ahead = Arc::new(DeflatedAhead::new(level));
         let budget = memory_budget();
@@ -145,19 +166,45 @@ impl AheadWorker {
     /// Where the installer sends the files it put in place.
     pub fn sink(&self) -> InstalledFilesSink {
         // mpsc::Sender is Send but not Sync before Rust 1.72; a Mutex keeps
-        // the sink shareable either way.
-        let sender = Mutex::new(self.sender.clone());
+        // the sink shareable either way. The top-level directories stay open
+        // between batches.
+        let state: Mutex<SinkState> = Mutex::new((self.sender.clone(), None));
         // Weak: a sink kept by the caller must not keep the streams in memory
         // once the export has used them.
         let ahead = Arc::downgrade(&self.ahead);
-        InstalledFilesSink::new(move |files| {
+        InstalledFilesSink::new(move |root, files| {
             if let Some(a) = ahead.upgrade() {
                 a.offered.fetch_add(files.len() as u64, Ordering::Relaxed);
             }
-            if let Some(s) = sender.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                // The worker is gone only after finish(): nothing to do then.
-                let _ = s.send(Some(files));
+            let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+            let (sender, opened) = &mut *state;
+            if opened.as_ref().map(|(p, _)| p.as_path()) != Some(root) {
+                *opened = Some((root.to_path_buf(), HashMap::new()));
             }
+            let (Some(sender), Some((_, tops))) = (sender.as_ref(), opened.as_mut()) else {
+                return;
+            };
+            let mut batch = Vec::with_capacity(files.len());
+            for file in files {
+                let mut parts = file.components();
+                let Some(std::path::Component::Normal(top)) = parts.next() else {
+                    continue;
+                };
+                let rest = parts.as_path();
+                if rest.as_os_str().is_empty() {
+                    // A file directly in the root: too rare to bother.
+                    continue;
+                }
+                // Only a hint: a directory that cannot be opened is no error here.
+                let dir = tops
+                    .entry(top.to_os_string())
+                    .or_insert_with(|| open_dir(&root.join(top)).ok().map(Arc::new));
+                if let Some(dir) = dir {
+                    batch.push((dir.clone(), rest.to_path_buf()));
+                }
+            }
+            // The worker is gone only after finish(): nothing to do then.
+            let _ = sender.send(Some(Batch { files: batch }));
         })
     }
 
@@ -219,22 +266,22 @@ fn meminfo_available(meminfo: &str) -> Option<u64> {
 }
 
 fn run(
-    receiver: &mpsc::Receiver<Option<Vec<PathBuf>>>,
+    receiver: &mpsc::Receiver<Option<Batch>>,
     stop: &AtomicBool,
     ahead: &DeflatedAhead,
     budget: u64,
 ) {
     lower_priority();
     let mut buf = Vec::new();
-    while let Ok(Some(files)) = receiver.recv() {
-        for path in files {
+    while let Ok(Some(Batch { files })) = receiver.recv() {
+        for (dir, path) in files {
             if stop.load(Ordering::Relaxed) || ahead.stored_bytes.load(Ordering::Relaxed) >= budget
             {
                 return;
             }
             // A file that cannot be read is no error here: the export
             // compresses it (or whatever replaced it) itself.
-            if read_regular(&path, &mut buf).is_ok() {
+            if read_regular(&dir, &path, &mut buf).is_ok() {
                 let key: [u8; 32] = Sha256::digest(&buf).into();
                 if !ahead.contains(&key) {
                     match deflate_to_vec(&buf, ahead.level) {
@@ -248,14 +295,17 @@ fn run(
     }
 }
 
-/// Read `path` into `buf` if it is a regular file of at most
-/// [`WHOLE_BUFFER_MAX`] bytes (never following a final symlink, never
-/// blocking on a FIFO).
-fn read_regular(path: &std::path::Path, buf: &mut Vec<u8>) -> Result<()> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
+/// Read `path` (relative to the directory `root`) into `buf` if it is a regular file of
+/// at most [`WHOLE_BUFFER_MAX`] bytes (never following a final symlink,
+/// never blocking on a FIFO).
+fn read_regular(root: &OwnedFd, path: &Path, buf: &mut Vec<u8>) -> Result<()> {
+    let fd = rustix::fs::openat(
+        root,
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let file = std::fs::File::from(fd);
     let meta = file.metadata()?;
     if !meta.is_file() || meta.len() == 0 || meta.len() > WHOLE_BUFFER_MAX {
         anyhow::bail!("not a candidate");
@@ -263,6 +313,15 @@ fn read_regular(path: &std::path::Path, buf: &mut Vec<u8>) -> Result<()> {
     buf.clear();
     file.take(WHOLE_BUFFER_MAX + 1).read_to_end(buf)?;
     Ok(())
+}
+
+/// Open `path` as a directory.
+fn open_dir(path: &Path) -> Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// nice 10 for the calling thread (on Linux, setpriority on a thread id
@@ -280,6 +339,7 @@ fn lower_priority() {
 mod tests {
     use super::*;
     use crate::export::filez::{write_filez, FileHeader};
+    use std::path::Path;
 
     fn header(size: usize) -> FileHeader {
         FileHeader {
@@ -308,17 +368,29 @@ mod tests {
     #[test]
     fn files_deflated_ahead_are_reused_and_give_the_same_object() {
         let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a");
-        let b = dir.path().join("b");
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        let a = dir.path().join("d/a");
+        let b = dir.path().join("d/b");
         let content_a = b"the quick brown fox\n".repeat(5000);
         std::fs::write(&a, &content_a).unwrap();
         std::fs::write(&b, b"first version").unwrap();
-        let link = dir.path().join("link");
+        let link = dir.path().join("d/link");
         std::os::unix::fs::symlink(&a, &link).unwrap();
 
         let worker = AheadWorker::start(6).unwrap();
         let sink = worker.sink();
-        sink.send(vec![a.clone(), b.clone(), link, dir.path().join("missing")]);
+        let rel = |p: &Path| p.strip_prefix(dir.path()).unwrap().to_path_buf();
+        sink.send(
+            dir.path(),
+            vec![
+                rel(&a),
+                rel(&b),
+                rel(&link),
+                PathBuf::from("d/missing"),
+                PathBuf::from("top-level-file"),
+                PathBuf::from("no-such-dir/x"),
+            ],
+        );
         // Give the thread the files before stopping it.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while worker.ahead.len() < 2 && std::time::Instant::now() < deadline {
@@ -330,9 +402,9 @@ mod tests {
             2,
             "a and b, not the symlink or the missing file"
         );
-        assert_eq!(ahead.offered(), 4);
+        assert_eq!(ahead.offered(), 6);
         // A send after finish is ignored, not a panic.
-        sink.send(vec![a.clone()]);
+        sink.send(dir.path(), vec![rel(&a)]);
 
         // b changed after it was deflated: not found, compressed normally.
         let content_b = b"second version".to_vec();
@@ -354,7 +426,48 @@ mod tests {
         let weak = Arc::downgrade(&ahead);
         drop(ahead);
         assert!(weak.upgrade().is_none());
-        sink.send(vec![b]);
+        sink.send(dir.path(), vec![rel(&b)]);
+    }
+
+    /// Files reported before post-processing moved the root's top-level
+    /// directories into a new root are still read: those directories are
+    /// held open.
+    #[test]
+    fn files_queued_before_the_root_is_rearranged_are_still_read() {
+        let top = tempfile::tempdir().unwrap();
+        let old_root = top.path().join("rootfs.tmp");
+        let new_root = top.path().join("rootfs");
+        std::fs::create_dir_all(old_root.join("usr/lib")).unwrap();
+        std::fs::create_dir_all(&new_root).unwrap();
+        std::fs::write(old_root.join("usr/lib/x"), b"some library\n".repeat(100)).unwrap();
+        let worker = AheadWorker::start(6).unwrap();
+        // The sink opens usr/ now; the thread may read the file before or
+        // after the move below.
+        worker
+            .sink()
+            .send(&old_root, vec![PathBuf::from("usr/lib/x")]);
+        std::fs::rename(old_root.join("usr"), new_root.join("usr")).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while worker.ahead.len() < 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(worker.finish().len(), 1);
+
+        // Deterministically after the move: the thread's loop run here.
+        std::fs::create_dir_all(old_root.join("usr/share")).unwrap();
+        std::fs::write(old_root.join("usr/share/y"), b"data\n".repeat(100)).unwrap();
+        let (sender, receiver) = mpsc::channel();
+        let usr = Arc::new(open_dir(&old_root.join("usr")).unwrap());
+        sender
+            .send(Some(Batch {
+                files: vec![(usr, PathBuf::from("share/y"))],
+            }))
+            .unwrap();
+        sender.send(None).unwrap();
+        std::fs::rename(old_root.join("usr"), new_root.join("usr2")).unwrap();
+        let ahead = DeflatedAhead::new(6);
+        run(&receiver, &AtomicBool::new(false), &ahead, BUDGET_MAX);
+        assert_eq!(ahead.len(), 1);
     }
 
     #[test]

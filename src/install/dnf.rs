@@ -167,7 +167,7 @@ impl Session {
         );
         let on_event = |event: Event| {
             if let (Some(sink), Event::Installed { files }) = (files, event) {
-                sink.send(files.iter().map(|f| in_root(&root, f)).collect());
+                sink.send(&root, files.iter().map(|f| relative(f)).collect());
             }
         };
         self.run_with_events(&request, &on_event).map(drop)
@@ -380,9 +380,9 @@ enum Event {
     Installed { files: Vec<String> },
 }
 
-/// `file` (absolute, as rpm lists it) inside `root`.
-fn in_root(root: &Path, file: &str) -> PathBuf {
-    root.join(file.trim_start_matches('/'))
+/// `file` (absolute, as rpm lists it) relative to the install root.
+fn relative(file: &str) -> PathBuf {
+    PathBuf::from(file.trim_start_matches('/'))
 }
 
 #[derive(Deserialize)]

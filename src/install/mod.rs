@@ -214,20 +214,24 @@ impl Session {
     }
 }
 
-/// Receives the absolute paths of one package's regular files (as the
-/// package lists them; some may be missing, e.g. documentation with
-/// `documentation: false`) once rpm has installed that package. Called on the
-/// installing thread: it should only hand the list on.
+/// Receives the install root and the paths (relative to it) of one
+/// package's regular files, as the package lists them (some may be missing,
+/// e.g. documentation with `documentation: false`), once rpm has installed
+/// that package. Called on the installing thread: it should only hand the
+/// list on.
 #[derive(Clone)]
-pub struct InstalledFilesSink(Arc<dyn Fn(Vec<PathBuf>) + Send + Sync>);
+pub struct InstalledFilesSink(Arc<FilesCallback>);
+
+/// The callback behind an [`InstalledFilesSink`]: install root, relative paths.
+type FilesCallback = dyn Fn(&Path, Vec<PathBuf>) + Send + Sync;
 
 impl InstalledFilesSink {
-    pub fn new(f: impl Fn(Vec<PathBuf>) + Send + Sync + 'static) -> InstalledFilesSink {
+    pub fn new(f: impl Fn(&Path, Vec<PathBuf>) + Send + Sync + 'static) -> InstalledFilesSink {
         InstalledFilesSink(Arc::new(f))
     }
 
-    pub(crate) fn send(&self, files: Vec<PathBuf>) {
-        (self.0)(files)
+    pub(crate) fn send(&self, root: &Path, files: Vec<PathBuf>) {
+        (self.0)(root, files)
     }
 }
 
