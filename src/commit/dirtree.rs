@@ -16,13 +16,12 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use ostree::gio;
 use ostree::glib::{ToVariant, Variant, VariantTy};
-use ostree::{ObjectType, Repo};
+use ostree::ObjectType;
 use sha2::{Digest, Sha256};
 
 /// A metadata object to write.
@@ -113,83 +112,42 @@ pub(super) fn metadata_checksum(v: &Variant) -> String {
 }
 
 /// Write `objects` into the repository at `repo_path` on `threads` threads,
-/// each with its own handle and transaction (committed one at a time:
-/// libostree's transaction setup scans `tmp/` and trips over a staging
-/// directory another transaction is removing). Objects the repository has
-/// are skipped by libostree. No fsync: the caller's transaction syncs the
-/// filesystem before any ref points at them.
+/// each in its own transaction (see [`super::parallel::in_transactions`]).
+/// Objects the repository has are skipped by libostree.
 pub(super) fn write_parallel(
     repo_path: &Path,
     objects: &[MetadataObject],
     threads: usize,
 ) -> Result<()> {
-    let threads = threads.clamp(1, objects.len().max(1));
     let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let committing = Mutex::new(());
-    let prepared = std::sync::Barrier::new(threads);
-    let worker = || -> Result<()> {
-        let repo = Repo::new_for_path(repo_path);
-        let txn = repo
-            .open(gio::Cancellable::NONE)
-            .with_context(|| format!("Opening {}", repo_path.display()))
-            .and_then(|()| {
-                repo.set_disable_fsync(true);
-                repo.auto_transaction(gio::Cancellable::NONE)
-                    .context("Starting a repository transaction for directory objects")
-            });
-        prepared.wait();
-        let txn = txn?;
-        while !failed.load(Ordering::SeqCst) {
-            let Some(o) = objects.get(next.fetch_add(1, Ordering::SeqCst)) else {
-                break;
-            };
-            repo.write_metadata(
-                o.kind,
-                Some(&o.checksum),
-                &o.variant,
-                gio::Cancellable::NONE,
-            )
-            .with_context(|| format!("Writing {} object {}", o.kind, o.checksum))?;
-        }
-        let _one_at_a_time = committing
-            .lock()
-            .map_err(|_| anyhow!("a directory object writer panicked"))?;
-        if failed.load(Ordering::SeqCst) {
-            // Dropping `txn` aborts it.
-            return Ok(());
-        }
-        txn.commit(gio::Cancellable::NONE)
-            .context("Committing the directory objects")?;
-        Ok(())
-    };
-    let outcomes: Vec<Result<()>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let r = worker();
-                    if r.is_err() {
-                        failed.store(true, Ordering::SeqCst);
-                    }
-                    r
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("a directory object writer panicked")))
-            })
-            .collect()
-    });
-    outcomes.into_iter().collect()
+    super::parallel::in_transactions(
+        repo_path,
+        threads.clamp(1, objects.len().max(1)),
+        "a directory object writer",
+        |repo, failed| {
+            while !failed.load(Ordering::SeqCst) {
+                let Some(o) = objects.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                    break;
+                };
+                repo.write_metadata(
+                    o.kind,
+                    Some(&o.checksum),
+                    &o.variant,
+                    gio::Cancellable::NONE,
+                )
+                .with_context(|| format!("Writing {} object {}", o.kind, o.checksum))?;
+            }
+            Ok(())
+        },
+    )
+    .map(drop)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use ostree::prelude::Cast;
+    use ostree::Repo;
 
     fn no_xattrs() -> Variant {
         Variant::array_from_iter_with_type(VariantTy::new("(ayay)").unwrap(), [] as [Variant; 0])

@@ -264,45 +264,25 @@ fn write_contents(
         Kind::Regular { size } => std::cmp::Reverse(size),
         Kind::Symlink { .. } => std::cmp::Reverse(0),
     });
-    let threads = threads.clamp(1, jobs.len().max(1));
     let queue = WorkQueue {
-        repo_path,
         jobs,
         order: &order,
         next: AtomicUsize::new(0),
-        failed: AtomicBool::new(false),
         results: Mutex::new(vec![None; jobs.len()]),
         consume,
         adopter,
-        prepared: Barrier::new(threads),
-        committing: Mutex::new(()),
     };
-    let outcomes: Vec<Result<ContentStats>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let r = worker(&queue);
-                    if r.is_err() {
-                        queue.failed.store(true, Ordering::SeqCst);
-                    }
-                    r
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("a commit worker thread panicked")))
-            })
-            .collect()
-    });
+    let outcomes = in_transactions(
+        repo_path,
+        threads.clamp(1, jobs.len().max(1)),
+        "a commit worker",
+        |repo, failed| worker(&queue, repo, failed),
+    )?;
     let mut stats = ContentStats::default();
-    for o in outcomes {
-        let s = o?;
-        stats.total += s.total;
-        stats.written += s.written;
-        stats.bytes_written += s.bytes_written;
+    for (bypassed, txn) in outcomes.into_iter().flatten() {
+        stats.total += txn.total + bypassed.total;
+        stats.written += txn.written + bypassed.written;
+        stats.bytes_written += txn.bytes_written + bypassed.bytes_written;
     }
     let results = queue
         .results
@@ -316,52 +296,29 @@ fn write_contents(
     Ok((checksums, stats))
 }
 
-/// What the workers share.
+/// What the content workers share.
 struct WorkQueue<'a> {
-    repo_path: &'a Path,
     jobs: &'a [Job],
     /// Job indices in the order they are handed out.
     order: &'a [usize],
     next: AtomicUsize,
-    failed: AtomicBool,
     results: Mutex<Vec<Option<String>>>,
     consume: bool,
     /// Set when files may be renamed into the repository instead of copied.
     adopter: Option<&'a Adopter>,
-    prepared: Barrier,
-    /// Held while a worker commits its transaction (one at a time, for the
-    /// same reason as `prepared`).
-    committing: Mutex<()>,
 }
 
-fn worker(q: &WorkQueue<'_>) -> Result<ContentStats> {
-    let repo = Repo::new_for_path(q.repo_path);
-    let txn = repo
-        .open(gio::Cancellable::NONE)
-        .with_context(|| format!("Opening {} in a commit worker", q.repo_path.display()))
-        .and_then(|()| {
-            // No syncfs per worker: the caller's transaction syncs the
-            // filesystem (when the repository fsyncs at all) before the ref moves.
-            repo.set_disable_fsync(true);
-            repo.auto_transaction(gio::Cancellable::NONE)
-                .context("Starting a repository transaction in a commit worker")
-        });
-    // Every worker starts its transaction before any worker commits one:
-    // libostree's transaction setup scans tmp/ for reusable staging
-    // directories and fails on one that a finishing transaction is deleting.
-    q.prepared.wait();
-    let txn = txn?;
-    // Objects that bypassed the transaction (already present, or adopted).
+/// Write content objects from the queue through `repo` (inside a worker's
+/// transaction, see [`in_transactions`]) until it is empty or `failed`.
+/// Returns the objects that bypassed the transaction (already present, or
+/// adopted), which its statistics do not count.
+fn worker(q: &WorkQueue<'_>, repo: &Repo, failed: &AtomicBool) -> Result<ContentStats> {
     let mut bypassed = ContentStats::default();
-    loop {
-        if q.failed.load(Ordering::SeqCst) {
-            // Another worker failed: stop; dropping `txn` aborts ours.
-            return Ok(ContentStats::default());
-        }
+    while !failed.load(Ordering::SeqCst) {
         let n = q.next.fetch_add(1, Ordering::SeqCst);
         let Some(&i) = q.order.get(n) else { break };
         let job = &q.jobs[i];
-        let (checksum, stored) = write_one(&repo, job, q.adopter)
+        let (checksum, stored) = write_one(repo, job, q.adopter)
             .with_context(|| format!("Writing {} into the repository", job.path.display()))?;
         match stored {
             Stored::ByLibostree => {}
@@ -382,18 +339,86 @@ fn worker(q: &WorkQueue<'_>) -> Result<ContentStats> {
             .map_err(|_| anyhow!("a commit worker thread panicked"))?;
         slot[i] = Some(checksum);
     }
-    let _one_at_a_time = q
-        .committing
-        .lock()
-        .map_err(|_| anyhow!("a commit worker thread panicked"))?;
-    let stats = txn
-        .commit(gio::Cancellable::NONE)
-        .context("Committing a commit worker's transaction")?;
-    Ok(ContentStats {
-        total: stats.get_content_objects_total() as u64 + bypassed.total,
-        written: stats.get_content_objects_written() as u64 + bypassed.written,
-        bytes_written: stats.get_content_bytes_written() + bypassed.bytes_written,
-    })
+    Ok(bypassed)
+}
+
+/// Run `work` on `threads` threads, each with its own handle on the
+/// repository at `repo_path` and its own transaction, and commit those
+/// transactions one at a time. `who` names a thread in errors.
+///
+/// - No syncfs per worker: the caller's transaction syncs the filesystem
+///   (when the repository fsyncs at all) before any ref moves.
+/// - Every worker starts its transaction before any worker commits one, and
+///   they commit one after another: libostree's transaction setup scans
+///   `tmp/` for reusable staging directories and fails on one that a
+///   finishing transaction is deleting.
+/// - Once one worker fails, `failed` is set: the others should stop, and
+///   their transactions are aborted (dropped) instead of committed; the
+///   first error is returned.
+///
+/// Returns, per worker, what `work` returned and the content objects its
+/// transaction counted (`None` for an aborted one).
+pub(super) fn in_transactions<R: Send>(
+    repo_path: &Path,
+    threads: usize,
+    who: &str,
+    work: impl Fn(&Repo, &AtomicBool) -> Result<R> + Sync,
+) -> Result<Vec<Option<(R, ContentStats)>>> {
+    let threads = threads.max(1);
+    let failed = AtomicBool::new(false);
+    let prepared = Barrier::new(threads);
+    let committing = Mutex::new(());
+    let one = || -> Result<Option<(R, ContentStats)>> {
+        let repo = Repo::new_for_path(repo_path);
+        let txn = repo
+            .open(gio::Cancellable::NONE)
+            .with_context(|| format!("Opening {} in {who}", repo_path.display()))
+            .and_then(|()| {
+                repo.set_disable_fsync(true);
+                repo.auto_transaction(gio::Cancellable::NONE)
+                    .with_context(|| format!("Starting a repository transaction in {who}"))
+            });
+        prepared.wait();
+        let txn = txn?;
+        let result = work(&repo, &failed)?;
+        let _one_at_a_time = committing
+            .lock()
+            .map_err(|_| anyhow!("{who} thread panicked"))?;
+        if failed.load(Ordering::SeqCst) {
+            // Dropping `txn` aborts it.
+            return Ok(None);
+        }
+        let stats = txn
+            .commit(gio::Cancellable::NONE)
+            .with_context(|| format!("Committing the transaction of {who}"))?;
+        let counted = ContentStats {
+            total: stats.get_content_objects_total() as u64,
+            written: stats.get_content_objects_written() as u64,
+            bytes_written: stats.get_content_bytes_written(),
+        };
+        Ok(Some((result, counted)))
+    };
+    let outcomes: Vec<Result<Option<(R, ContentStats)>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let r = one();
+                    if r.is_err() {
+                        failed.store(true, Ordering::SeqCst);
+                    }
+                    r
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("{who} thread panicked")))
+            })
+            .collect()
+    });
+    outcomes.into_iter().collect()
 }
 
 /// How [`write_one`] stored a content object.
