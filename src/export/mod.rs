@@ -282,7 +282,10 @@ fn precompress_if_archive(
         // A missing commit: the pull reports it.
         return Ok(());
     }
-    let stats = precompress::precompress(src, dest_path, dest, commit, ahead)
+    // With nothing deflated ahead (e.g. the compose was unchanged), hashing
+    // every object only to look it up would be wasted.
+    let reusable = ahead.filter(|a| a.len() > 0);
+    let stats = precompress::precompress(src, dest_path, dest, commit, reusable)
         .context("Compressing content objects into the archive repository")?;
     if stats.objects > 0 {
         eprintln!(
