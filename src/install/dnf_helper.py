@@ -1,9 +1,10 @@
 # ostree-composer: depsolve, download and install through the dnf 4 Python API.
 #
 # Embedded into the Rust binary (src/install/dnf.rs) and run with the Python
-# interpreter that the host's `dnf` uses. Reads one JSON request on stdin,
-# writes one JSON reply on stdout; progress goes to stderr. Failures are
-# reported as {"error": "...", "class": "..."} with exit status 1. An install
+# interpreter that the host's `dnf` uses, once per compose. Reads one JSON
+# request per line on stdin and writes one JSON reply per line on stdout,
+# until end of input; progress goes to stderr. A failed request is answered
+# with {"error": "...", "class": "..."}. An install
 # request with "report_files" also gets, before its reply, one line
 # {"event": {"kind": "installed", "files": [...]}} per package as rpm finishes
 # it: the package's regular files (sizes 1 byte to 16 MiB), for the caller to
@@ -519,17 +520,18 @@ def install_packages(base, pkgs, root, req):
 
 
 def run(req):
+    """The reply to one request: the action's result, or {"error", "class"}."""
     try:
         action = {"resolve": cmd_resolve, "download": cmd_download, "install": cmd_install}[req["action"]]
-        return 0, action(req)
+        return action(req)
     except Failure as e:
-        return 1, {"error": str(e), "class": e.cls}
+        return {"error": str(e), "class": e.cls}
     except dnf.exceptions.Error as e:
-        return 1, {"error": str(e), "class": "failed"}
+        return {"error": str(e), "class": "failed"}
     except Exception as e:
         traceback.print_exc()
-        return 1, {"error": "Internal error in the dnf helper: %s: %s" % (type(e).__name__, e),
-                   "class": "failed"}
+        return {"error": "Internal error in the dnf helper: %s: %s" % (type(e).__name__, e),
+                "class": "failed"}
 
 
 def main():
@@ -545,7 +547,7 @@ def main():
         for line in sys.stdin:
             if not line.strip():
                 continue
-            _, reply = run(json.loads(line))
+            reply = run(json.loads(line))
             sys.stdout.flush()
             out.write(json.dumps(reply) + "\n")
             out.flush()
