@@ -798,12 +798,9 @@ fn precompressed_objects_match_libostree_and_serve_over_http() {
         "no object was compressed by the pre-pass"
     );
     // No staging directory is left behind.
-    let tmp_entries: Vec<_> = std::fs::read_dir(ours.join("tmp"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("ostree-composer"))
-        .collect();
-    assert!(tmp_entries.is_empty(), "{tmp_entries:?}");
+    assert!(ours.join("tmp").is_dir());
+    let left = tmp_entries(&ours, "ostree-composer");
+    assert!(left.is_empty(), "{left:?}");
 
     // A client pulling over HTTP gets the same tree, xattrs and all.
     let server = HttpServer::serve(&ours, &build.dir.join("http.log"));
@@ -977,14 +974,15 @@ fn kill_child_export() {
 }
 
 fn staging_dirs(repo: &Path) -> Vec<PathBuf> {
+    tmp_entries(repo, "ostree-composer-filez-")
+}
+
+/// The entries of `repo`'s `tmp/` whose names start with `prefix`.
+fn tmp_entries(repo: &Path, prefix: &str) -> Vec<PathBuf> {
     match std::fs::read_dir(repo.join("tmp")) {
         Ok(entries) => entries
             .map(|e| e.unwrap())
-            .filter(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with("ostree-composer-filez-")
-            })
+            .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
             .map(|e| e.path())
             .collect(),
         Err(_) => Vec::new(),
