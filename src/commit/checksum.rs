@@ -25,16 +25,7 @@ pub fn regular_file_checksum(
     (uid, gid, mode): (u32, u32, u32),
     xattrs: &Variant,
 ) -> Result<String> {
-    let header = Variant::tuple_from_iter([
-        uid.to_be().to_variant(),
-        gid.to_be().to_variant(),
-        mode.to_be().to_variant(),
-        0u32.to_variant(),
-        "".to_variant(),
-        xattrs.clone(),
-    ]);
-    let mut hasher = Sha256::new();
-    hasher.update(lenprefixed(&header)?);
+    let mut hasher = ContentHasher::new((uid, gid, mode), xattrs)?;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = match content.read(&mut buf) {
@@ -45,7 +36,49 @@ pub fn regular_file_checksum(
         };
         hasher.update(&buf[..n]);
     }
-    Ok(hex::encode(hasher.finalize()))
+    Ok(hasher.finish())
+}
+
+/// The same checksum as [`regular_file_checksum`], fed piece by piece: for a
+/// writer that hashes content while writing it (the package cache), so the
+/// file is not read back.
+pub struct ContentHasher(Sha256);
+
+impl ContentHasher {
+    /// Start with the file header for this ownership, mode (including
+    /// `S_IFREG`) and xattrs (`a(ayay)`, sorted by name).
+    pub fn new((uid, gid, mode): (u32, u32, u32), xattrs: &Variant) -> Result<ContentHasher> {
+        let header = Variant::tuple_from_iter([
+            uid.to_be().to_variant(),
+            gid.to_be().to_variant(),
+            mode.to_be().to_variant(),
+            0u32.to_variant(),
+            "".to_variant(),
+            xattrs.clone(),
+        ]);
+        let mut hasher = Sha256::new();
+        hasher.update(lenprefixed(&header)?);
+        Ok(ContentHasher(hasher))
+    }
+
+    pub fn update(&mut self, content: &[u8]) {
+        self.0.update(content);
+    }
+
+    /// The hex checksum.
+    pub fn finish(self) -> String {
+        hex::encode(self.0.finalize())
+    }
+}
+
+impl std::io::Write for ContentHasher {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A variant's bytes behind its big-endian u32 length and 4 NUL bytes (so the
@@ -111,6 +144,12 @@ mod tests {
                 libostree_checksum(content, owner, xattrs),
                 "{owner:?}"
             );
+            // Fed in uneven pieces, the streaming hasher agrees.
+            let mut h = ContentHasher::new(owner, xattrs).unwrap();
+            for piece in content.chunks(4099) {
+                h.update(piece);
+            }
+            assert_eq!(h.finish(), ours, "{owner:?} in pieces");
         }
     }
 }

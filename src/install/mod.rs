@@ -14,6 +14,7 @@ mod dnf;
 pub mod fastpath;
 pub mod lockfile;
 pub mod rpmdb;
+pub mod rpmpayload;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
