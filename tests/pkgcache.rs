@@ -370,3 +370,422 @@ fn reader_reads_a_corpus_package() {
     let n = check_reader_against_cpio(&bash);
     assert!(n > 50, "{n} entries in {}", bash.display());
 }
+
+// ---------------------------------------------------------------------------
+// The package cache.
+
+use ostree_composer::install::pkgcache::{CachedPackage, PackageCache};
+
+/// Packages built once per test binary: (name, .rpm), zstd and gzip payloads.
+fn packages() -> &'static [(String, PathBuf)] {
+    static PKGS: std::sync::OnceLock<(tempfile::TempDir, Vec<(String, PathBuf)>)> =
+        std::sync::OnceLock::new();
+    &PKGS
+        .get_or_init(|| {
+            tools();
+            let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+            let pkgs = (0..4)
+                .map(|i| {
+                    let name = format!("cached{i}");
+                    let payload = if i % 2 == 0 { "w19.zstdio" } else { "w9.gzdio" };
+                    let rpm = build_pkg(dir.path(), &name, payload, 100 + i);
+                    (format!("sha256-{name}"), rpm)
+                })
+                .collect();
+            (dir, pkgs)
+        })
+        .1
+}
+
+/// Names in the cache's v1 directory.
+fn cache_names(cache: &PackageCache) -> BTreeSet<String> {
+    std::fs::read_dir(cache.root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Paths grouped by inode (only inodes with more than one path).
+fn link_sets(root: &Path, paths: &BTreeSet<String>) -> BTreeSet<BTreeSet<String>> {
+    let mut by_ino: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for p in paths {
+        let md = std::fs::symlink_metadata(root.join(&p[1..])).unwrap();
+        by_ino.entry(md.ino()).or_default().insert(p.clone());
+    }
+    by_ino.into_values().filter(|s| s.len() > 1).collect()
+}
+
+/// `tree/` equals what cpio extracts (directories aside: all 0755 here),
+/// and the index lists exactly the regular files with their sizes, modes and
+/// link groups.
+fn check_tree_against_cpio(pkg: &CachedPackage, rpm: &Path) {
+    let ex = cpio_extract(rpm);
+    let ours = non_dirs(&pkg.tree);
+    let theirs = non_dirs(ex.path());
+    assert_eq!(ours, theirs, "{}", rpm.display());
+    for p in &ours {
+        let a = std::fs::symlink_metadata(pkg.tree.join(&p[1..])).unwrap();
+        let b = std::fs::symlink_metadata(ex.path().join(&p[1..])).unwrap();
+        assert_eq!(a.mode(), b.mode(), "{p} mode");
+        if a.file_type().is_symlink() {
+            assert_eq!(
+                std::fs::read_link(pkg.tree.join(&p[1..])).unwrap(),
+                std::fs::read_link(ex.path().join(&p[1..])).unwrap(),
+                "{p}"
+            );
+            assert!(!pkg.files.contains_key(p), "{p}: symlinks are not indexed");
+            continue;
+        }
+        assert_eq!(a.mtime(), b.mtime(), "{p} mtime");
+        assert_eq!(
+            std::fs::read(pkg.tree.join(&p[1..])).unwrap(),
+            std::fs::read(ex.path().join(&p[1..])).unwrap(),
+            "{p} content"
+        );
+        let f = pkg
+            .files
+            .get(p)
+            .unwrap_or_else(|| panic!("{p} not indexed"));
+        assert_eq!((f.size, f.mode), (a.len(), a.mode()), "{p}");
+        assert_eq!(f.link_group.is_some(), a.nlink() > 1, "{p} link group");
+    }
+    assert_eq!(
+        pkg.files.keys().cloned().collect::<BTreeSet<_>>(),
+        ours.iter()
+            .filter(|p| !std::fs::symlink_metadata(pkg.tree.join(&p[1..]))
+                .unwrap()
+                .file_type()
+                .is_symlink())
+            .cloned()
+            .collect(),
+    );
+    assert_eq!(link_sets(&pkg.tree, &ours), link_sets(ex.path(), &theirs));
+    // The index's groups are the same sets.
+    let mut groups: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+    for (p, f) in &pkg.files {
+        if let Some(g) = f.link_group {
+            groups.entry(g).or_default().insert(p.clone());
+        }
+    }
+    assert_eq!(
+        groups.into_values().collect::<BTreeSet<_>>(),
+        link_sets(&pkg.tree, &ours)
+    );
+    // Directories: 0755, whatever the payload says.
+    let mut stack = vec![pkg.tree.clone()];
+    while let Some(d) = stack.pop() {
+        assert_eq!(
+            std::fs::metadata(&d).unwrap().mode(),
+            libc::S_IFDIR | 0o755,
+            "{}",
+            d.display()
+        );
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+}
+
+/// The index's checksums equal those `ostree commit --owner-uid=0
+/// --owner-gid=0 --no-xattrs` of `tree/` gives.
+fn check_checksums_against_ostree(pkg: &CachedPackage) {
+    let tmp = tempfile::tempdir_in("/var/tmp").unwrap();
+    let repo = tmp.path().join("repo");
+    run(Command::new("ostree")
+        .arg("init")
+        .arg(format!("--repo={}", repo.display()))
+        .arg("--mode=bare-user"));
+    run(Command::new("ostree")
+        .arg("commit")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["--owner-uid=0", "--owner-gid=0", "--no-xattrs", "-b", "t"])
+        .arg(format!("--tree=dir={}", pkg.tree.display())));
+    let ls = run(Command::new("ostree")
+        .arg("ls")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["-R", "-C", "t"]));
+    let mut theirs = BTreeMap::new();
+    for line in ls.lines().filter(|l| l.starts_with('-')) {
+        let mut rest = line;
+        let mut fields = Vec::new();
+        for _ in 0..5 {
+            rest = rest.trim_start();
+            let end = rest.find(' ').unwrap();
+            fields.push(&rest[..end]);
+            rest = &rest[end..];
+        }
+        theirs.insert(rest.trim_start().to_string(), fields[4].to_string());
+    }
+    let ours: BTreeMap<String, String> = pkg
+        .files
+        .iter()
+        .map(|(p, f)| (p.clone(), f.checksum.clone()))
+        .collect();
+    assert!(!ours.is_empty());
+    assert_eq!(ours, theirs);
+}
+
+#[test]
+fn import_matches_cpio_and_ostree() {
+    let cachedir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let cache = PackageCache::open(cachedir.path()).unwrap();
+    for (key, rpm) in &packages()[..2] {
+        let pkg = cache.import(key, rpm).unwrap();
+        assert_eq!(&pkg, &cache.get(key).unwrap().unwrap());
+        assert_eq!(pkg.tree, cache.root().join(key).join("tree"));
+        check_tree_against_cpio(&pkg, rpm);
+        check_checksums_against_ostree(&pkg);
+        let suid = pkg
+            .files
+            .iter()
+            .find(|(p, _)| p.ends_with("-suid"))
+            .unwrap()
+            .1;
+        assert_eq!(suid.mode, libc::S_IFREG | 0o4755);
+        assert_eq!(
+            pkg.files
+                .values()
+                .filter(|f| f.link_group.is_some())
+                .count(),
+            5
+        );
+    }
+    // A real distribution package, when the benchmark corpus is here.
+    match std::fs::read_dir("/var/tmp/corpus/medium/repo/Packages") {
+        Ok(dir) => {
+            let bash = dir
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .find(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("bash-")
+                })
+                .expect("bash in the corpus");
+            let pkg = cache.import("sha256-bash", &bash).unwrap();
+            check_tree_against_cpio(&pkg, &bash);
+            check_checksums_against_ostree(&pkg);
+        }
+        Err(_) => eprintln!("SKIP (bash part): no /var/tmp/corpus/medium/repo/Packages"),
+    }
+    let names = cache_names(&cache);
+    assert!(names.iter().all(|n| !n.starts_with(".tmp-")), "{names:?}");
+}
+
+#[test]
+fn reimport_is_a_no_op() {
+    let cachedir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let cache = PackageCache::open(cachedir.path()).unwrap();
+    let (key, rpm) = &packages()[0];
+    let first = cache.import(key, rpm).unwrap();
+    let index = cache.root().join(key).join("index.json");
+    let before = std::fs::metadata(&index).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    // Even from another .rpm path: the key decides.
+    let again = cache.import(key, &packages()[1].1).unwrap();
+    assert_eq!(first, again);
+    let after = std::fs::metadata(&index).unwrap();
+    assert_eq!(before.modified().unwrap(), after.modified().unwrap());
+    assert_eq!(before.ino(), after.ino());
+    // A reopened cache finds it too.
+    drop(cache);
+    let cache = PackageCache::open(cachedir.path()).unwrap();
+    assert_eq!(cache.get(key).unwrap(), Some(first));
+}
+
+#[test]
+fn import_all_on_two_threads() {
+    let cachedir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let cache = PackageCache::open(cachedir.path()).unwrap();
+    let pkgs = packages();
+    // One is already there; one key is asked for twice.
+    let pre = cache.import(&pkgs[2].0, &pkgs[2].1).unwrap();
+    let mut items: Vec<(String, PathBuf)> = pkgs.to_vec();
+    items.push(pkgs[0].clone());
+    let all = cache.import_all(&items, 2).unwrap();
+    assert_eq!(all.len(), items.len());
+    for ((key, rpm), pkg) in items.iter().zip(&all) {
+        assert_eq!(&pkg.key, key);
+        assert_eq!(Some(pkg), cache.get(key).unwrap().as_ref());
+        check_tree_against_cpio(pkg, rpm);
+    }
+    assert_eq!(all[2], pre);
+    let names = cache_names(&cache);
+    let want: BTreeSet<String> = pkgs
+        .iter()
+        .map(|(k, _)| k.clone())
+        .chain([".lock".to_string()])
+        .collect();
+    assert_eq!(names, want);
+    // A failing package fails the whole call, naming it, and leaves no .tmp-.
+    let bad = cachedir.path().join("bad.rpm");
+    std::fs::write(&bad, b"not an rpm at all, not even close to one........").unwrap();
+    let err = cache
+        .import_all(&[pkgs[0].clone(), ("sha256-bad".into(), bad.clone())], 2)
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains(&bad.display().to_string()),
+        "{err:#}"
+    );
+    assert_eq!(cache_names(&cache), want);
+}
+
+#[test]
+fn two_caches_importing_the_same_key_agree() {
+    let cachedir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (key, rpm) = &packages()[3];
+    let caches = [
+        PackageCache::open(cachedir.path()).unwrap(),
+        PackageCache::open(cachedir.path()).unwrap(),
+    ];
+    let results: Vec<CachedPackage> = std::thread::scope(|s| {
+        let handles: Vec<_> = caches
+            .iter()
+            .map(|c| s.spawn(move || c.import(key, rpm).unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(results[0], results[1]);
+    assert_eq!(
+        cache_names(&caches[0]),
+        BTreeSet::from([".lock".to_string(), key.clone()])
+    );
+}
+
+#[test]
+fn invalidate_and_retain() {
+    let cachedir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let cache = PackageCache::open(cachedir.path()).unwrap();
+    let pkgs = packages();
+    cache.import_all(pkgs, 2).unwrap();
+    let key = |i: usize| pkgs[i].0.clone();
+
+    cache.invalidate(&key(0)).unwrap();
+    assert_eq!(cache.get(&key(0)).unwrap(), None);
+    cache.invalidate(&key(0)).unwrap(); // absent: fine
+    assert!(!cache.root().join(key(0)).exists());
+    assert!(cache_names(&cache).iter().all(|n| !n.starts_with(".tmp-")));
+    // Importable again.
+    cache.import(&key(0), &pkgs[0].1).unwrap();
+
+    // Another holder of the cache (a second open file description, as
+    // another process would have): retain is skipped, nothing deleted.
+    let other = PackageCache::open(cachedir.path()).unwrap();
+    let keep = BTreeSet::from([key(1), key(3), "sha256-never-imported".to_string()]);
+    assert!(!cache.retain(&keep).unwrap());
+    assert_eq!(cache_names(&cache).len(), 5);
+    drop(other);
+
+    // Alone: retain keeps exactly those, and removes a stale .tmp-.
+    std::fs::create_dir_all(cache.root().join(".tmp-crashed/tree/x")).unwrap();
+    assert!(cache.retain(&keep).unwrap());
+    assert_eq!(
+        cache_names(&cache),
+        BTreeSet::from([".lock".to_string(), key(1), key(3)])
+    );
+    assert!(cache.get(&key(1)).unwrap().is_some());
+    assert_eq!(cache.get(&key(2)).unwrap(), None);
+    // Still usable after the lock went exclusive and back.
+    cache.import(&key(2), &pkgs[2].1).unwrap();
+    let other = PackageCache::open(cachedir.path()).unwrap();
+    assert!(other.get(&key(2)).unwrap().is_some());
+}
+
+#[test]
+fn open_removes_stale_tmp_dirs_only_when_alone() {
+    let cachedir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let first = PackageCache::open(cachedir.path()).unwrap();
+    let stale = first.root().join(".tmp-stale");
+    std::fs::create_dir_all(stale.join("tree/usr/bin")).unwrap();
+    std::fs::write(stale.join("tree/usr/bin/x"), b"x").unwrap();
+    // Someone else has the cache open: the .tmp- may be their import.
+    let second = PackageCache::open(cachedir.path()).unwrap();
+    assert!(stale.exists());
+    drop((first, second));
+    let _cache = PackageCache::open(cachedir.path()).unwrap();
+    assert!(!stale.exists());
+}
+
+#[test]
+fn corrupt_packages_and_bad_keys_leave_nothing() {
+    let cachedir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let cache = PackageCache::open(cachedir.path()).unwrap();
+    let (_, rpm) = &packages()[0];
+    let bytes = std::fs::read(rpm).unwrap();
+    let bad = cachedir.path().join("bad.rpm");
+    // Truncated in the payload; a flipped payload byte; an edited digest.
+    let digest = query(rpm, "%{PAYLOADDIGEST}");
+    let at = bytes
+        .windows(64)
+        .position(|w| w == digest.as_bytes())
+        .unwrap();
+    let mut edited = bytes.clone();
+    edited[at] = if edited[at] == b'0' { b'1' } else { b'0' };
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() - 3] ^= 0x40;
+    for (what, data) in [
+        ("truncated", bytes[..bytes.len() * 2 / 3].to_vec()),
+        ("flipped", flipped),
+        ("digest", edited),
+    ] {
+        std::fs::write(&bad, &data).unwrap();
+        let err = cache.import("sha256-bad", &bad).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains(&bad.display().to_string()), "{what}: {msg}");
+        assert_eq!(cache.get("sha256-bad").unwrap(), None, "{what}");
+        assert_eq!(
+            cache_names(&cache),
+            BTreeSet::from([".lock".to_string()]),
+            "{what}"
+        );
+    }
+    for key in ["", "../x", "a/b", ".tmp-x", "sha256:x"] {
+        assert!(cache.import(key, rpm).is_err(), "{key:?}");
+        assert!(cache.get(key).is_err(), "{key:?}");
+    }
+    // An entry without a valid index is no entry, and import replaces it.
+    let (key, rpm) = &packages()[1];
+    std::fs::create_dir_all(cache.root().join(key).join("tree")).unwrap();
+    std::fs::write(cache.root().join(key).join("index.json"), b"{\"half").unwrap();
+    assert_eq!(cache.get(key).unwrap(), None);
+    let pkg = cache.import(key, rpm).unwrap();
+    check_tree_against_cpio(&pkg, rpm);
+}
+
+#[test]
+fn device_nodes_fail_the_import() {
+    tools();
+    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    let spec = work.path().join("devdemo.spec");
+    std::fs::write(
+        &spec,
+        "Name: devdemo\nVersion: 1\nRelease: 1\nSummary: t\nLicense: MIT\nBuildArch: noarch\n\
+         %description\nt\n%install\nmkdir -p %{buildroot}/usr/share/devdemo\n\
+         echo hi > %{buildroot}/usr/share/devdemo/f\n\
+         %files\n/usr/share/devdemo/f\n%dev(c,1,3) /dev/devdemo-null\n",
+    )
+    .unwrap();
+    run(Command::new("rpmbuild")
+        .args(["-bb", "--quiet"])
+        .arg(format!(
+            "--define=_topdir {}",
+            work.path().join("top").display()
+        ))
+        .arg(format!("--define=_rpmdir {}", work.path().display()))
+        .arg("--define=_build_name_fmt %%{NAME}.rpm")
+        .arg("--define=__os_install_post %{nil}")
+        .arg(&spec)
+        .env("HOME", work.path()));
+    let rpm = work.path().join("devdemo.rpm");
+    let cachedir = work.path().join("cache");
+    let cache = PackageCache::open(&cachedir).unwrap();
+    let msg = format!("{:#}", cache.import("sha256-dev", &rpm).unwrap_err());
+    assert!(msg.contains("/dev/devdemo-null"), "{msg}");
+    assert!(msg.contains("character device"), "{msg}");
+    assert!(msg.contains(&rpm.display().to_string()), "{msg}");
+    assert_eq!(cache_names(&cache), BTreeSet::from([".lock".to_string()]));
+}

@@ -61,6 +61,11 @@ impl ContentHasher {
         Ok(ContentHasher(hasher))
     }
 
+    /// [`Self::new`] for a file without xattrs.
+    pub fn without_xattrs(owner: (u32, u32, u32)) -> Result<ContentHasher> {
+        ContentHasher::new(owner, &super::xattrs::xattrs_to_variant(&[]))
+    }
+
     pub fn update(&mut self, content: &[u8]) {
         self.0.update(content);
     }
@@ -150,6 +155,11 @@ mod tests {
                 h.update(piece);
             }
             assert_eq!(h.finish(), ours, "{owner:?} in pieces");
+            if xattrs == &none {
+                let mut h = ContentHasher::without_xattrs(owner).unwrap();
+                h.update(content);
+                assert_eq!(h.finish(), ours, "{owner:?} without xattrs");
+            }
         }
     }
 }

@@ -13,6 +13,7 @@
 mod dnf;
 pub mod fastpath;
 pub mod lockfile;
+pub mod pkgcache;
 pub mod rpmdb;
 pub mod rpmpayload;
 

@@ -501,21 +501,13 @@ fn parse_index(index: &[u8], data: &[u8]) -> Result<PayloadInfo> {
     Ok(info)
 }
 
+/// Hand-made packages for the tests of this module and of the package cache.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testutil {
     use super::*;
 
-    #[test]
-    fn normalize_paths() {
-        assert_eq!(normalize("./usr/bin/bash").unwrap(), "/usr/bin/bash");
-        assert_eq!(normalize("/etc/passwd").unwrap(), "/etc/passwd");
-        for bad in ["./", ".", "./a/../b", "./a//b", "../x", "./a/./b", "./a/"] {
-            assert!(normalize(bad).is_err(), "{bad}");
-        }
-    }
-
     /// A minimal header blob: intro-less index + data store.
-    fn header(entries: &[(u32, u32, u32, u32)], data: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    pub fn header(entries: &[(u32, u32, u32, u32)], data: &[u8]) -> (Vec<u8>, Vec<u8>) {
         let mut index = Vec::new();
         for (tag, ty, off, count) in entries {
             for w in [tag, ty, off, count] {
@@ -525,44 +517,26 @@ mod tests {
         (index, data.to_vec())
     }
 
-    #[test]
-    fn index_parsing_bounds() {
-        let (i, d) = header(
-            &[
-                (TAG_PAYLOADCOMPRESSOR, TYPE_STRING, 0, 1),
-                (TAG_PAYLOADDIGESTALGO, TYPE_INT32, 8, 1),
-            ],
-            b"zstd\0\0\0\0\0\0\0\x08",
-        );
-        let info = parse_index(&i, &d).unwrap();
-        assert_eq!(info.compressor.as_deref(), Some("zstd"));
-        assert_eq!(info.digest_algo, Some(8));
-        // Offset past the data store, unterminated string, int past the end.
-        for (e, d) in [
-            ((TAG_PAYLOADCOMPRESSOR, TYPE_STRING, 100, 1), &b"zstd\0"[..]),
-            ((TAG_PAYLOADCOMPRESSOR, TYPE_STRING, 0, 1), &b"zstd"[..]),
-            (
-                (TAG_PAYLOADDIGESTALGO, TYPE_INT32, 2, 1),
-                &b"\0\0\0\x08"[..],
-            ),
-            (
-                (TAG_PAYLOADDIGESTALGO, TYPE_INT32, u32::MAX, 1),
-                &b"\0\0\0\x08"[..],
-            ),
-            ((TAG_PAYLOADFORMAT, TYPE_INT32, 0, 1), &b"cpio\0"[..]),
-        ] {
-            let (i, d) = header(&[e], d);
-            assert!(parse_index(&i, &d).is_err(), "{e:?}");
-        }
+    /// A newc cpio entry with inode 1 and one link.
+    pub fn cpio_entry(out: &mut Vec<u8>, magic: &str, name: &str, mode: u32, content: &[u8]) {
+        cpio_entry_full(out, magic, name, mode, (1, 1), content)
     }
 
-    fn cpio_entry(out: &mut Vec<u8>, magic: &str, name: &str, mode: u32, content: &[u8]) {
+    /// A newc cpio entry with this (inode, nlink).
+    pub fn cpio_entry_full(
+        out: &mut Vec<u8>,
+        magic: &str,
+        name: &str,
+        mode: u32,
+        (ino, nlink): (u32, u32),
+        content: &[u8],
+    ) {
         let fields = [
-            1,
+            ino,
             mode,
             0,
             0,
-            1,
+            nlink,
             0,
             content.len() as u32,
             0,
@@ -589,7 +563,7 @@ mod tests {
 
     /// A hand-made RPM: lead, a one-entry signature header, a main header
     /// naming `compressor` (none = absent, i.e. gzip), then `payload`.
-    fn fake_rpm(compressor: Option<&str>, payload: &[u8]) -> tempfile::NamedTempFile {
+    pub fn fake_rpm(compressor: Option<&str>, payload: &[u8]) -> tempfile::NamedTempFile {
         let mut f = vec![0u8; 96];
         f[..4].copy_from_slice(&LEAD_MAGIC);
         let mut hdr = |entries: &[(u32, u32, u32, u32)], data: &[u8], pad: bool| {
@@ -621,10 +595,56 @@ mod tests {
         t
     }
 
-    fn gzip(data: &[u8]) -> Vec<u8> {
+    pub fn gzip(data: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(data).unwrap();
         e.finish().unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+
+    #[test]
+    fn normalize_paths() {
+        assert_eq!(normalize("./usr/bin/bash").unwrap(), "/usr/bin/bash");
+        assert_eq!(normalize("/etc/passwd").unwrap(), "/etc/passwd");
+        for bad in ["./", ".", "./a/../b", "./a//b", "../x", "./a/./b", "./a/"] {
+            assert!(normalize(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn index_parsing_bounds() {
+        let (i, d) = header(
+            &[
+                (TAG_PAYLOADCOMPRESSOR, TYPE_STRING, 0, 1),
+                (TAG_PAYLOADDIGESTALGO, TYPE_INT32, 8, 1),
+            ],
+            b"zstd\0\0\0\0\0\0\0\x08",
+        );
+        let info = parse_index(&i, &d).unwrap();
+        assert_eq!(info.compressor.as_deref(), Some("zstd"));
+        assert_eq!(info.digest_algo, Some(8));
+        // Offset past the data store, unterminated string, int past the end.
+        for (e, d) in [
+            ((TAG_PAYLOADCOMPRESSOR, TYPE_STRING, 100, 1), &b"zstd\0"[..]),
+            ((TAG_PAYLOADCOMPRESSOR, TYPE_STRING, 0, 1), &b"zstd"[..]),
+            (
+                (TAG_PAYLOADDIGESTALGO, TYPE_INT32, 2, 1),
+                &b"\0\0\0\x08"[..],
+            ),
+            (
+                (TAG_PAYLOADDIGESTALGO, TYPE_INT32, u32::MAX, 1),
+                &b"\0\0\0\x08"[..],
+            ),
+            ((TAG_PAYLOADFORMAT, TYPE_INT32, 0, 1), &b"cpio\0"[..]),
+        ] {
+            let (i, d) = header(&[e], d);
+            assert!(parse_index(&i, &d).is_err(), "{e:?}");
+        }
     }
 
     #[test]
