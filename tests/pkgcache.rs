@@ -789,3 +789,77 @@ fn device_nodes_fail_the_import() {
     assert!(msg.contains(&rpm.display().to_string()), "{msg}");
     assert_eq!(cache_names(&cache), BTreeSet::from([".lock".to_string()]));
 }
+
+/// Not a check: prints how long importing the medium benchmark's 167
+/// packages takes on 1 and 2 threads from a cold page cache, a run with
+/// everything cached, and `rpm2cpio | cpio -idm` of the same packages for
+/// reference. Run with `cargo test --release --test pkgcache bench_ --
+/// --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_import_medium_corpus() {
+    let list = "/var/tmp/ostree-composer-bench/medium/installed-rpms.txt";
+    let Ok(text) = std::fs::read_to_string(list) else {
+        eprintln!("SKIP: no {list}");
+        return;
+    };
+    let items: Vec<(String, PathBuf)> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| (format!("pkg{i}"), PathBuf::from(l.trim())))
+        .collect();
+    let drop_caches = || {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg("sync; echo 3 > /proc/sys/vm/drop_caches")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!("(could not drop the page cache: timings are warm)");
+        }
+    };
+    for threads in [1, 2, 1, 2] {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        drop_caches();
+        let cache = PackageCache::open(dir.path()).unwrap();
+        let t = std::time::Instant::now();
+        let all = cache.import_all(&items, threads).unwrap();
+        let cold = t.elapsed();
+        let t = std::time::Instant::now();
+        cache.import_all(&items, threads).unwrap();
+        let cached = t.elapsed();
+        let files: usize = all.iter().map(|p| p.files.len()).sum();
+        let bytes: u64 = all
+            .iter()
+            .flat_map(|p| p.files.values())
+            .map(|f| f.size)
+            .sum();
+        eprintln!(
+            "import {} packages ({files} files, {} MB) on {threads} thread(s): {:.2} s cold; \
+             {:.3} s with all cached",
+            items.len(),
+            bytes / 1_000_000,
+            cold.as_secs_f64(),
+            cached.as_secs_f64()
+        );
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    drop_caches();
+    let t = std::time::Instant::now();
+    for (i, (_, rpm)) in items.iter().enumerate() {
+        let d = dir.path().join(i.to_string());
+        std::fs::create_dir(&d).unwrap();
+        run(Command::new("sh")
+            .arg("-c")
+            .arg("rpm2cpio \"$1\" | cpio -idm --quiet")
+            .arg("sh")
+            .arg(rpm)
+            .current_dir(&d));
+    }
+    eprintln!(
+        "reference: rpm2cpio | cpio -idm of the same, one after the other: {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+}

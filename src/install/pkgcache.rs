@@ -453,6 +453,13 @@ impl Extractor<'_> {
     }
 
     fn entry(&mut self, reader: &mut PayloadReader, e: &PayloadEntry) -> Result<()> {
+        if e.path == "/" {
+            // The root directory (owned by `filesystem`): `tree` itself.
+            if e.file_type() != libc::S_IFDIR {
+                bail!("the payload's root is not a directory (mode {:o})", e.mode);
+            }
+            return Ok(());
+        }
         self.make_parents(&e.path)?;
         match e.file_type() {
             libc::S_IFDIR => self.mkdir(&e.path),
@@ -696,6 +703,21 @@ mod tests {
             assert!(msg.contains(want), "{second}: {msg}");
             assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
         }
+    }
+
+    #[test]
+    fn the_root_directory_entry_is_the_tree() {
+        let (_d, res) = import_cpio(|c| {
+            cpio_entry(c, "070701", "./", libc::S_IFDIR | 0o555, b"");
+            cpio_entry(c, "070701", "./usr", libc::S_IFDIR | 0o755, b"");
+            cpio_entry(c, "070701", "./usr/f", REG, b"f");
+        });
+        let p = res.unwrap();
+        assert_eq!(p.files.keys().collect::<Vec<_>>(), ["/usr/f"]);
+        let mode = std::fs::metadata(&p.tree).unwrap().mode();
+        assert_eq!(mode, libc::S_IFDIR | 0o755);
+        let (_d, res) = import_cpio(|c| cpio_entry(c, "070701", "./", REG, b""));
+        assert!(format!("{:#}", res.unwrap_err()).contains("root is not a directory"));
     }
 
     #[test]

@@ -51,6 +51,10 @@ const DIGEST_ALGO_SHA256: u32 = 8;
 
 /// A cpio name longer than this is corrupt (PATH_MAX plus "./").
 const MAX_NAME: u32 = 4096 + 2;
+/// Memory the xz/lzma decoder may use: a corrupt header must not make it
+/// allocate gigabytes (`xz -9` needs 65 MiB; zstd's decoder has its own
+/// 128 MiB window limit).
+const MAX_DECODER_MEMORY: u64 = 512 << 20;
 /// Decompressed bytes tolerated after the cpio trailer (its padding).
 const MAX_TRAILING: u64 = 1 << 20;
 
@@ -177,10 +181,17 @@ impl PayloadReader {
                     .with_context(ctx)?,
             ),
             "gzip" => Decompressor::Gzip(flate2::read::GzDecoder::new(raw)),
-            "xz" => Decompressor::Xz(xz2::read::XzDecoder::new_multi_decoder(raw)),
-            "lzma" => {
-                let stream = xz2::stream::Stream::new_lzma_decoder(u64::MAX)
-                    .context("Starting the lzma decoder")
+            "xz" | "lzma" => {
+                let stream = if info.compressor.as_deref() == Some("xz") {
+                    xz2::stream::Stream::new_stream_decoder(
+                        MAX_DECODER_MEMORY,
+                        xz2::stream::CONCATENATED,
+                    )
+                } else {
+                    xz2::stream::Stream::new_lzma_decoder(MAX_DECODER_MEMORY)
+                };
+                let stream = stream
+                    .context("Starting the xz/lzma decoder")
                     .with_context(ctx)?;
                 Decompressor::Xz(xz2::read::XzDecoder::new_stream(raw, stream))
             }
@@ -384,9 +395,13 @@ fn pad4(pos: u64) -> u64 {
     (4 - pos % 4) % 4
 }
 
-/// `./usr/bin/bash` → `/usr/bin/bash`; rejects names that could leave the
+/// `./usr/bin/bash` → `/usr/bin/bash`, `./` (rpm's name for `/`, which
+/// Fedora's `filesystem` owns) → `/`; rejects names that could leave the
 /// extraction root or are ambiguous (`..`, `.`, empty components).
 fn normalize(name: &str) -> Result<String> {
+    if name == "./" || name == "." {
+        return Ok("/".to_string());
+    }
     let rel = name
         .strip_prefix("./")
         .or_else(|| name.strip_prefix('/'))
@@ -611,7 +626,10 @@ mod tests {
     fn normalize_paths() {
         assert_eq!(normalize("./usr/bin/bash").unwrap(), "/usr/bin/bash");
         assert_eq!(normalize("/etc/passwd").unwrap(), "/etc/passwd");
-        for bad in ["./", ".", "./a/../b", "./a//b", "../x", "./a/./b", "./a/"] {
+        assert_eq!(normalize("./").unwrap(), "/");
+        for bad in [
+            "", "/", "./a/../b", "./a//b", "../x", "./a/./b", "./a/", ".//",
+        ] {
             assert!(normalize(bad).is_err(), "{bad}");
         }
     }
