@@ -863,3 +863,31 @@ fn bench_import_medium_corpus() {
         t.elapsed().as_secs_f64()
     );
 }
+
+/// Every package of the medium benchmark imported and checked against cpio
+/// and `ostree commit` (slow: `cargo test --release --test pkgcache
+/// corpus_ -- --ignored`).
+#[test]
+#[ignore]
+fn corpus_medium_every_package_matches() {
+    let list = "/var/tmp/ostree-composer-bench/medium/installed-rpms.txt";
+    let Ok(text) = std::fs::read_to_string(list) else {
+        eprintln!("SKIP: no {list}");
+        return;
+    };
+    let items: Vec<(String, PathBuf)> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| (format!("pkg{i}"), PathBuf::from(l.trim())))
+        .collect();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let cache = PackageCache::open(dir.path()).unwrap();
+    let all = cache.import_all(&items, 2).unwrap();
+    for ((_, rpm), pkg) in items.iter().zip(&all) {
+        check_tree_against_cpio(pkg, rpm);
+        if !pkg.files.is_empty() {
+            check_checksums_against_ostree(pkg);
+        }
+    }
+}

@@ -180,37 +180,38 @@ impl PackageCache {
             .with_context(|| format!("Writing {}", index_path.display()))
             .with_context(ctx)?;
         let dest = self.root.join(key);
-        for attempt in 0..2 {
-            match std::fs::rename(tmp.path(), &dest) {
-                Ok(()) => {
-                    let _ = tmp.keep();
-                    return Ok(CachedPackage {
-                        key: key.to_string(),
-                        tree: dest.join("tree"),
-                        files: index.files,
-                    });
-                }
-                Err(e)
-                    if attempt == 0
-                        && matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) =>
-                {
-                    // Another compose imported it meanwhile: keep theirs.
-                    if let Some(p) = self.get(key)? {
-                        return Ok(p);
-                    }
-                    // A damaged entry without a valid index: replace it.
-                    self.remove_entry(key)?;
-                }
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| {
-                            format!("Renaming {} to {}", tmp.path().display(), dest.display())
-                        })
-                        .with_context(ctx)
-                }
+        let ours = |tmp: tempfile::TempDir, files| {
+            let _ = tmp.keep();
+            CachedPackage {
+                key: key.to_string(),
+                tree: dest.join("tree"),
+                files,
             }
+        };
+        let rename_err = |e: std::io::Error| {
+            Err(e)
+                .with_context(|| format!("Renaming {} to {}", tmp.path().display(), dest.display()))
+                .with_context(ctx)
+        };
+        let exists =
+            |e: &std::io::Error| matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST));
+        match std::fs::rename(tmp.path(), &dest) {
+            Ok(()) => return Ok(ours(tmp, index.files)),
+            Err(e) if exists(&e) => {}
+            Err(e) => return rename_err(e),
         }
-        unreachable!("the second attempt returns")
+        // Another compose imported it meanwhile: keep theirs (ours is
+        // dropped with `tmp`).
+        if let Some(p) = self.get(key)? {
+            return Ok(p);
+        }
+        // A damaged entry without a valid index: replace it.
+        self.remove_entry(key)?;
+        match std::fs::rename(tmp.path(), &dest) {
+            Ok(()) => Ok(ours(tmp, index.files)),
+            Err(e) if exists(&e) => self.get(key)?.map_or_else(|| rename_err(e), Ok),
+            Err(e) => rename_err(e),
+        }
     }
 
     /// Import the missing ones of `items` (key, `.rpm`) on `threads` threads,
