@@ -377,13 +377,15 @@ fn reader_reads_a_corpus_package() {
 use ostree_composer::install::pkgcache::{CachedPackage, PackageCache};
 
 /// Packages built once per test binary: (name, .rpm), zstd and gzip payloads.
+/// (Statics are never dropped: they live under cargo's target tmp dir, not
+/// in /var/tmp.)
 fn packages() -> &'static [(String, PathBuf)] {
     static PKGS: std::sync::OnceLock<(tempfile::TempDir, Vec<(String, PathBuf)>)> =
         std::sync::OnceLock::new();
     &PKGS
         .get_or_init(|| {
             tools();
-            let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+            let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
             let pkgs = (0..4)
                 .map(|i| {
                     let name = format!("cached{i}");
