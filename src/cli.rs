@@ -126,6 +126,10 @@ pub struct TreeArgs {
     /// Cache rpm-md metadata and packages here, reused by the next run.
     #[arg(long, value_name = "CACHEDIR")]
     pub cachedir: Option<PathBuf>,
+    /// Install every package with rpm's own transaction, not from the package cache in
+    /// --cachedir (the cache assembles the same root much faster on reruns).
+    #[arg(long)]
+    pub no_package_cache: bool,
     /// Root filesystem used to configure dnf (not supported yet).
     #[arg(long, value_name = "PATH")]
     pub source_root: Option<PathBuf>,
@@ -269,6 +273,10 @@ pub struct OneShotArgs {
     /// exists, else a temporary directory).
     #[arg(long, value_name = "DIR")]
     pub cachedir: Option<PathBuf>,
+    /// Install every package with rpm's own transaction, not from the package cache in the
+    /// cache directory (the cache assembles the same root much faster on reruns).
+    #[arg(long)]
+    pub no_package_cache: bool,
     /// Also write/push an OCI image: oci:DIR[:TAG], oci-archive:FILE, docker://REGISTRY/NAME:TAG (repeatable).
     #[arg(long, value_name = "IMAGEREF", action = ArgAction::Append)]
     pub oci: Vec<String>,

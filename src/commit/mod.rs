@@ -8,6 +8,8 @@
 //!   [`xattrs`] decides which extended attributes are kept, `special` moves
 //!   fifos/sockets/devices out of the way; `parallel` writes the files on
 //!   one thread per core (same objects, same checksum as libostree's walk).
+//! - [`known`]: checksums the cached installer already knows, trusted while
+//!   the file is untouched.
 //! - [`read`]: [`CommitInfo`], a previous commit's metadata and files.
 //! - [`pkgdiff`]: the compose JSON package diff (pure).
 //! - [`pull`]: copying commits between local repositories.
@@ -19,6 +21,7 @@
 mod adopt;
 pub mod checksum;
 mod dirtree;
+pub mod known;
 pub mod lock;
 pub mod metadata;
 mod parallel;

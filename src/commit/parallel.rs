@@ -34,6 +34,7 @@ use ostree::{MutableTree, Repo};
 use super::adopt::Adopter;
 use super::checksum::regular_file_checksum;
 use super::dirtree::{self, MetadataObjects};
+use super::known::KnownContents;
 use super::xattrs::{kept_xattrs, read_ostreemeta, xattrs_to_variant};
 
 /// Content-object counts of the workers' transactions.
@@ -76,8 +77,14 @@ struct Dir {
 
 #[derive(Debug)]
 enum Kind {
-    Regular { size: u64 },
-    Symlink { target: PathBuf },
+    /// `known`: its checksum, taken from [`KnownContents`] at the walk.
+    Regular {
+        size: u64,
+        known: Option<String>,
+    },
+    Symlink {
+        target: PathBuf,
+    },
 }
 
 #[derive(Debug)]
@@ -104,6 +111,7 @@ pub(super) fn write_tree(
     rootfs: &Path,
     threads: usize,
     consume: bool,
+    known: Option<&KnownContents>,
 ) -> Result<std::result::Result<Written, Declined>> {
     let started = std::time::Instant::now();
     let mut jobs = Vec::new();
@@ -116,7 +124,12 @@ pub(super) fn write_tree(
         owner: root_owner,
         children: BTreeMap::new(),
     };
-    if let Err(declined) = walk(&mut root, "", &mut jobs, &mut skipped)? {
+    let mut walker = Walker {
+        jobs: &mut jobs,
+        skipped: &mut skipped,
+        known,
+    };
+    if let Err(declined) = walker.walk(&mut root, "")? {
         return Ok(Err(declined));
     }
     for path in &skipped {
@@ -186,67 +199,82 @@ fn effective_owner(path: &Path, meta: &std::fs::Metadata) -> Result<Owner> {
     Ok(owner)
 }
 
-fn walk(
-    dir: &mut Dir,
-    rel: &str,
-    jobs: &mut Vec<Job>,
-    skipped: &mut Vec<String>,
-) -> Result<std::result::Result<(), Declined>> {
-    let entries =
-        std::fs::read_dir(&dir.path).with_context(|| format!("Reading {}", dir.path.display()))?;
-    for entry in entries {
-        let entry = entry.with_context(|| format!("Reading {}", dir.path.display()))?;
-        let name = entry.file_name().into_string().map_err(|n| {
-            anyhow!(
-                "{}: file name {:?} is not valid UTF-8",
-                dir.path.display(),
-                n
-            )
-        })?;
-        let path = entry.path();
-        let commit_path = format!("{rel}/{name}");
-        let meta = std::fs::symlink_metadata(&path)
-            .with_context(|| format!("Reading {}", path.display()))?;
-        let ft = meta.file_type();
-        if !(ft.is_file() || ft.is_dir() || ft.is_symlink()) {
-            skipped.push(commit_path);
-            continue;
-        }
-        let owner = effective_owner(&path, &meta)?;
-        if ft.is_dir() {
-            let mut sub = Dir {
-                path,
-                owner,
-                children: BTreeMap::new(),
+/// The walk's output and what it consults.
+struct Walker<'a> {
+    jobs: &'a mut Vec<Job>,
+    skipped: &'a mut Vec<String>,
+    known: Option<&'a KnownContents>,
+}
+
+impl Walker<'_> {
+    fn walk(&mut self, dir: &mut Dir, rel: &str) -> Result<std::result::Result<(), Declined>> {
+        let entries = std::fs::read_dir(&dir.path)
+            .with_context(|| format!("Reading {}", dir.path.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("Reading {}", dir.path.display()))?;
+            let name = entry.file_name().into_string().map_err(|n| {
+                anyhow!(
+                    "{}: file name {:?} is not valid UTF-8",
+                    dir.path.display(),
+                    n
+                )
+            })?;
+            let path = entry.path();
+            let commit_path = format!("{rel}/{name}");
+            let meta = std::fs::symlink_metadata(&path)
+                .with_context(|| format!("Reading {}", path.display()))?;
+            let ft = meta.file_type();
+            if !(ft.is_file() || ft.is_dir() || ft.is_symlink()) {
+                self.skipped.push(commit_path);
+                continue;
+            }
+            let owner = effective_owner(&path, &meta)?;
+            if ft.is_dir() {
+                let mut sub = Dir {
+                    path,
+                    owner,
+                    children: BTreeMap::new(),
+                };
+                if let Err(d) = self.walk(&mut sub, &commit_path)? {
+                    return Ok(Err(d));
+                }
+                dir.children.insert(name, Node::Dir(Box::new(sub)));
+                continue;
+            }
+            let kind = if ft.is_symlink() {
+                if owner.mode != (libc::S_IFLNK | 0o777) {
+                    return Ok(Err(Declined(format!(
+                        "{commit_path}: a symlink with recorded mode {:o}",
+                        owner.mode
+                    ))));
+                }
+                let target = std::fs::read_link(&path)
+                    .with_context(|| format!("Reading symlink {}", path.display()))?;
+                if target.to_str().is_none() {
+                    return Ok(Err(Declined(format!(
+                        "{commit_path}: symlink target is not UTF-8"
+                    ))));
+                }
+                Kind::Symlink { target }
+            } else {
+                // A known checksum is for the file's own owner and mode.
+                let as_on_disk =
+                    (owner.uid, owner.gid, owner.mode) == (meta.uid(), meta.gid(), meta.mode());
+                let known = self
+                    .known
+                    .filter(|_| as_on_disk)
+                    .and_then(|k| k.checksum_for(&meta))
+                    .map(str::to_string);
+                Kind::Regular {
+                    size: meta.len(),
+                    known,
+                }
             };
-            if let Err(d) = walk(&mut sub, &commit_path, jobs, skipped)? {
-                return Ok(Err(d));
-            }
-            dir.children.insert(name, Node::Dir(Box::new(sub)));
-            continue;
+            dir.children.insert(name, Node::File(self.jobs.len()));
+            self.jobs.push(Job { path, owner, kind });
         }
-        let kind = if ft.is_symlink() {
-            if owner.mode != (libc::S_IFLNK | 0o777) {
-                return Ok(Err(Declined(format!(
-                    "{commit_path}: a symlink with recorded mode {:o}",
-                    owner.mode
-                ))));
-            }
-            let target = std::fs::read_link(&path)
-                .with_context(|| format!("Reading symlink {}", path.display()))?;
-            if target.to_str().is_none() {
-                return Ok(Err(Declined(format!(
-                    "{commit_path}: symlink target is not UTF-8"
-                ))));
-            }
-            Kind::Symlink { target }
-        } else {
-            Kind::Regular { size: meta.len() }
-        };
-        dir.children.insert(name, Node::File(jobs.len()));
-        jobs.push(Job { path, owner, kind });
+        Ok(Ok(()))
     }
-    Ok(Ok(()))
 }
 
 /// Write every job's content object on `threads` workers; returns the
@@ -261,7 +289,7 @@ fn write_contents(
     // Big files first, so the workers finish together.
     let mut order: Vec<usize> = (0..jobs.len()).collect();
     order.sort_by_key(|&i| match jobs[i].kind {
-        Kind::Regular { size } => std::cmp::Reverse(size),
+        Kind::Regular { size, .. } => std::cmp::Reverse(size),
         Kind::Symlink { .. } => std::cmp::Reverse(0),
     });
     let queue = WorkQueue {
@@ -453,7 +481,15 @@ fn write_one(repo: &Repo, job: &Job, adopter: Option<&Adopter>) -> Result<(Strin
                 .context("Writing a symlink object")?;
             Ok((csum.to_string(), Stored::ByLibostree))
         }
-        Kind::Regular { .. } => {
+        Kind::Regular { known, .. } => {
+            if let Some(checksum) = known.as_ref().filter(|_| xattrs.n_children() == 0) {
+                if repo
+                    .has_object(ostree::ObjectType::File, checksum, gio::Cancellable::NONE)
+                    .context("Looking up a content object")?
+                {
+                    return Ok((checksum.clone(), Stored::AlreadyPresent));
+                }
+            }
             let mut file = std::fs::File::open(&job.path).context("Opening")?;
             // The size of what is read, not of the earlier stat.
             let size = file.metadata().context("Reading metadata")?.len();

@@ -65,6 +65,9 @@ pub struct CommitOptions {
     pub selinux: bool,
     /// A device/inode -> checksum cache of files checked out from this repo.
     pub devino_cache: Option<RepoDevInoCache>,
+    /// Content checksums known without reading the files (the cached
+    /// installer's); used by the parallel writer.
+    pub known_contents: Option<std::sync::Arc<super::known::KnownContents>>,
     /// Delete rootfs files as they are committed (saves disk space).
     pub consume: bool,
     /// Sign the commit with this GPG key id.
@@ -103,6 +106,7 @@ impl CommitOptions {
             timestamp: None,
             selinux: false,
             devino_cache: None,
+            known_contents: None,
             consume: false,
             gpg_key: None,
             gpg_homedir: None,
@@ -336,7 +340,8 @@ fn write_tree(
         TreeWriter::Parallel(n) => Some(n.max(1)),
     };
     if let Some(threads) = threads {
-        match super::parallel::write_tree(repo, &opts.rootfs, threads, opts.consume)? {
+        let known = opts.known_contents.as_deref();
+        match super::parallel::write_tree(repo, &opts.rootfs, threads, opts.consume, known)? {
             Ok((mtree, skipped, content)) => {
                 return Ok((write_root(repo, &mtree)?, skipped, content));
             }

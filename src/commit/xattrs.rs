@@ -166,7 +166,7 @@ pub fn filter_xattrs(list: Vec<Xattr>) -> Vec<Xattr> {
 }
 
 /// The `a(ayay)` variant OSTree expects from an xattr callback (names with a trailing NUL).
-pub(super) fn xattrs_to_variant(list: &[Xattr]) -> Variant {
+pub(crate) fn xattrs_to_variant(list: &[Xattr]) -> Variant {
     let children = list.iter().map(|(k, v)| {
         let mut name = k.clone();
         name.push(0);

@@ -223,6 +223,7 @@ pub fn run(args: OneShotArgs) -> Result<()> {
         treefile: manifest.clone(),
         repo: build_repo_path.clone(),
         cachedir: Some(cache.path().to_path_buf()),
+        package_cache: matches!(cache, Cache::Kept(_)) && !args.no_package_cache,
         force_nocache: args.force_nocache,
         cache_only: args.cache_only,
         dry_run: args.dry_run,

@@ -61,6 +61,10 @@ pub struct TreeRequest {
     pub fallback_previous: Option<FallbackPrevious>,
     /// Told each package's files as they are installed.
     pub installed_files: Option<install::InstalledFilesSink>,
+    /// Assemble the root from the package cache in `cachedir` when that is
+    /// exact (see [`install::assemble`]); false: rpm installs every package.
+    /// Only worth it when the cache directory outlives the run.
+    pub package_cache: bool,
 }
 
 /// What the one-shot command knows about the last exported commit.
@@ -276,10 +280,24 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
         "install",
         &format!("Installing {} packages", resolution.packages.len()),
     );
-    match &req.installed_files {
-        Some(sink) => dnf.install_reporting(&install_req, &resolution, &rootfs_tmp, sink)?,
-        None => dnf.install(&install_req, &resolution, &rootfs_tmp)?,
-    }
+    let pkgcache = if req.package_cache {
+        Some(install::pkgcache::PackageCache::open(&cachedir)?)
+    } else {
+        None
+    };
+    let assembled = match (&pkgcache, &req.installed_files) {
+        (Some(cache), sink) => {
+            dnf.install_cached(&install_req, &resolution, &rootfs_tmp, cache, sink.as_ref())?
+        }
+        (None, Some(sink)) => {
+            dnf.install_reporting(&install_req, &resolution, &rootfs_tmp, sink)?;
+            None
+        }
+        (None, None) => {
+            dnf.install(&install_req, &resolution, &rootfs_tmp)?;
+            None
+        }
+    };
     drop(dnf);
     progress::done("install", "done", t.elapsed().as_secs_f64());
 
@@ -331,7 +349,11 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     commit_opts.selinux = treefile.config.selinux();
     commit_opts.consume = true;
     commit_opts.gpg_key = treefile.config.gpg_key.clone();
+    commit_opts.known_contents = assembled.as_ref().map(|a| a.known.clone());
     let result = ostree_commit::commit_rootfs(&repo, &commit_opts)?;
+    if let (Some(assembled), Some(cache)) = (assembled, &pkgcache) {
+        assembled.release(cache)?;
+    }
     progress::done(
         "commit",
         &format!(

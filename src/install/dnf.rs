@@ -173,6 +173,36 @@ impl Session {
         self.run_with_events(&request, &on_event).map(drop)
     }
 
+    /// The cached installer's first step: rpm writes the rpmdb of `res` into
+    /// `root` (`--justdb`) and says, in its transaction order, what each
+    /// package's files and scriptlets are (see `plan_cached_install` in the
+    /// helper). Nothing is written when a package needs rpm's own install.
+    pub fn plan_cached(
+        &mut self,
+        req: &InstallRequest,
+        res: &Resolution,
+        root: &Path,
+    ) -> Result<super::assemble::PlanOutcome> {
+        let root = absolute(root)?;
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("Creating install root {}", root.display()))?;
+        let mut request = self.backend.base_request(req)?;
+        request["action"] = json!("install");
+        request["transaction"] = json!(res.packages);
+        request["installroot"] = json!(root);
+        request["cached"] = json!(true);
+        let reply = self.run(&request)?;
+        serde_json::from_value(reply)
+            .context("Unexpected reply from the dnf helper (cached install plan)")
+    }
+
+    /// Run scriptlet `kind` ("pre", "post", "posttrans") of package `index`
+    /// of the last [`Session::plan_cached`], as rpm would.
+    pub fn run_scriptlet(&mut self, index: usize, kind: &str) -> Result<()> {
+        let request = json!({"action": "scriptlet", "index": index, "kind": kind});
+        self.run(&request).map(drop)
+    }
+
     fn run(&mut self, request: &serde_json::Value) -> Result<serde_json::Value> {
         self.run_with_events(request, &|_| {})
     }

@@ -22,8 +22,12 @@
 import functools
 import json
 import os
+import sqlite3
 import stat
+import struct
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 
@@ -297,8 +301,9 @@ class TransactionCallback:
     prints one progress line per package, and collects errors. Scriptlet output
     goes to stderr (fd 1 is redirected there in main())."""
 
-    def __init__(self, total, headers=None):
+    def __init__(self, total, headers=None, quiet=False):
         self.total = total
+        self.quiet = quiet
         self.done = 0
         self.fds = {}
         self.errors = []
@@ -315,7 +320,8 @@ class TransactionCallback:
             # Once per package (rpm opens each package twice: to verify
             # its digests, then to install it).
             self.done += 1
-            log("  [%d/%d] %s" % (self.done, self.total, key[1]))
+            if not self.quiet:
+                log("  [%d/%d] %s" % (self.done, self.total, key[1]))
         elif what == rpm.RPMCALLBACK_INST_CLOSE_FILE:
             fd = self.fds.pop(key[0], None)
             if fd is not None:
@@ -374,9 +380,18 @@ def report_installed(hdr):
         REPLIES.flush()
 
 
-def run_rpm_transaction(root, pkgs, req):
+def remove_rpmdb_files(dbdir):
+    for name in ("rpmdb.sqlite", "rpmdb.sqlite-wal", "rpmdb.sqlite-shm"):
+        try:
+            os.unlink(os.path.join(dbdir, name))
+        except FileNotFoundError:
+            pass
+
+
+def run_rpm_transaction(root, pkgs, req, justdb=False):
     """Install `pkgs` (dnf packages, already downloaded and checked) into `root`
-    with one rpm transaction.
+    with one rpm transaction. `justdb`: only write the rpmdb (no files, no
+    scriptlets: see plan_cached_install); returns the transaction set, ordered.
 
     Why not dnf's do_transaction: for a fresh root it adds a test transaction,
     a Python callback per file and history bookkeeping; driving rpm directly
@@ -386,11 +401,19 @@ def run_rpm_transaction(root, pkgs, req):
     fresh_rpmdb = not os.path.exists(os.path.join(dbdir, "rpmdb.sqlite"))
     ts = rpm.TransactionSet(root)
     flags = rpm.RPMTRANS_FLAG_NODOCS if not req["documentation"] else 0
+    if justdb:
+        flags |= rpm.RPMTRANS_FLAG_JUSTDB
     ts.setFlags(flags)
     # Signatures were checked by check_signatures() against the repo keys; the
-    # target's rpmdb holds no keys, so only digests are verified here.
-    ts.setVSFlags(rpm._RPMVSF_NOSIGNATURES)
-    headers = {} if req.get("report_files") else None
+    # target's rpmdb holds no keys, so only digests are verified here. With
+    # justdb the payload is never read: the package cache checks its digest
+    # when it imports the payload, and reading it here would double the work.
+    vsflags = rpm._RPMVSF_NOSIGNATURES
+    if justdb:
+        vsflags |= rpm._RPMVSF_NOPAYLOAD
+    ts.setVSFlags(vsflags)
+    headers = {} if req.get("report_files") and not justdb else None
+    by_path = {}
     for pkg in pkgs:
         path = pkg.localPkg()
         fd = os.open(path, os.O_RDONLY)
@@ -401,6 +424,16 @@ def run_rpm_transaction(root, pkgs, req):
         finally:
             os.close(fd)
         ts.addInstall(hdr, (path, str(pkg)), "i")
+        by_path[path] = (pkg, hdr)
+        if justdb:
+            blocker = cached_install_blocker(hdr)
+            if blocker:
+                # Leave the root as it was: the install with rpm that follows
+                # must find no rpmdb (see fresh_rpmdb).
+                ts.closeDB()
+                if fresh_rpmdb:
+                    remove_rpmdb_files(dbdir)
+                return None, blocker
         if headers is not None:
             headers[path] = hdr
     unresolved = ts.check()
@@ -416,12 +449,8 @@ def run_rpm_transaction(root, pkgs, req):
         # The lookups above opened, and so created, it read-only: it is still
         # empty, so let the transaction create it again.
         ts.closeDB()
-        for name in ("rpmdb.sqlite", "rpmdb.sqlite-wal", "rpmdb.sqlite-shm"):
-            try:
-                os.unlink(os.path.join(dbdir, name))
-            except FileNotFoundError:
-                pass
-    callback = TransactionCallback(len(pkgs), headers)
+        remove_rpmdb_files(dbdir)
+    callback = TransactionCallback(len(pkgs), headers, quiet=justdb)
     problems = ts.run(callback, "")
     for fd in callback.fds.values():
         os.close(fd)
@@ -433,6 +462,228 @@ def run_rpm_transaction(root, pkgs, req):
     if callback.errors or failed or problems is not None:
         detail = callback.errors or ["rpm reported a failure for %s" % ", ".join(failed or ["the transaction"])]
         raise Failure("; ".join(detail))
+    if justdb:
+        return [(te.Key()[0],) + by_path[te.Key()[0]] for te in ts], None
+    return None, None
+
+
+# Scriptlets of a fresh install, in the order rpm runs them for one package
+# (pretrans and posttrans around the whole transaction). The tags of the
+# scriptlet text, its interpreter and its flags.
+INSTALL_SCRIPTLETS = {
+    "pretrans": (rpm.RPMTAG_PRETRANS, rpm.RPMTAG_PRETRANSPROG, rpm.RPMTAG_PRETRANSFLAGS),
+    "pre": (rpm.RPMTAG_PREIN, rpm.RPMTAG_PREINPROG, rpm.RPMTAG_PREINFLAGS),
+    "post": (rpm.RPMTAG_POSTIN, rpm.RPMTAG_POSTINPROG, rpm.RPMTAG_POSTINFLAGS),
+    "posttrans": (rpm.RPMTAG_POSTTRANS, rpm.RPMTAG_POSTTRANSPROG, rpm.RPMTAG_POSTTRANSFLAGS),
+}
+
+# rpmscript.h: the body has macros to expand / is a query format.
+RPMSCRIPT_FLAG_EXPAND = 1 << 0
+RPMSCRIPT_FLAG_QFORMAT = 1 << 1
+
+# Payload compressors the package cache reads (src/install/rpmpayload.rs).
+CACHE_COMPRESSORS = ("zstd", "gzip", "xz", "lzma")
+
+
+def scriptlet_prog(hdr, progtag):
+    prog = hdr[progtag]
+    if isinstance(prog, (bytes, str)):
+        prog = [prog]
+    return [p.decode() if isinstance(p, bytes) else p for p in (prog or [])]
+
+
+def cached_install_blocker(hdr):
+    """Why the cached installer cannot do exactly what rpm does for this
+    package, or None. It runs %pre, %post and %posttrans scriptlets with an
+    external interpreter and creates regular files, directories and symlinks;
+    rpm's other behaviours (Lua, triggers, %pretrans in an empty root,
+    relocation, file capabilities, device nodes) are left to rpm itself."""
+    name = hdr[rpm.RPMTAG_NEVRA]
+    if hdr[rpm.RPMTAG_PRETRANS]:
+        return "%s has a %%pretrans scriptlet" % name
+    for kind, (tag, progtag, _) in INSTALL_SCRIPTLETS.items():
+        if hdr[tag] is not None and scriptlet_prog(hdr, progtag)[:1] == ["<lua>"]:
+            return "%s has a Lua %%%s scriptlet" % (name, kind)
+    for tag in (rpm.RPMTAG_TRIGGERNAME, rpm.RPMTAG_FILETRIGGERNAME, rpm.RPMTAG_TRANSFILETRIGGERNAME):
+        if hdr[tag]:
+            return "%s has triggers" % name
+    if hdr[rpm.RPMTAG_PREFIXES]:
+        return "%s is relocatable" % name
+    if any(hdr[rpm.RPMTAG_FILECAPS] or []):
+        return "%s has files with capabilities" % name
+    compressor = hdr[rpm.RPMTAG_PAYLOADCOMPRESSOR] or "gzip"
+    if compressor not in CACHE_COMPRESSORS:
+        return "%s has a %s-compressed payload" % (name, compressor)
+    for fname, mode in zip(hdr[rpm.RPMTAG_FILENAMES], hdr[rpm.RPMTAG_FILEMODES]):
+        if not utf8_encodable(fname):
+            return "%s has a file name that is not UTF-8" % name
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+            return "%s has a special file %s" % (name, fname)
+    return None
+
+
+def skipped_files(hdr, nodocs, langs):
+    """For each file of `hdr`, whether rpm's install leaves it out: a %doc
+    with nodocs, a file whose languages %_install_langs excludes, and then a
+    directory of the package that this left empty (rpm's skipInstallFiles,
+    which runs for --justdb too but whose verdict only the real install
+    records in the rpmdb, see record_skipped_files)."""
+    files = list(rpm.files(hdr))
+    dirnames = hdr[rpm.RPMTAG_DIRNAMES] or []
+    refs = [0] * len(dirnames)
+    emptied = [False] * len(dirnames)
+    skip = [False] * len(files)
+    for i, f in enumerate(files):
+        refs[f.dx] += 1
+        out = False
+        if langs is not None and f.langs:
+            file_langs = [l for l in f.langs.split("|") if l]
+            out = not any(lang.startswith(l) for lang in langs for l in file_langs)
+        if not out and nodocs and f.fflags & rpm.RPMFILE_DOC:
+            out = True
+        if out:
+            refs[f.dx] -= 1
+            emptied[f.dx] = True
+            skip[i] = True
+    for j, dn in enumerate(dirnames):
+        if refs[j] or not emptied[j]:
+            continue
+        path = dn.rstrip("/")
+        for i, f in enumerate(files):
+            if not skip[i] and stat.S_ISDIR(f.mode) and f.name == path:
+                skip[i] = True
+                break
+    return skip
+
+
+def record_skipped_files(root, skipped):
+    """Mark the files rpm's install would have left out as "not installed" in
+    the rpmdb that --justdb wrote (it records every file as installed), so
+    it says what a real install says. The file states are a one-byte-per-file
+    tag outside the header's signed region; each header is patched in place
+    in the sqlite Packages table."""
+    dbts = rpm.TransactionSet(root)
+    rows = {}
+    mi = dbts.dbMatch()
+    for hdr in mi:
+        skip = skipped.get(hdr[rpm.RPMTAG_NEVRA])
+        if skip and any(skip):
+            rows[mi.instance()] = skip
+    dbts.closeDB()
+    if not rows:
+        return
+    con = sqlite3.connect(os.path.join(root, RPMDB_DIR, "rpmdb.sqlite"))
+    try:
+        for hnum, skip in rows.items():
+            (blob,) = con.execute("SELECT blob FROM Packages WHERE hnum = ?", (hnum,)).fetchone()
+            blob = bytearray(blob)
+            count, _ = struct.unpack(">II", blob[:8])
+            data = 8 + 16 * count
+            for e in range(count):
+                tag, kind, offset, n = struct.unpack(">IIII", blob[8 + 16 * e:24 + 16 * e])
+                if tag == rpm.RPMTAG_FILESTATES:
+                    if kind != 1 or n != len(skip) or data + offset + n > len(blob):
+                        raise Failure("Unexpected file states in the rpmdb header %d" % hnum)
+                    for i, out in enumerate(skip):
+                        if out:
+                            blob[data + offset + i] = rpm.RPMFILE_STATE_NOTINSTALLED
+                    break
+            else:
+                raise Failure("The rpmdb header %d has no file states" % hnum)
+            con.execute("UPDATE Packages SET blob = ? WHERE hnum = ?", (bytes(blob), hnum))
+        con.commit()
+    finally:
+        con.close()
+
+
+# The last planned cached install: {"root": path, "headers": [hdr, ...]} in
+# transaction order, for the scriptlet requests that follow it.
+PLANNED = {}
+
+
+def plan_cached_install(root, pkgs, req):
+    """The cached installer's part in the helper: write the rpmdb of `pkgs`
+    into `root` with rpm itself (--justdb: rpm orders the transaction, checks
+    dependencies and file conflicts, and records which files nodocs and
+    %_install_langs leave out), and tell the caller, in rpm's order, each
+    package's scriptlets and the files to create. The caller then creates
+    the files from its package cache and asks for each scriptlet in turn
+    (run_planned_scriptlet). {"blocked": reason} when some package needs
+    rpm's own install (see cached_install_blocker); nothing is written then."""
+    PLANNED.clear()
+    ordered, blocker = run_rpm_transaction(root, pkgs, req, justdb=True)
+    if blocker:
+        return {"blocked": blocker}
+    nodocs = not req["documentation"] or rpm.expandMacro("%{?_excludedocs}") == "1"
+    langs = rpm.expandMacro("%{_install_langs}")
+    langs = None if langs in ("", "all") or langs.startswith("%") else langs.split(":")
+    skipped = {}
+    for _, _, hdr in ordered:
+        skipped[hdr[rpm.RPMTAG_NEVRA]] = skipped_files(hdr, nodocs, langs)
+    record_skipped_files(root, skipped)
+    plan = []
+    headers = []
+    for path, pkg, hdr in ordered:
+        nevra = hdr[rpm.RPMTAG_NEVRA]
+        skip = skipped[nevra]
+        files = []
+        for i, f in enumerate(rpm.files(hdr)):
+            if skip[i] or f.fflags & rpm.RPMFILE_GHOST:
+                continue
+            files.append([f.name, f.mode, f.user, f.group, f.linkto, f.fflags])
+        scripts = [kind for kind, (tag, _, _) in INSTALL_SCRIPTLETS.items() if hdr[tag] is not None]
+        plan.append({"nevra": nevra, "rpm": path, "checksum": checksum_repr(pkg),
+                     "scripts": scripts, "files": files})
+        headers.append(hdr)
+    PLANNED.update(root=root, headers=headers)
+    return {"packages": plan}
+
+
+def run_planned_scriptlet(req):
+    """Run one scriptlet of the last plan the way rpm does (rpmscript.c):
+    the body in a temporary file under the root's /var/tmp, run by its
+    interpreter (default /bin/sh) chrooted into the root from /, with
+    argument 1 (one instance installed), PATH from %_install_script_path,
+    stdin empty, output to stderr. Any failure fails the install, as in
+    run_rpm_transaction."""
+    root = PLANNED.get("root")
+    if root is None:
+        raise Failure("internal error: scriptlet request without a cached install plan")
+    hdr = PLANNED["headers"][req["index"]]
+    tag, progtag, flagtag = INSTALL_SCRIPTLETS[req["kind"]]
+    body = hdr[tag]
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "surrogateescape")
+    flags = hdr[flagtag] or 0
+    if flags & RPMSCRIPT_FLAG_EXPAND:
+        body = rpm.expandMacro(body)
+    if flags & RPMSCRIPT_FLAG_QFORMAT:
+        body = hdr.format(body)
+    argv = scriptlet_prog(hdr, progtag) or ["/bin/sh"]
+    tmpdir = os.path.join(root, "var/tmp")
+    os.makedirs(tmpdir, mode=0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="rpm-tmp.", dir=tmpdir)
+    with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+        f.write(body)
+    env = dict(os.environ)
+    env["PATH"] = rpm.expandMacro("%{_install_script_path}")
+
+    def enter_root():
+        os.chroot(root)
+        os.chdir("/")
+    try:
+        proc = subprocess.run(argv + ["/var/tmp/" + os.path.basename(tmp), "1"], preexec_fn=enter_root,
+                              env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr)
+    except OSError as e:
+        proc = None
+        log("failed to exec scriptlet interpreter %s: %s" % (argv[0], e))
+    finally:
+        os.unlink(tmp)
+    if proc is None or proc.returncode != 0:
+        status = "could not start" if proc is None else "exit status %d" % proc.returncode
+        raise Failure("Error in %%%s scriptlet in rpm package %s (%s)"
+                      % (req["kind"], hdr[rpm.RPMTAG_NEVRA], status))
+    return {}
 
 
 # The last resolve's dnf.Base and package set, kept for an install request on
@@ -494,8 +745,7 @@ def cmd_install(req):
         # depsolve are reused (the rpm transaction below does not depend on
         # the base's installroot).
         base, pkgs = resolved
-        install_packages(base, pkgs, root, req)
-        return {}
+        return install_packages(base, pkgs, root, req)
     base = setup_base(req, root, True)
     try:
         wanted = mark_exact(base, req)
@@ -504,8 +754,7 @@ def cmd_install(req):
         if extra:
             raise Failure("Installing the resolved set would pull in more packages: %s"
                           % ", ".join(sorted(extra)))
-        install_packages(base, pkgs, root, req)
-        return {}
+        return install_packages(base, pkgs, root, req)
     finally:
         base.close()
 
@@ -515,14 +764,20 @@ def install_packages(base, pkgs, root, req):
     download_checked(base, pkgs, req)
     log("Packages fetched and checked in %.1fs" % (time.monotonic() - started))
     started = time.monotonic()
+    if req.get("cached"):
+        reply = plan_cached_install(root, pkgs, req)
+        log("rpmdb written in %.1fs" % (time.monotonic() - started))
+        return reply
     run_rpm_transaction(root, pkgs, req)
     log("RPM transaction done in %.1fs" % (time.monotonic() - started))
+    return {}
 
 
 def run(req):
     """The reply to one request: the action's result, or {"error", "class"}."""
     try:
-        action = {"resolve": cmd_resolve, "download": cmd_download, "install": cmd_install}[req["action"]]
+        action = {"resolve": cmd_resolve, "download": cmd_download, "install": cmd_install,
+                  "scriptlet": run_planned_scriptlet}[req["action"]]
         return action(req)
     except Failure as e:
         return {"error": str(e), "class": e.cls}

@@ -10,6 +10,7 @@
 //! Not here: parsing `.repo` files ([`crate::repos`]), the treefile, and any
 //! post-processing of the root.
 
+pub mod assemble;
 mod dnf;
 pub mod fastpath;
 pub mod lockfile;
@@ -203,6 +204,37 @@ impl Session {
         self.0.install(req, res, root, None)
     }
 
+    /// Install `res` into `root` (fresh, empty) from the package cache when
+    /// that is exact for this transaction (see [`assemble`]), else with
+    /// rpm as [`Session::install`] does. `Some` when the root was
+    /// assembled: the caller hands its known checksums to the commit and
+    /// calls [`assemble::Assembled::release`] afterwards.
+    pub fn install_cached(
+        &mut self,
+        req: &InstallRequest,
+        res: &Resolution,
+        root: &Path,
+        cache: &pkgcache::PackageCache,
+        files: Option<&InstalledFilesSink>,
+    ) -> Result<Option<assemble::Assembled>> {
+        eprintln!(
+            "Installing {} packages into {}",
+            res.packages.len(),
+            root.display()
+        );
+        let packages = match self.0.plan_cached(req, res, root)? {
+            assemble::PlanOutcome::Blocked { blocked } => {
+                eprintln!("note: installing with rpm, not from the package cache: {blocked}");
+                self.0.install(req, res, root, files)?;
+                return Ok(None);
+            }
+            assemble::PlanOutcome::Planned { packages } => packages,
+        };
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut runner = HelperScriptlets(&mut self.0);
+        assemble::assemble(root, &packages, cache, threads, &mut runner, files).map(Some)
+    }
+
     /// [`Session::install`], telling `files` each package's regular files
     /// as soon as rpm has put them in place (before the next package).
     pub fn install_reporting(
@@ -213,6 +245,15 @@ impl Session {
         files: &InstalledFilesSink,
     ) -> Result<()> {
         self.0.install(req, res, root, Some(files))
+    }
+}
+
+/// Scriptlets run by the session's dnf helper.
+struct HelperScriptlets<'a>(&'a mut dnf::Session);
+
+impl assemble::ScriptletRunner for HelperScriptlets<'_> {
+    fn run(&mut self, index: usize, kind: &str) -> Result<()> {
+        self.0.run_scriptlet(index, kind)
     }
 }
 

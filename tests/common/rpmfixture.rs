@@ -32,6 +32,15 @@ pub enum Entry {
         path: String,
         target: String,
     },
+    /// A second name of the file `target` (an earlier entry of the package).
+    Hardlink {
+        path: String,
+        target: String,
+    },
+    /// A `%ghost` file: owned by the package, never installed.
+    Ghost {
+        path: String,
+    },
 }
 
 impl Entry {
@@ -108,9 +117,11 @@ impl Entry {
     }
     fn path(&self) -> &str {
         match self {
-            Entry::File { path, .. } | Entry::Dir { path, .. } | Entry::Symlink { path, .. } => {
-                path
-            }
+            Entry::File { path, .. }
+            | Entry::Dir { path, .. }
+            | Entry::Symlink { path, .. }
+            | Entry::Hardlink { path, .. }
+            | Entry::Ghost { path } => path,
         }
     }
 }
@@ -241,7 +252,8 @@ impl Pkg {
                 Entry::Dir {
                     mode, user, group, ..
                 } => writeln!(s, "%dir %attr({mode:o},{user},{group}) {p}").unwrap(),
-                Entry::Symlink { .. } => writeln!(s, "{p}").unwrap(),
+                Entry::Symlink { .. } | Entry::Hardlink { .. } => writeln!(s, "{p}").unwrap(),
+                Entry::Ghost { .. } => writeln!(s, "%ghost {p}").unwrap(),
             }
         }
         s
@@ -261,6 +273,10 @@ impl Pkg {
                 }
                 Entry::Dir { .. } => std::fs::create_dir_all(&dest).unwrap(),
                 Entry::Symlink { target, .. } => std::os::unix::fs::symlink(target, &dest).unwrap(),
+                Entry::Hardlink { target, .. } => {
+                    std::fs::hard_link(dir.join(target.trim_start_matches('/')), &dest).unwrap()
+                }
+                Entry::Ghost { .. } => std::fs::write(&dest, b"").unwrap(),
             }
         }
     }

@@ -1,0 +1,627 @@
+//! The cached installer: a root assembled from the package cache instead of
+//! rpm unpacking every package again.
+//!
+//! rpm's transaction spends most of its time decompressing payloads and
+//! writing files, and the commit then reads every file back to checksum it.
+//! On a re-run after a small change almost all of that is repeated work. Here
+//! (rpm-ostree's design, without its FUSE write protection, which a rootless
+//! container does not have):
+//! 1. rpm writes the rpmdb itself (`--justdb`, in the dnf helper): it orders
+//!    the transaction, checks dependencies and file conflicts, and records
+//!    which files `nodocs` and `%_install_langs` leave out;
+//! 2. each package's payload is imported once into the package cache
+//!    ([`super::pkgcache`]), with each file's OSTree content checksum;
+//! 3. in rpm's order, for each package: its `%pre` (run by the helper the
+//!    way rpm runs it), its files (regular files owned by root as hardlinks
+//!    of the cache, the rest created or copied with rpm's ownership, resolved
+//!    through the root's own `/etc/passwd` as rpm does), its `%post`; then
+//!    every `%posttrans`.
+//!
+//! The commit then trusts a cache file's checksum (see [`KnownContents`])
+//! only while its inode still has the exact status recorded right after the
+//! checkout (ctime included: any write, chmod, chown or link changes it), so
+//! a scriptlet or post-processing step that changed a file in place is
+//! simply checksummed again. Such a write also changed the cache's copy (one
+//! inode): [`Assembled::release`] finds those entries by the same status
+//! check, re-reads them, and drops the ones that no longer match their
+//! index, so the next compose imports them again.
+//!
+//! The helper decides first whether this is exact for the transaction (no
+//! Lua or `%pretrans` scriptlets, no triggers, no relocation, no file
+//! capabilities or device nodes); otherwise the caller installs with rpm.
+//!
+//! Not for: depsolving or downloading ([`super::dnf`]), reading RPM files
+//! ([`super::rpmpayload`]), the cache's layout ([`super::pkgcache`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+
+use super::pkgcache::{CachedPackage, PackageCache};
+use super::InstalledFilesSink;
+use crate::commit::known::{KnownContents, Stamp};
+
+/// The dnf helper's answer to a cached-install request.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PlanOutcome {
+    /// rpm's own install is needed; nothing was written. The reason names
+    /// the package.
+    Blocked { blocked: String },
+    /// The rpmdb is written; the packages in rpm's transaction order.
+    Planned { packages: Vec<PlannedPackage> },
+}
+
+/// One package of a cached install, as the helper describes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PlannedPackage {
+    pub nevra: String,
+    /// The downloaded `.rpm`.
+    pub rpm: PathBuf,
+    /// rpm-md checksum, `"sha256:<hex>"`: the package cache's key.
+    pub checksum: String,
+    /// Its install scriptlets: `"pre"`, `"post"`, `"posttrans"`.
+    pub scripts: Vec<String>,
+    /// The files rpm installs (its rpmdb says "normal" state, no `%ghost`),
+    /// in header order (parents before children).
+    pub files: Vec<PlannedFile>,
+}
+
+/// `[path, st_mode, user, group, symlink target, rpm file flags]` (compact
+/// on the wire).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PlannedFile(
+    pub String,
+    pub u32,
+    pub String,
+    pub String,
+    pub String,
+    pub u32,
+);
+
+/// rpmfiles.h: `%config`, `%config(noreplace)`.
+const RPMFILE_CONFIG: u32 = 1 << 0;
+const RPMFILE_NOREPLACE: u32 = 1 << 4;
+
+impl PlannedFile {
+    fn path(&self) -> &str {
+        &self.0
+    }
+    fn mode(&self) -> u32 {
+        self.1
+    }
+    fn owned_by_root(&self) -> bool {
+        self.2 == "root" && self.3 == "root"
+    }
+}
+
+/// The package cache's key for an rpm-md checksum (`sha256:hex` →
+/// `sha256-hex`).
+pub fn cache_key(checksum: &str) -> String {
+    checksum.replace(':', "-")
+}
+
+/// What runs a package's scriptlet (the dnf helper in a compose).
+pub trait ScriptletRunner {
+    /// Run scriptlet `kind` of package `index` of the plan.
+    fn run(&mut self, index: usize, kind: &str) -> Result<()>;
+}
+
+/// A cache file linked into the root.
+#[derive(Debug)]
+struct Linked {
+    key: String,
+    cache_path: PathBuf,
+    checksum: String,
+    stamp: Stamp,
+}
+
+/// The result of [`assemble`].
+#[derive(Debug)]
+pub struct Assembled {
+    /// For the commit ([`crate::commit::CommitOptions::known_contents`]).
+    pub known: std::sync::Arc<KnownContents>,
+    linked: Vec<Linked>,
+    /// Packages imported by this run (the rest came from the cache).
+    pub imported: usize,
+    /// The cache keys of every package of the compose.
+    keys: BTreeSet<String>,
+    /// Held until [`Assembled::release`]: one compose at a time links the
+    /// cache's files into a root (see [`lock_cache_use`]).
+    _in_use: std::fs::File,
+}
+
+impl Assembled {
+    /// After the root is committed (or abandoned): drop the cache entries
+    /// whose files something wrote to through the root (see the module
+    /// doc), then the entries of packages this compose did not use. Returns
+    /// the keys dropped as changed.
+    pub fn release(self, cache: &PackageCache) -> Result<Vec<String>> {
+        let mut changed: Vec<String> = Vec::new();
+        for l in &self.linked {
+            if changed.contains(&l.key) {
+                continue;
+            }
+            let now = match std::fs::symlink_metadata(&l.cache_path) {
+                Ok(m) => m,
+                Err(_) => {
+                    changed.push(l.key.clone());
+                    continue;
+                }
+            };
+            // Unlinking or renaming the root's name changes the ctime too:
+            // only a different checksum or status means a changed cache.
+            let same_status = now.uid() == l.stamp.uid
+                && now.gid() == l.stamp.gid
+                && now.mode() == l.stamp.mode
+                && now.size() == l.stamp.size
+                && (now.mtime(), now.mtime_nsec()) == l.stamp.mtime;
+            if same_status && Stamp::of(&now) == l.stamp {
+                continue;
+            }
+            let intact = same_status && {
+                let mut f = std::fs::File::open(&l.cache_path)
+                    .with_context(|| format!("Opening {}", l.cache_path.display()))?;
+                let xattrs = crate::commit::xattrs::xattrs_to_variant(&[]);
+                let csum = crate::commit::checksum::regular_file_checksum(
+                    &mut f,
+                    (0, 0, l.stamp.mode),
+                    &xattrs,
+                )?;
+                csum == l.checksum
+            };
+            if !intact {
+                changed.push(l.key.clone());
+            }
+        }
+        for key in &changed {
+            eprintln!("note: a scriptlet or post-processing step wrote into a file of the package cache entry {key}; dropping the entry");
+            cache.invalidate(key)?;
+        }
+        // Other versions of the packages are of no use to the next compose
+        // of this manifest. Skipped while another compose uses the cache.
+        cache.retain(&self.keys)?;
+        Ok(changed)
+    }
+}
+
+/// Assemble `root` from `plan` (the helper has written the rpmdb there):
+/// import what the cache lacks on `threads` threads, then check out each
+/// package between its scriptlets. `files` is told each package's regular
+/// files once they are in place.
+pub fn assemble(
+    root: &Path,
+    plan: &[PlannedPackage],
+    cache: &PackageCache,
+    threads: usize,
+    scripts: &mut dyn ScriptletRunner,
+    files: Option<&InstalledFilesSink>,
+) -> Result<Assembled> {
+    let in_use = lock_cache_use(cache)?;
+    let t = Instant::now();
+    let items: Vec<(String, PathBuf)> = plan
+        .iter()
+        .map(|p| (cache_key(&p.checksum), p.rpm.clone()))
+        .collect();
+    let mut missing = 0;
+    for (key, _) in &items {
+        if cache.get(key)?.is_none() {
+            missing += 1;
+        }
+    }
+    let cached = cache.import_all(&items, threads)?;
+    eprintln!(
+        "Package cache: {missing} of {} packages imported in {:.1}s",
+        plan.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let mut out = Assembled {
+        known: Default::default(),
+        linked: Vec::new(),
+        imported: missing,
+        keys: items.iter().map(|(k, _)| k.clone()).collect(),
+        _in_use: in_use,
+    };
+    let mut known = KnownContents::default();
+    let mut dirs = DirsMade::default();
+    let pre_existing = existing_files(root)?;
+    let total = plan.len();
+    for (i, (pkg, entry)) in plan.iter().zip(&cached).enumerate() {
+        eprintln!("  [{}/{total}] {}", i + 1, pkg.nevra);
+        if pkg.scripts.iter().any(|s| s == "pre") {
+            scripts.run(i, "pre")?;
+        }
+        let linked_from = out.linked.len();
+        let regular = checkout_package(root, pkg, entry, &mut dirs, &pre_existing, &mut out.linked)
+            .with_context(|| format!("Installing {} from the package cache", pkg.nevra))?;
+        // The status the commit will compare against, taken once all the
+        // package's links exist (a hardlink set links one inode twice).
+        for l in &mut out.linked[linked_from..] {
+            let meta = std::fs::symlink_metadata(&l.cache_path)
+                .with_context(|| format!("Reading {}", l.cache_path.display()))?;
+            l.stamp = Stamp::of(&meta);
+            known.insert(&meta, l.checksum.clone());
+        }
+        if let Some(sink) = files {
+            sink.send(root, regular);
+        }
+        if pkg.scripts.iter().any(|s| s == "post") {
+            wait_for_newer_ctimes(&out.linked[linked_from..]);
+            scripts.run(i, "post")?;
+        }
+    }
+    for (i, pkg) in plan.iter().enumerate() {
+        if pkg.scripts.iter().any(|s| s == "posttrans") {
+            wait_for_newer_ctimes(&out.linked);
+            scripts.run(i, "posttrans")?;
+        }
+    }
+    out.known = std::sync::Arc::new(known);
+    eprintln!(
+        "Root assembled in {:.1}s ({} files linked from the cache)",
+        t.elapsed().as_secs_f64(),
+        out.linked.len()
+    );
+    Ok(out)
+}
+
+/// An exclusive lock on the package cache's use: while a root holds links
+/// to the cache's files, a scriptlet of that compose writing into one would
+/// change what another compose links at the same time. A second compose
+/// sharing the cache directory waits (only for its install and commit).
+fn lock_cache_use(cache: &PackageCache) -> Result<std::fs::File> {
+    use rustix::fs::{flock, FlockOperation};
+    let path = cache.root().join(".in-use.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("Opening {}", path.display()))?;
+    if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+        eprintln!(
+            "Waiting for another compose to finish with the package cache {}",
+            cache.root().display()
+        );
+        flock(&file, FlockOperation::LockExclusive)
+            .with_context(|| format!("Locking {}", path.display()))?;
+    }
+    Ok(file)
+}
+
+/// Directories known to exist in the root, so each is created (or looked
+/// up) once.
+#[derive(Default)]
+struct DirsMade(HashSet<PathBuf>);
+
+impl DirsMade {
+    /// `dir` (absolute, inside the root) and its missing parents, created
+    /// the way rpm creates directories no package lists: 0755, root-owned.
+    fn ensure(&mut self, dir: &Path) -> Result<()> {
+        if self.0.contains(dir) {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            self.ensure(parent)?;
+        }
+        match std::fs::create_dir(dir) {
+            Ok(()) => {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                    .with_context(|| format!("Setting the mode of {}", dir.display()))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("Creating {}", dir.display())),
+        }
+        self.0.insert(dir.to_path_buf());
+        Ok(())
+    }
+}
+
+/// Names → ids through the root's `/etc/passwd` and `/etc/group`, as rpm
+/// resolves them when it installs a file (an unknown name becomes root,
+/// with rpm's warning).
+struct Ids {
+    users: BTreeMap<String, u32>,
+    groups: BTreeMap<String, u32>,
+}
+
+impl Ids {
+    fn read(root: &Path) -> Result<Ids> {
+        Ok(Ids {
+            users: read_id_file(&root.join("etc/passwd"))?,
+            groups: read_id_file(&root.join("etc/group"))?,
+        })
+    }
+
+    fn uid(&self, name: &str) -> u32 {
+        lookup(&self.users, name, "user")
+    }
+
+    fn gid(&self, name: &str) -> u32 {
+        lookup(&self.groups, name, "group")
+    }
+}
+
+fn lookup(ids: &BTreeMap<String, u32>, name: &str, what: &str) -> u32 {
+    if name == "root" {
+        return 0;
+    }
+    match ids.get(name) {
+        Some(id) => *id,
+        None => {
+            eprintln!("warning: {what} {name} does not exist - using root");
+            0
+        }
+    }
+}
+
+/// `name:x:id:...` lines of a passwd or group file; the first entry of a
+/// name wins (as in rpm's lookup). A missing file has no entries.
+fn read_id_file(path: &Path) -> Result<BTreeMap<String, u32>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(e).with_context(|| format!("Reading {}", path.display())),
+    };
+    Ok(parse_id_lines(&text))
+}
+
+fn parse_id_lines(text: &str) -> BTreeMap<String, u32> {
+    let mut ids = BTreeMap::new();
+    for line in text.lines() {
+        let mut fields = line.split(':');
+        let (Some(name), Some(_), Some(id)) = (fields.next(), fields.next(), fields.next()) else {
+            continue;
+        };
+        if let Ok(id) = id.parse::<u32>() {
+            ids.entry(name.to_string()).or_insert(id);
+        }
+    }
+    ids
+}
+
+/// Put one package's files into `root` from its cache entry. Returns its
+/// regular files of at most 16 MiB (relative paths) for the deflate-ahead
+/// sink; adds the linked ones to `linked`.
+fn checkout_package(
+    root: &Path,
+    pkg: &PlannedPackage,
+    entry: &CachedPackage,
+    dirs: &mut DirsMade,
+    pre_existing: &HashSet<PathBuf>,
+    linked: &mut Vec<Linked>,
+) -> Result<Vec<PathBuf>> {
+    let ids = if pkg.files.iter().all(PlannedFile::owned_by_root) {
+        None
+    } else {
+        Some(Ids::read(root)?)
+    };
+    let key = cache_key(&pkg.checksum);
+    let mut regular = Vec::new();
+    // Hardlink sets owned by someone else: the copy made for the first name.
+    let mut copies: HashMap<u32, PathBuf> = HashMap::new();
+    for f in &pkg.files {
+        let rel = f.path().trim_start_matches('/');
+        if rel.is_empty() {
+            continue;
+        }
+        let dest = root.join(rel);
+        if let Some(parent) = dest.parent() {
+            dirs.ensure(parent)?;
+        }
+        let (uid, gid) = match &ids {
+            Some(ids) => (ids.uid(&f.2), ids.gid(&f.3)),
+            None => (0, 0),
+        };
+        let perms = f.mode() & 0o7777;
+        match f.mode() & libc::S_IFMT {
+            libc::S_IFDIR => {
+                dirs.ensure(&dest)?;
+                set_owner_and_mode(&dest, uid, gid, Some(perms))?;
+            }
+            libc::S_IFLNK => {
+                remove_non_dir(&dest)?;
+                std::os::unix::fs::symlink(&f.4, &dest)
+                    .with_context(|| format!("Creating symlink {}", dest.display()))?;
+                if (uid, gid) != (0, 0) {
+                    set_owner_and_mode(&dest, uid, gid, None)?;
+                }
+            }
+            libc::S_IFREG => {
+                let cached = entry
+                    .files
+                    .get(f.path())
+                    .ok_or_else(|| anyhow!("{} is not in the package's payload", f.path()))?;
+                let src = entry.tree.join(rel);
+                let dest = match pre_existing.contains(&dest) {
+                    true => config_destination(f, &src, dest)?,
+                    false => dest,
+                };
+                remove_non_dir(&dest)?;
+                let root_owned = (uid, gid) == (0, 0) && cached.mode & 0o7777 == perms;
+                if root_owned {
+                    std::fs::hard_link(&src, &dest).with_context(|| {
+                        format!("Linking {} to {}", src.display(), dest.display())
+                    })?;
+                    linked.push(Linked {
+                        key: key.clone(),
+                        cache_path: src,
+                        checksum: cached.checksum.clone(),
+                        // Taken once the whole package is in place.
+                        stamp: Stamp::default(),
+                    });
+                } else {
+                    match cached.link_group.and_then(|g| copies.get(&g)) {
+                        Some(first) => std::fs::hard_link(first, &dest).with_context(|| {
+                            format!("Linking {} to {}", first.display(), dest.display())
+                        })?,
+                        None => {
+                            std::fs::copy(&src, &dest).with_context(|| {
+                                format!("Copying {} to {}", src.display(), dest.display())
+                            })?;
+                            // chown clears setuid/setgid: the mode comes after.
+                            set_owner_and_mode(&dest, uid, gid, Some(perms))?;
+                            if let Some(g) = cached.link_group {
+                                copies.insert(g, dest.clone());
+                            }
+                        }
+                    }
+                }
+                if cached.size > 0 && cached.size <= 16 << 20 {
+                    if let Ok(rel) = dest.strip_prefix(root) {
+                        regular.push(rel.to_path_buf());
+                    }
+                }
+            }
+            other => bail!("{}: unsupported file type {other:o}", f.path()),
+        }
+    }
+    Ok(regular)
+}
+
+/// Where a package's file goes when a file was at `dest` before the install
+/// began (e.g. the previous commit's `/etc/passwd`), as rpm decides it: a
+/// `%config(noreplace)` file that differs goes beside it as `.rpmnew`; a
+/// `%config` file that differs moves the one on disk to `.rpmorig`; any
+/// other file replaces it.
+fn config_destination(f: &PlannedFile, src: &Path, dest: PathBuf) -> Result<PathBuf> {
+    if f.5 & RPMFILE_CONFIG == 0 || same_content(src, &dest)? {
+        return Ok(dest);
+    }
+    let with_suffix = |suffix: &str| {
+        let mut name = dest.clone().into_os_string();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    if f.5 & RPMFILE_NOREPLACE != 0 {
+        eprintln!("warning: {} created as {}.rpmnew", f.path(), f.path());
+        return Ok(with_suffix(".rpmnew"));
+    }
+    let saved = with_suffix(".rpmorig");
+    std::fs::rename(&dest, &saved)
+        .with_context(|| format!("Renaming {} to {}", dest.display(), saved.display()))?;
+    eprintln!("warning: {} saved as {}.rpmorig", f.path(), f.path());
+    Ok(dest)
+}
+
+/// Whether two regular files hold the same bytes (a symlink or a missing
+/// file at `b` never does).
+fn same_content(a: &Path, b: &Path) -> Result<bool> {
+    let meta = std::fs::symlink_metadata(b).with_context(|| format!("Reading {}", b.display()))?;
+    if !meta.is_file() {
+        return Ok(false);
+    }
+    let size_a = std::fs::metadata(a)
+        .with_context(|| format!("Reading {}", a.display()))?
+        .len();
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("Reading {}", p.display()));
+    Ok(meta.len() == size_a && read(a)? == read(b)?)
+}
+
+/// The regular files and symlinks in `root` before any package is put
+/// there (files the compose injects, such as the previous passwd).
+fn existing_files(root: &Path) -> Result<HashSet<PathBuf>> {
+    let mut found = HashSet::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries =
+            std::fs::read_dir(&dir).with_context(|| format!("Reading {}", dir.display()))?;
+        for e in entries {
+            let e = e.with_context(|| format!("Reading {}", dir.display()))?;
+            let ft = e
+                .file_type()
+                .with_context(|| format!("Reading {}", e.path().display()))?;
+            if ft.is_dir() {
+                dirs.push(e.path());
+            } else {
+                found.insert(e.path());
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Remove `path` if it exists and is not a directory (a later package's
+/// file replaces an earlier one's, as rpm does).
+fn remove_non_dir(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => bail!(
+            "{} is a directory in one package and not in another",
+            path.display()
+        ),
+        Ok(_) => {
+            std::fs::remove_file(path).with_context(|| format!("Replacing {}", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("Reading {}", path.display())),
+    }
+}
+
+/// lchown `path`, then chmod it (not for symlinks: `mode` None).
+fn set_owner_and_mode(path: &Path, uid: u32, gid: u32, mode: Option<u32>) -> Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .with_context(|| format!("Changing the owner of {} to {uid}:{gid}", path.display()))?;
+    if let Some(mode) = mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("Setting the mode of {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Wait until the filesystem clock has moved past every recorded ctime, so
+/// that a scriptlet writing into a linked file gives it a newer ctime than
+/// its stamp (timestamps come from a coarse clock: a write in the same tick
+/// as the link would otherwise keep the same ctime).
+fn wait_for_newer_ctimes(linked: &[Linked]) {
+    let newest = linked.iter().map(|l| l.stamp.ctime).max();
+    let Some(newest) = newest else { return };
+    for _ in 0..1000 {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+        if (now.tv_sec, now.tv_nsec) > newest {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_lines_first_entry_wins_and_bad_lines_are_skipped() {
+        let ids = parse_id_lines("root:x:0:0::/root:/bin/sh\nfoo:x:12:12::/:/bin/false\nbad\nfoo:x:13:13::/:/\nnum:x:abc:1::/:/\n");
+        assert_eq!(ids.get("root"), Some(&0));
+        assert_eq!(ids.get("foo"), Some(&12));
+        assert_eq!(ids.get("num"), None);
+        assert_eq!(ids.len(), 2);
+    }
+
+    #[test]
+    fn cache_keys_have_no_colon() {
+        assert_eq!(cache_key("sha256:abc"), "sha256-abc");
+    }
+
+    #[test]
+    fn plan_outcomes_parse() {
+        let p: PlanOutcome = serde_json::from_str(r#"{"blocked": "x has triggers"}"#).unwrap();
+        assert!(matches!(p, PlanOutcome::Blocked { blocked } if blocked == "x has triggers"));
+        let p: PlanOutcome = serde_json::from_str(
+            r#"{"packages": [{"nevra": "a-1-1.noarch", "rpm": "/c/a.rpm", "checksum": "sha256:00",
+                "scripts": ["post"], "files": [["/usr/bin/a", 33261, "root", "root", "", 0]]}]}"#,
+        )
+        .unwrap();
+        match p {
+            PlanOutcome::Planned { packages } => {
+                assert_eq!(packages[0].files[0].mode(), 0o100755);
+                assert!(packages[0].files[0].owned_by_root());
+            }
+            _ => panic!("not planned"),
+        }
+    }
+}

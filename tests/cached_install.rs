@@ -1,0 +1,249 @@
+//! The cached installer (root assembled from the package cache, rpmdb by
+//! `rpm --justdb`, scriptlets run by us) against rpm's own install: the same
+//! fixture composed both ways must give the same tree, file for file
+//! (checksums, modes, owners), on a first run and after a package changes.
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::compose_fixture::*;
+use common::composer_bin;
+use common::rpmfixture::*;
+
+/// Packages that exercise what the cached installer must reproduce: a user
+/// created by `%pre` (writing into a packaged /etc/passwd in place) owning a
+/// file, an unknown owner, setuid, a hardlink pair, a `%ghost`, a doc left
+/// out by `documentation: false`, a file shared by two packages, a `%post`
+/// appending to a packaged file, and a `%posttrans`.
+fn tricky(version: &str) -> Vec<Pkg> {
+    let file = |path: &str, content: &str, mode: u32, user: &str| Entry::File {
+        path: path.into(),
+        content: content.as_bytes().to_vec(),
+        mode,
+        user: user.into(),
+        group: user.into(),
+        config: false,
+        doc: false,
+    };
+    vec![
+        Pkg::new("tricky", version)
+            .arch("x86_64")
+            .requires("setup")
+            .requires("busybox")
+            .script(
+                "pre",
+                "echo 'svc:x:901:901:svc:/:/sbin/nologin' >> /etc/passwd\necho 'svc:x:901:' >> /etc/group",
+            )
+            .script(
+                "post",
+                "echo \"appended $1\" >> /usr/share/tricky/changed-by-post",
+            )
+            .script(
+                "posttrans",
+                "echo posttrans > /usr/share/tricky/posttrans-ran",
+            )
+            .entry(Entry::owned_dir("/usr/share/tricky", 0o751, "root", "root"))
+            .entry(file("/usr/share/tricky/owned", "svc data\n", 0o640, "svc"))
+            .entry(file("/usr/share/tricky/nobody", "x\n", 0o644, "nosuchuser"))
+            .entry(file("/usr/bin/tricky-suid", &format!("#!/bin/sh\necho {version}\n"), 0o4755, "root"))
+            .entry(Entry::file("/usr/share/tricky/a", "linked\n"))
+            .entry(Entry::Hardlink {
+                path: "/usr/share/tricky/b".into(),
+                target: "/usr/share/tricky/a".into(),
+            })
+            .entry(Entry::Ghost {
+                path: "/usr/share/tricky/ghost.log".into(),
+            })
+            .entry(Entry::doc("/usr/share/doc/tricky/README", "docs\n"))
+            .entry(Entry::file("/usr/share/tricky/changed-by-post", "original\n"))
+            .entry(Entry::file("/usr/share/licenses/common/LICENSE", "shared\n")),
+        Pkg::new("tricky-extra", "1.0")
+            .requires("tricky")
+            .entry(Entry::file("/usr/share/licenses/common/LICENSE", "shared\n"))
+            .entry(Entry::symlink("/usr/share/tricky-extra", "tricky")),
+    ]
+}
+
+fn manifest() -> String {
+    MANIFEST.replace("  - kernel-core\n", "  - kernel-core\n  - tricky-extra\n")
+}
+
+/// `compose tree` of `f`'s manifest into `repo` with cache `cache`.
+fn compose_into(f: &Fixture, repo: &Path, cache: &Path, extra: &[&str]) -> Output {
+    Command::new(composer_bin())
+        .args(["compose", "tree", "--unified-core"])
+        .arg(format!("--repo={}", repo.display()))
+        .arg(format!("--cachedir={}", cache.display()))
+        .args(extra)
+        .arg(&f.manifest)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap()
+}
+
+/// Every path of the ref with its mode, owner, size and checksum.
+fn tree_listing(repo: &Path) -> String {
+    ostree(repo, &["ls", "-R", "-C", REF])
+}
+
+fn assert_same_trees(rpm_repo: &Path, cached_repo: &Path) {
+    let a = tree_listing(rpm_repo);
+    let b = tree_listing(cached_repo);
+    if a != b {
+        let diff: Vec<String> = a
+            .lines()
+            .filter(|l| !b.contains(*l))
+            .map(|l| format!("- {l}"))
+            .chain(
+                b.lines()
+                    .filter(|l| !a.contains(*l))
+                    .map(|l| format!("+ {l}")),
+            )
+            .collect();
+        panic!("the trees differ (- rpm, + cached):\n{}", diff.join("\n"));
+    }
+}
+
+#[test]
+fn cached_install_gives_rpms_tree_first_and_after_a_change() {
+    let f = fixture_with(tricky("1.0"), |_| false, &manifest());
+    let cached_repo = f.dir.join("../repo-cached");
+    init_repo(&cached_repo, "bare-user");
+    let rpm_cache = f.dir.join("../cache-rpm");
+
+    let out = compose_into(&f, &f.repo, &rpm_cache, &["--no-package-cache"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("Package cache:"), "{}", text(&out));
+    let out = compose_into(&f, &cached_repo, &f.cache, &[]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("Package cache: 9 of 9 packages imported"),
+        "{log}"
+    );
+    // %pre appended to /etc/passwd through a cache link, %post to a packaged file.
+    assert!(log.contains("dropping the entry"), "{log}");
+    assert!(
+        log.contains("user nosuchuser does not exist - using root"),
+        "{log}"
+    );
+    assert_same_trees(&f.repo, &cached_repo);
+
+    // What the scriptlets did is in the tree, and only once.
+    assert_eq!(
+        ostree(
+            &cached_repo,
+            &["cat", REF, "/usr/share/tricky/changed-by-post"]
+        ),
+        "original\nappended 1\n"
+    );
+    let ls = tree_listing(&cached_repo);
+    let line = |p: &str| {
+        ls.lines()
+            .find(|l| l.ends_with(&format!(" {p}")))
+            .unwrap_or_else(|| panic!("{p} missing:\n{ls}"))
+            .to_string()
+    };
+    assert!(
+        line("/usr/share/tricky/owned").starts_with("-00640 901 901 "),
+        "{ls}"
+    );
+    assert!(
+        line("/usr/bin/tricky-suid").starts_with("-04755 0 0 "),
+        "{ls}"
+    );
+    assert!(line("/usr/share/tricky").starts_with("d00751 0 0 "), "{ls}");
+    assert!(
+        !ls.contains("ghost.log") && !ls.contains("/usr/share/doc/tricky"),
+        "{ls}"
+    );
+
+    // The entries a scriptlet wrote into were dropped: the cache holds the
+    // packages' own bytes for the next run.
+    let cached_changed = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cat {}/pkgcache/v1/*/tree/usr/share/tricky/changed-by-post 2>/dev/null; true",
+            f.cache.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&cached_changed.stdout).contains("appended"));
+
+    // A new version of one package: both ways again, from the kept caches.
+    let rpms = f.dir.join("../rpms");
+    for p in tricky("2.0").into_iter().filter(|p| p.name == "tricky") {
+        build_rpm(&p, &rpms.join("Packages"));
+    }
+    refresh_repo(&rpms);
+    let out = compose_into(&f, &f.repo, &rpm_cache, &["--no-package-cache"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = compose_into(&f, &cached_repo, &f.cache, &[]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    // tricky 2.0 and the two entries dropped above (setup, tricky 1.0 is gone).
+    assert!(
+        log.contains("Package cache: 2 of 9 packages imported"),
+        "{log}"
+    );
+    assert_same_trees(&f.repo, &cached_repo);
+    assert_eq!(
+        ostree(&cached_repo, &["cat", REF, "/usr/bin/tricky-suid"]),
+        "#!/bin/sh\necho 2.0\n"
+    );
+    // Every object the commits point to is intact.
+    assert!(ostree_ok(&cached_repo, &["fsck"]), "fsck failed");
+}
+
+#[test]
+fn lua_scriptlets_fall_back_to_rpm() {
+    let lua = Pkg::new("luapkg", "1.0")
+        .requires("filesystem")
+        .script(
+            "post -p <lua>",
+            "io.open('/usr/share/lua-ran', 'w'):write('yes')",
+        )
+        .entry(Entry::file("/usr/share/luapkg/data", "d\n"));
+    let f = fixture_with(
+        vec![lua],
+        |_| false,
+        &MANIFEST.replace("  - kernel-core\n", "  - kernel-core\n  - luapkg\n"),
+    );
+    let out = compose(&f, &[]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("installing with rpm, not from the package cache: luapkg-1.0-1.noarch has a Lua %post scriptlet"),
+        "{log}"
+    );
+    assert_eq!(ostree(&f.repo, &["cat", REF, "/usr/share/lua-ran"]), "yes");
+}
+
+#[test]
+fn a_failing_scriptlet_fails_the_cached_install_and_moves_no_ref() {
+    let bad = Pkg::new("badpost", "1.0")
+        .requires("busybox")
+        .script("post", "echo failing on purpose >&2; exit 3")
+        .entry(Entry::file("/usr/share/badpost/data", "d\n"));
+    let f = fixture_with(
+        vec![bad],
+        |_| false,
+        &MANIFEST.replace("  - kernel-core\n", "  - kernel-core\n  - badpost\n"),
+    );
+    let out = compose(&f, &[]);
+    let log = text(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("Package cache:"), "{log}");
+    assert!(
+        log.contains(
+            "Error in %post scriptlet in rpm package badpost-1.0-1.noarch (exit status 3)"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("failing on purpose"), "{log}");
+    assert!(
+        !ostree_ok(&f.repo, &["rev-parse", REF]),
+        "a ref was written"
+    );
+}
