@@ -44,6 +44,8 @@ pub(super) struct Adopter {
     dev: u64,
     uid: rustix::fs::Uid,
     gid: rustix::fs::Gid,
+    /// Names the temporary files of [`Adopter::copy_in`].
+    copies: std::sync::atomic::AtomicU64,
 }
 
 impl Adopter {
@@ -80,6 +82,7 @@ impl Adopter {
             dev,
             uid: rustix::process::geteuid(),
             gid: rustix::process::getegid(),
+            copies: Default::default(),
         }))
     }
 
@@ -112,6 +115,52 @@ impl Adopter {
         {
             return Ok(false);
         }
+        self.stage(file, path, (uid, gid, mode), xattrs, checksum)?;
+        Ok(true)
+    }
+
+    /// Copy `file` (open on `path`, positioned anywhere) into a new staged
+    /// content object `checksum`: for a file that cannot be adopted (it has
+    /// other links, e.g. into the package cache). The data is copied in the
+    /// kernel (`copy_file_range`); libostree's `write_content` would read it
+    /// through user space and checksum it again with GLib's slow SHA-256.
+    pub(super) fn copy_in(
+        &self,
+        file: &File,
+        path: &Path,
+        owner: (u32, u32, u32),
+        xattrs: &Variant,
+        checksum: &str,
+    ) -> Result<u64> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let n = self
+            .copies
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.staging.path().join(format!("copy-{n}"));
+        let mut copy = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("Creating {}", tmp.display()))?;
+        let mut src = file;
+        std::io::Seek::rewind(&mut src).with_context(|| format!("Rewinding {}", path.display()))?;
+        let size = std::io::copy(&mut src, &mut copy)
+            .with_context(|| format!("Copying {} to {}", path.display(), tmp.display()))?;
+        self.stage(&copy, &tmp, owner, xattrs, checksum)?;
+        Ok(size)
+    }
+
+    /// Give `file` (open on `path`, owned by the repository's user) the
+    /// bare-user object form and move it to its staged object name.
+    fn stage(
+        &self,
+        file: &File,
+        path: &Path,
+        (uid, gid, mode): (u32, u32, u32),
+        xattrs: &Variant,
+        checksum: &str,
+    ) -> Result<()> {
         rustix::fs::fsetxattr(
             file,
             "user.ostreemeta",
@@ -140,7 +189,7 @@ impl Adopter {
         // name a moment ago: replacing it with identical bytes is harmless.
         std::fs::rename(path, &dest)
             .with_context(|| format!("Moving {} to {}", path.display(), dest.display()))?;
-        Ok(true)
+        Ok(())
     }
 
     /// Give the staged files their object names (after a filesystem sync when

@@ -482,7 +482,8 @@ fn write_one(repo: &Repo, job: &Job, adopter: Option<&Adopter>) -> Result<(Strin
             Ok((csum.to_string(), Stored::ByLibostree))
         }
         Kind::Regular { known, .. } => {
-            if let Some(checksum) = known.as_ref().filter(|_| xattrs.n_children() == 0) {
+            let known = known.as_ref().filter(|_| xattrs.n_children() == 0);
+            if let Some(checksum) = known {
                 if repo
                     .has_object(ostree::ObjectType::File, checksum, gio::Cancellable::NONE)
                     .context("Looking up a content object")?
@@ -501,17 +502,26 @@ fn write_one(repo: &Repo, job: &Job, adopter: Option<&Adopter>) -> Result<(Strin
             info.set_attribute_uint32("unix::mode", job.owner.mode);
             info.set_attribute_uint32("unix::rdev", 0);
             let owner = (job.owner.uid, job.owner.gid, job.owner.mode);
-            let checksum = regular_file_checksum(&mut file, owner, &xattrs)?;
-            if repo
-                .has_object(ostree::ObjectType::File, &checksum, gio::Cancellable::NONE)
-                .context("Looking up a content object")?
-            {
-                return Ok((checksum, Stored::AlreadyPresent));
-            }
+            let checksum = match known {
+                // Not in the repository (asked above).
+                Some(c) => c.clone(),
+                None => {
+                    let c = regular_file_checksum(&mut file, owner, &xattrs)?;
+                    if repo
+                        .has_object(ostree::ObjectType::File, &c, gio::Cancellable::NONE)
+                        .context("Looking up a content object")?
+                    {
+                        return Ok((c, Stored::AlreadyPresent));
+                    }
+                    c
+                }
+            };
             if let Some(adopter) = adopter {
                 if adopter.adopt(&file, &job.path, owner, &xattrs, &checksum)? {
                     return Ok((checksum, Stored::Adopted { size }));
                 }
+                let size = adopter.copy_in(&file, &job.path, owner, &xattrs, &checksum)?;
+                return Ok((checksum, Stored::Adopted { size }));
             }
             std::io::Seek::rewind(&mut file).context("Rewinding")?;
             // SAFETY: `take_fd` takes ownership of the descriptor the File owned.

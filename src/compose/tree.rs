@@ -351,8 +351,8 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     commit_opts.gpg_key = treefile.config.gpg_key.clone();
     commit_opts.known_contents = assembled.as_ref().map(|a| a.known.clone());
     let result = ostree_commit::commit_rootfs(&repo, &commit_opts)?;
-    if let (Some(assembled), Some(cache)) = (assembled, &pkgcache) {
-        assembled.release(cache)?;
+    if let Some(assembled) = assembled {
+        assembled.release()?;
     }
     progress::done(
         "commit",

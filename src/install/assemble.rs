@@ -34,7 +34,7 @@
 //! ([`super::rpmpayload`]), the cache's layout ([`super::pkgcache`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -54,6 +54,22 @@ pub enum PlanOutcome {
     Blocked { blocked: String },
     /// The rpmdb is written; the packages in rpm's transaction order.
     Planned { packages: Vec<PlannedPackage> },
+}
+
+/// The downloaded packages of a transaction, from the dnf helper.
+#[derive(Debug, Deserialize)]
+pub struct Located {
+    pub packages: Vec<LocatedPackage>,
+    /// Why the cached installer cannot install this transaction exactly.
+    pub blocked: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LocatedPackage {
+    /// rpm-md checksum (`sha256:hex`).
+    pub checksum: String,
+    /// The downloaded `.rpm`.
+    pub rpm: PathBuf,
 }
 
 /// One package of a cached install, as the helper describes it.
@@ -122,12 +138,13 @@ struct Linked {
 
 /// The result of [`assemble`].
 #[derive(Debug)]
-pub struct Assembled {
+pub struct Assembled<'a> {
+    cache: &'a PackageCache,
+    /// [`Assembled::release`] ran.
+    released: bool,
     /// For the commit ([`crate::commit::CommitOptions::known_contents`]).
     pub known: std::sync::Arc<KnownContents>,
     linked: Vec<Linked>,
-    /// Packages imported by this run (the rest came from the cache).
-    pub imported: usize,
     /// The cache keys of every package of the compose.
     keys: BTreeSet<String>,
     /// Held until [`Assembled::release`]: one compose at a time links the
@@ -135,44 +152,44 @@ pub struct Assembled {
     _in_use: std::fs::File,
 }
 
-impl Assembled {
-    /// After the root is committed (or abandoned): drop the cache entries
-    /// whose files something wrote to through the root (see the module
-    /// doc), then the entries of packages this compose did not use. Returns
-    /// the keys dropped as changed.
-    pub fn release(self, cache: &PackageCache) -> Result<Vec<String>> {
+impl Assembled<'_> {
+    /// After the root is committed: drop the cache entries whose files
+    /// something wrote to through the root (see the module doc), then the
+    /// entries of packages this compose did not use. Returns the keys
+    /// dropped as changed. (Dropping an `Assembled` without this, e.g. when
+    /// the compose failed, still drops the changed entries.)
+    pub fn release(mut self) -> Result<Vec<String>> {
+        self.released = true;
+        let changed = self.drop_changed_entries()?;
+        // Other versions of the packages are of no use to the next compose
+        // of this manifest. Skipped while another compose uses the cache.
+        self.cache.retain(&self.keys)?;
+        Ok(changed)
+    }
+
+    /// The cache entries whose linked files changed since the checkout,
+    /// invalidated. A file counts as changed when its owner, mode, size or
+    /// mtime differ from the stamp (a write sets the mtime): its ctime
+    /// changes anyway once the root's link is removed or renamed.
+    fn drop_changed_entries(&self) -> Result<Vec<String>> {
         let mut changed: Vec<String> = Vec::new();
         for l in &self.linked {
             if changed.contains(&l.key) {
                 continue;
             }
-            let now = match std::fs::symlink_metadata(&l.cache_path) {
-                Ok(m) => m,
-                Err(_) => {
-                    changed.push(l.key.clone());
-                    continue;
+            let intact = match std::fs::symlink_metadata(&l.cache_path) {
+                Ok(now) => {
+                    let now = Stamp::of(&now);
+                    (now.uid, now.gid, now.mode, now.size, now.mtime)
+                        == (
+                            l.stamp.uid,
+                            l.stamp.gid,
+                            l.stamp.mode,
+                            l.stamp.size,
+                            l.stamp.mtime,
+                        )
                 }
-            };
-            // Unlinking or renaming the root's name changes the ctime too:
-            // only a different checksum or status means a changed cache.
-            let same_status = now.uid() == l.stamp.uid
-                && now.gid() == l.stamp.gid
-                && now.mode() == l.stamp.mode
-                && now.size() == l.stamp.size
-                && (now.mtime(), now.mtime_nsec()) == l.stamp.mtime;
-            if same_status && Stamp::of(&now) == l.stamp {
-                continue;
-            }
-            let intact = same_status && {
-                let mut f = std::fs::File::open(&l.cache_path)
-                    .with_context(|| format!("Opening {}", l.cache_path.display()))?;
-                let xattrs = crate::commit::xattrs::xattrs_to_variant(&[]);
-                let csum = crate::commit::checksum::regular_file_checksum(
-                    &mut f,
-                    (0, 0, l.stamp.mode),
-                    &xattrs,
-                )?;
-                csum == l.checksum
+                Err(_) => false,
             };
             if !intact {
                 changed.push(l.key.clone());
@@ -180,12 +197,19 @@ impl Assembled {
         }
         for key in &changed {
             eprintln!("note: a scriptlet or post-processing step wrote into a file of the package cache entry {key}; dropping the entry");
-            cache.invalidate(key)?;
+            self.cache.invalidate(key)?;
         }
-        // Other versions of the packages are of no use to the next compose
-        // of this manifest. Skipped while another compose uses the cache.
-        cache.retain(&self.keys)?;
         Ok(changed)
+    }
+}
+
+impl Drop for Assembled<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            if let Err(e) = self.drop_changed_entries() {
+                eprintln!("warning: checking the package cache after a failed compose: {e:#}");
+            }
+        }
     }
 }
 
@@ -193,37 +217,27 @@ impl Assembled {
 /// import what the cache lacks on `threads` threads, then check out each
 /// package between its scriptlets. `files` is told each package's regular
 /// files once they are in place.
-pub fn assemble(
+pub fn assemble<'a>(
     root: &Path,
     plan: &[PlannedPackage],
-    cache: &PackageCache,
+    cache: &'a PackageCache,
     threads: usize,
     scripts: &mut dyn ScriptletRunner,
     files: Option<&InstalledFilesSink>,
-) -> Result<Assembled> {
+) -> Result<Assembled<'a>> {
     let in_use = lock_cache_use(cache)?;
     let t = Instant::now();
     let items: Vec<(String, PathBuf)> = plan
         .iter()
         .map(|p| (cache_key(&p.checksum), p.rpm.clone()))
         .collect();
-    let mut missing = 0;
-    for (key, _) in &items {
-        if cache.get(key)?.is_none() {
-            missing += 1;
-        }
-    }
+    // Entries already imported are only read back.
     let cached = cache.import_all(&items, threads)?;
-    eprintln!(
-        "Package cache: {missing} of {} packages imported in {:.1}s",
-        plan.len(),
-        t.elapsed().as_secs_f64()
-    );
-    let t = Instant::now();
     let mut out = Assembled {
+        cache,
+        released: false,
         known: Default::default(),
         linked: Vec::new(),
-        imported: missing,
         keys: items.iter().map(|(k, _)| k.clone()).collect(),
         _in_use: in_use,
     };

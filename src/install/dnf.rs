@@ -196,6 +196,20 @@ impl Session {
             .context("Unexpected reply from the dnf helper (cached install plan)")
     }
 
+    /// Download and check the RPMs of `res` (as an install does first) and
+    /// say where they are and whether the cached installer can install them.
+    pub fn locate(
+        &mut self,
+        req: &InstallRequest,
+        res: &Resolution,
+    ) -> Result<super::assemble::Located> {
+        let mut request = self.backend.base_request(req)?;
+        request["action"] = json!("locate");
+        request["transaction"] = json!(res.packages);
+        let reply = self.run(&request)?;
+        serde_json::from_value(reply).context("Unexpected reply from the dnf helper (locate)")
+    }
+
     /// Run scriptlet `kind` ("pre", "post", "posttrans") of package `index`
     /// of the last [`Session::plan_cached`], as rpm would.
     pub fn run_scriptlet(&mut self, index: usize, kind: &str) -> Result<()> {

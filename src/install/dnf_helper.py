@@ -737,6 +737,44 @@ def cmd_download(req):
         base.close()
 
 
+def cmd_locate(req):
+    """Download and check the packages of the install request (as an
+    install does first) and say where they are, with their rpm-md checksums,
+    and whether the cached installer can install them (see
+    cached_install_blocker): {"packages": [{"checksum", "rpm"}], "blocked"}.
+    The caller fills its package cache from these files."""
+    resolved = take_resolved(req)
+    if resolved is not None:
+        base, pkgs = resolved
+        return locate_packages(base, pkgs, req)
+    base = setup_base(req, req["workdir"] + "/resolve-root", True)
+    try:
+        return locate_packages(base, mark_exact(base, req), req)
+    finally:
+        base.close()
+
+
+def locate_packages(base, pkgs, req):
+    download_checked(base, pkgs, req)
+    ts = rpm.TransactionSet()
+    ts.setVSFlags(rpm._RPMVSF_NOSIGNATURES | rpm._RPMVSF_NODIGESTS)
+    blocked = None
+    located = []
+    for pkg in pkgs:
+        path = pkg.localPkg()
+        located.append({"checksum": checksum_repr(pkg), "rpm": path})
+        if blocked is None:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                blocked = cached_install_blocker(ts.hdrFromFdno(fd))
+            except rpm.error as e:
+                raise Failure("Reading the header of %s: %s" % (path, e))
+            finally:
+                os.close(fd)
+    ts.closeDB()
+    return {"packages": located, "blocked": blocked}
+
+
 def cmd_install(req):
     root = req["installroot"]
     resolved = take_resolved(req)
@@ -776,7 +814,7 @@ def install_packages(base, pkgs, root, req):
 def run(req):
     """The reply to one request: the action's result, or {"error", "class"}."""
     try:
-        action = {"resolve": cmd_resolve, "download": cmd_download, "install": cmd_install,
+        action = {"resolve": cmd_resolve, "download": cmd_download, "install": cmd_install, "locate": cmd_locate,
                   "scriptlet": run_planned_scriptlet}[req["action"]]
         return action(req)
     except Failure as e:

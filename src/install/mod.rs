@@ -209,14 +209,74 @@ impl Session {
     /// rpm as [`Session::install`] does. `Some` when the root was
     /// assembled: the caller hands its known checksums to the commit and
     /// calls [`assemble::Assembled::release`] afterwards.
-    pub fn install_cached(
+    ///
+    /// When the cache lacks most of the packages (a first compose), rpm
+    /// installs them, which writes each file once and lets the commit adopt
+    /// it, while the cache is filled on the core rpm leaves idle; assembling
+    /// would write every file twice (cache and repository) on this run.
+    pub fn install_cached<'a>(
         &mut self,
         req: &InstallRequest,
         res: &Resolution,
         root: &Path,
-        cache: &pkgcache::PackageCache,
+        cache: &'a pkgcache::PackageCache,
         files: Option<&InstalledFilesSink>,
-    ) -> Result<Option<assemble::Assembled>> {
+    ) -> Result<Option<assemble::Assembled<'a>>> {
+        let located = self.0.locate(req, res)?;
+        if let Some(blocked) = &located.blocked {
+            eprintln!("note: installing with rpm, not from the package cache: {blocked}");
+            self.0.install(req, res, root, files)?;
+            return Ok(None);
+        }
+        let mut missing = Vec::new();
+        for p in &located.packages {
+            let key = assemble::cache_key(&p.checksum);
+            if cache.get(&key)?.is_none() {
+                missing.push((key, p.rpm.clone()));
+            }
+        }
+        if missing.len() * 2 > located.packages.len() {
+            eprintln!(
+                "Package cache: {} of {} packages missing; installing with rpm and filling the cache meanwhile",
+                missing.len(),
+                located.packages.len()
+            );
+            let t = std::time::Instant::now();
+            let (installed, imported) = std::thread::scope(|s| {
+                let importer = s.spawn(|| cache.import_all(&missing, 1));
+                let installed = self.0.install(req, res, root, files);
+                let imported = importer
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the package cache import panicked")));
+                (installed, imported)
+            });
+            installed?;
+            match imported {
+                Ok(_) => eprintln!(
+                    "Package cache: {} packages imported in {:.1}s",
+                    missing.len(),
+                    t.elapsed().as_secs_f64()
+                ),
+                // Only the next compose is slower: say so, go on.
+                Err(e) => eprintln!("warning: filling the package cache failed: {e:#}"),
+            }
+            return Ok(None);
+        }
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let t = std::time::Instant::now();
+        if let Err(e) = cache.import_all(&missing, threads) {
+            eprintln!(
+                "warning: installing with rpm: the package cache could not import a package: {e:#}"
+            );
+            self.0.install(req, res, root, files)?;
+            return Ok(None);
+        }
+        eprintln!(
+            "Package cache: {} of {} packages imported in {:.1}s",
+            missing.len(),
+            located.packages.len(),
+            t.elapsed().as_secs_f64()
+        );
         eprintln!(
             "Installing {} packages into {}",
             res.packages.len(),
@@ -230,7 +290,6 @@ impl Session {
             }
             assemble::PlanOutcome::Planned { packages } => packages,
         };
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let mut runner = HelperScriptlets(&mut self.0);
         assemble::assemble(root, &packages, cache, threads, &mut runner, files).map(Some)
     }
