@@ -115,12 +115,12 @@ fn cached_install_gives_rpms_tree_first_and_after_a_change() {
     let out = compose_into(&f, &f.repo, &rpm_cache, &["--no-package-cache"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(!text(&out).contains("Package cache:"), "{}", text(&out));
-    // A first compose installs with rpm and fills the cache meanwhile.
+    // A first compose installs with rpm, then fills the cache.
     let out = compose_into(&f, &cached_repo, &f.cache, &[]);
     let log = text(&out);
     assert!(out.status.success(), "{log}");
     assert!(
-        log.contains("Package cache: 9 of 9 packages missing; installing with rpm and filling the cache meanwhile"),
+        log.contains("Package cache: 9 of 9 packages missing; filling it in the background"),
         "{log}"
     );
     assert!(log.contains("Package cache: 9 packages imported"), "{log}");

@@ -285,18 +285,22 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     } else {
         None
     };
-    let assembled = match (&pkgcache, &req.installed_files) {
+    let installed = match (&pkgcache, &req.installed_files) {
         (Some(cache), sink) => {
             dnf.install_cached(&install_req, &resolution, &rootfs_tmp, cache, sink.as_ref())?
         }
         (None, Some(sink)) => {
             dnf.install_reporting(&install_req, &resolution, &rootfs_tmp, sink)?;
-            None
+            install::Installed::ByRpm { filling: None }
         }
         (None, None) => {
             dnf.install(&install_req, &resolution, &rootfs_tmp)?;
-            None
+            install::Installed::ByRpm { filling: None }
         }
+    };
+    let (assembled, filling) = match installed {
+        install::Installed::Assembled(a) => (Some(a), None),
+        install::Installed::ByRpm { filling } => (None, filling),
     };
     drop(dnf);
     progress::done("install", "done", t.elapsed().as_secs_f64());
@@ -353,6 +357,9 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     let result = ostree_commit::commit_rootfs(&repo, &commit_opts)?;
     if let Some(assembled) = assembled {
         assembled.release()?;
+    }
+    if let Some(filling) = filling {
+        filling.finish();
     }
     progress::done(
         "commit",

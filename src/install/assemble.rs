@@ -123,8 +123,11 @@ pub fn cache_key(checksum: &str) -> String {
 
 /// What runs a package's scriptlet (the dnf helper in a compose).
 pub trait ScriptletRunner {
-    /// Run scriptlet `kind` of package `index` of the plan.
+    /// Run scriptlet `kind` of package `index` of the plan (once the
+    /// rpmdb is complete).
     fn run(&mut self, index: usize, kind: &str) -> Result<()>;
+    /// Wait until the rpmdb is complete (the checkout runs meanwhile).
+    fn finish_rpmdb(&mut self) -> Result<()>;
 }
 
 /// A cache file linked into the root.
@@ -275,6 +278,7 @@ pub fn assemble<'a>(
             scripts.run(i, "posttrans")?;
         }
     }
+    scripts.finish_rpmdb()?;
     out.known = std::sync::Arc::new(known);
     eprintln!(
         "Root assembled in {:.1}s ({} files linked from the cache)",
@@ -282,6 +286,26 @@ pub fn assemble<'a>(
         out.linked.len()
     );
     Ok(out)
+}
+
+/// Read the directories and file status of `trees` (package cache
+/// entries) into the kernel's caches, so the checkout's links do not wait
+/// for the disk one inode at a time. Only a hint: errors are ignored (the
+/// checkout reports them).
+pub fn prefetch(trees: Vec<PathBuf>) {
+    let mut dirs = trees;
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if let Ok(meta) = std::fs::symlink_metadata(e.path()) {
+                if meta.is_dir() {
+                    dirs.push(e.path());
+                }
+            }
+        }
+    }
 }
 
 /// An exclusive lock on the package cache's use: while a root holds links

@@ -96,11 +96,13 @@ impl Backend {
             return Ok(Session {
                 backend: self.clone(),
                 helper: None,
+                rpmdb_pending: None,
             });
         };
         Ok(Session {
             backend: self.clone(),
             helper: Some(Helper::spawn(python)?),
+            rpmdb_pending: None,
         })
     }
 }
@@ -111,6 +113,9 @@ impl Backend {
 pub struct Session {
     backend: Backend,
     helper: Option<Helper>,
+    /// A `writedb` request was sent (and whether it could be), its reply
+    /// not read yet.
+    rpmdb_pending: Option<bool>,
 }
 
 impl Session {
@@ -210,6 +215,33 @@ impl Session {
         serde_json::from_value(reply).context("Unexpected reply from the dnf helper (locate)")
     }
 
+    /// Start writing the rpmdb of the last [`Session::plan_cached`] (the
+    /// helper runs rpm's `--justdb` transaction); the caller may put files
+    /// in place meanwhile and must call [`Session::finish_rpmdb`] before any
+    /// other request.
+    pub fn start_rpmdb(&mut self) -> Result<()> {
+        let helper = self.helper_mut()?;
+        let sent = helper.send(&json!({"action": "writedb"}))?;
+        self.rpmdb_pending = Some(sent);
+        Ok(())
+    }
+
+    /// Wait for the rpmdb started by [`Session::start_rpmdb`] (no-op when
+    /// none is pending).
+    pub fn finish_rpmdb(&mut self) -> Result<()> {
+        let Some(sent) = self.rpmdb_pending.take() else {
+            return Ok(());
+        };
+        self.helper_mut()?.receive(sent, &|_| {}).map(drop)
+    }
+
+    fn helper_mut(&mut self) -> Result<&mut Helper> {
+        match &mut self.helper {
+            Some(helper) => Ok(helper),
+            None => bail!("internal error: dnf helper request without dnf 4"),
+        }
+    }
+
     /// Run scriptlet `kind` ("pre", "post", "posttrans") of package `index`
     /// of the last [`Session::plan_cached`], as rpm would.
     pub fn run_scriptlet(&mut self, index: usize, kind: &str) -> Result<()> {
@@ -226,6 +258,7 @@ impl Session {
         request: &serde_json::Value,
         on_event: &dyn Fn(Event),
     ) -> Result<serde_json::Value> {
+        self.finish_rpmdb()?;
         match &mut self.helper {
             Some(helper) => helper.request(request, on_event),
             None => bail!("internal error: dnf helper request without dnf 4"),
@@ -337,7 +370,13 @@ impl Helper {
         request: &serde_json::Value,
         on_event: &dyn Fn(Event),
     ) -> Result<serde_json::Value> {
-        use std::io::BufRead as _;
+        let sent = self.send(request)?;
+        self.receive(sent, on_event)
+    }
+
+    /// Write `request`; whether it could be written (a helper that died
+    /// cannot read it: [`Helper::receive`] then says how it ended).
+    fn send(&mut self, request: &serde_json::Value) -> Result<bool> {
         let mut request = request.clone();
         request["workdir"] = json!(self.work.path());
         let mut line = serde_json::to_string(&request)?;
@@ -346,12 +385,18 @@ impl Helper {
             .stdin
             .as_mut()
             .ok_or_else(|| anyhow!("dnf helper has no stdin"))?;
-        let sent = stdin
+        Ok(stdin
             .write_all(line.as_bytes())
-            .and_then(|()| stdin.flush());
+            .and_then(|()| stdin.flush())
+            .is_ok())
+    }
+
+    /// The reply to the request just sent (see [`Helper::request`]).
+    fn receive(&mut self, sent: bool, on_event: &dyn Fn(Event)) -> Result<serde_json::Value> {
+        use std::io::BufRead as _;
         let mut text = String::new();
         let read = match sent {
-            Ok(()) => loop {
+            true => loop {
                 text.clear();
                 match self.replies.read_line(&mut text) {
                     Ok(n) if n > 0 => {
@@ -367,7 +412,7 @@ impl Helper {
                     other => break other.map(|_| false),
                 }
             },
-            Err(_) => Ok(false),
+            false => Ok(false),
         };
         let reply: Option<Reply> = match read {
             Ok(true) => serde_json::from_str(text.trim()).ok(),

@@ -206,14 +206,13 @@ impl Session {
 
     /// Install `res` into `root` (fresh, empty) from the package cache when
     /// that is exact for this transaction (see [`assemble`]), else with
-    /// rpm as [`Session::install`] does. `Some` when the root was
-    /// assembled: the caller hands its known checksums to the commit and
-    /// calls [`assemble::Assembled::release`] afterwards.
+    /// rpm as [`Session::install`] does.
     ///
     /// When the cache lacks most of the packages (a first compose), rpm
     /// installs them, which writes each file once and lets the commit adopt
-    /// it, while the cache is filled on the core rpm leaves idle; assembling
-    /// would write every file twice (cache and repository) on this run.
+    /// it; assembling would write every file twice (cache and repository)
+    /// on this run. The cache is then filled in the background, after
+    /// rpm's transaction (creating files beside it slowed it by half).
     pub fn install_cached<'a>(
         &mut self,
         req: &InstallRequest,
@@ -221,12 +220,12 @@ impl Session {
         root: &Path,
         cache: &'a pkgcache::PackageCache,
         files: Option<&InstalledFilesSink>,
-    ) -> Result<Option<assemble::Assembled<'a>>> {
+    ) -> Result<Installed<'a>> {
         let located = self.0.locate(req, res)?;
         if let Some(blocked) = &located.blocked {
             eprintln!("note: installing with rpm, not from the package cache: {blocked}");
             self.0.install(req, res, root, files)?;
-            return Ok(None);
+            return Ok(Installed::ByRpm { filling: None });
         }
         let mut missing = Vec::new();
         for p in &located.packages {
@@ -236,31 +235,15 @@ impl Session {
             }
         }
         if missing.len() * 2 > located.packages.len() {
+            self.0.install(req, res, root, files)?;
             eprintln!(
-                "Package cache: {} of {} packages missing; installing with rpm and filling the cache meanwhile",
+                "Package cache: {} of {} packages missing; filling it in the background",
                 missing.len(),
                 located.packages.len()
             );
-            let t = std::time::Instant::now();
-            let (installed, imported) = std::thread::scope(|s| {
-                let importer = s.spawn(|| cache.import_all(&missing, 1));
-                let installed = self.0.install(req, res, root, files);
-                let imported = importer
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the package cache import panicked")));
-                (installed, imported)
+            return Ok(Installed::ByRpm {
+                filling: Some(CacheFill::start(cache.root(), missing)),
             });
-            installed?;
-            match imported {
-                Ok(_) => eprintln!(
-                    "Package cache: {} packages imported in {:.1}s",
-                    missing.len(),
-                    t.elapsed().as_secs_f64()
-                ),
-                // Only the next compose is slower: say so, go on.
-                Err(e) => eprintln!("warning: filling the package cache failed: {e:#}"),
-            }
-            return Ok(None);
         }
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let t = std::time::Instant::now();
@@ -269,7 +252,7 @@ impl Session {
                 "warning: installing with rpm: the package cache could not import a package: {e:#}"
             );
             self.0.install(req, res, root, files)?;
-            return Ok(None);
+            return Ok(Installed::ByRpm { filling: None });
         }
         eprintln!(
             "Package cache: {} of {} packages imported in {:.1}s",
@@ -282,16 +265,30 @@ impl Session {
             res.packages.len(),
             root.display()
         );
-        let packages = match self.0.plan_cached(req, res, root)? {
+        // While the helper plans and rpm writes the rpmdb, a thread reads
+        // the cache entries' directories and inodes the checkout links from
+        // (cold on disk after a while). Only a hint: not waited for.
+        let trees = located
+            .packages
+            .iter()
+            .map(|p| cache.get(&assemble::cache_key(&p.checksum)))
+            .filter_map(|entry| entry.ok().flatten().map(|e| e.tree))
+            .collect();
+        std::thread::spawn(move || assemble::prefetch(trees));
+        let planned = self.0.plan_cached(req, res, root);
+        let packages = match planned? {
             assemble::PlanOutcome::Blocked { blocked } => {
                 eprintln!("note: installing with rpm, not from the package cache: {blocked}");
                 self.0.install(req, res, root, files)?;
-                return Ok(None);
+                return Ok(Installed::ByRpm { filling: None });
             }
             assemble::PlanOutcome::Planned { packages } => packages,
         };
+        // rpm writes the rpmdb while the files are put in place.
+        self.0.start_rpmdb()?;
         let mut runner = HelperScriptlets(&mut self.0);
-        assemble::assemble(root, &packages, cache, threads, &mut runner, files).map(Some)
+        assemble::assemble(root, &packages, cache, threads, &mut runner, files)
+            .map(Installed::Assembled)
     }
 
     /// [`Session::install`], telling `files` each package's regular files
@@ -307,12 +304,73 @@ impl Session {
     }
 }
 
+/// How [`Session::install_cached`] installed the root.
+pub enum Installed<'a> {
+    /// rpm installed it; `filling`: the package cache is being filled for
+    /// the next compose (wait for it with [`CacheFill::finish`]).
+    ByRpm { filling: Option<CacheFill> },
+    /// Assembled from the cache: hand its known checksums to the commit and
+    /// call [`assemble::Assembled::release`] afterwards.
+    Assembled(assemble::Assembled<'a>),
+}
+
+/// Packages being imported into the package cache on a thread of their own,
+/// at a low priority (the compose goes on meanwhile).
+pub struct CacheFill {
+    thread: std::thread::JoinHandle<Result<usize>>,
+    started: std::time::Instant,
+}
+
+impl CacheFill {
+    fn start(cache_root: &Path, missing: Vec<(String, PathBuf)>) -> CacheFill {
+        // `cache_root` is CACHEDIR/pkgcache/v1: the thread opens its own handle.
+        let cachedir = cache_root
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: setpriority on this thread's own id; no memory is touched.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+            }
+            let cache = pkgcache::PackageCache::open(&cachedir)?;
+            cache.import_all(&missing, 1).map(|imported| imported.len())
+        });
+        CacheFill {
+            thread,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Wait for the import. A failure only makes the next compose slower:
+    /// it is reported as a warning.
+    pub fn finish(self) {
+        let outcome = self
+            .thread
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the import thread panicked")));
+        match outcome {
+            Ok(n) => eprintln!(
+                "Package cache: {n} packages imported in {:.1}s (for the next compose)",
+                self.started.elapsed().as_secs_f64()
+            ),
+            Err(e) => eprintln!("warning: filling the package cache failed: {e:#}"),
+        }
+    }
+}
+
 /// Scriptlets run by the session's dnf helper.
 struct HelperScriptlets<'a>(&'a mut dnf::Session);
 
 impl assemble::ScriptletRunner for HelperScriptlets<'_> {
     fn run(&mut self, index: usize, kind: &str) -> Result<()> {
+        // Waits for the rpmdb first (the helper answers in order).
         self.0.run_scriptlet(index, kind)
+    }
+
+    fn finish_rpmdb(&mut self) -> Result<()> {
+        self.0.finish_rpmdb()
     }
 }
 
