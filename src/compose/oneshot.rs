@@ -239,6 +239,9 @@ pub fn run(args: OneShotArgs) -> Result<()> {
         r#ref: Some(treeref.clone()),
         ..Default::default()
     };
+    // The package cache may still be filling for the next run: it goes on
+    // during the export and encapsulation (dropped, i.e. waited for, at the end).
+    let mut _cache_fill = None;
     let commit = match tree::compose_tree(&req)? {
         TreeOutcome::DryRun { .. } | TreeOutcome::DownloadOnly => return Ok(()),
         TreeOutcome::Unchanged { previous } => {
@@ -266,7 +269,8 @@ pub fn run(args: OneShotArgs) -> Result<()> {
             }
             previous
         }
-        TreeOutcome::Committed(c) => {
+        TreeOutcome::Committed(mut c) => {
+            _cache_fill = c.cache_fill.take();
             json = c.composejson.clone();
             c.checksum.clone()
         }

@@ -102,6 +102,9 @@ pub struct Committed {
     pub composejson: ComposeJson,
     /// Directory of the manifest (for rpmdb lookups of the installed root by outputs).
     pub basearch: String,
+    /// The package cache still being filled for the next compose: keep it
+    /// while other work goes on; dropping it waits.
+    pub cache_fill: Option<install::CacheFill>,
 }
 
 /// Run `compose tree`.
@@ -358,9 +361,7 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     if let Some(assembled) = assembled {
         assembled.release()?;
     }
-    if let Some(filling) = filling {
-        filling.finish();
-    }
+
     progress::done(
         "commit",
         &format!(
@@ -405,6 +406,7 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
         parent,
         composejson,
         basearch: treefile.basearch.clone(),
+        cache_fill: filling,
     })))
 }
 

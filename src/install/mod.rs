@@ -307,7 +307,7 @@ impl Session {
 /// How [`Session::install_cached`] installed the root.
 pub enum Installed<'a> {
     /// rpm installed it; `filling`: the package cache is being filled for
-    /// the next compose (wait for it with [`CacheFill::finish`]).
+    /// the next compose (dropping it waits).
     ByRpm { filling: Option<CacheFill> },
     /// Assembled from the cache: hand its known checksums to the commit and
     /// call [`assemble::Assembled::release`] afterwards.
@@ -315,10 +315,17 @@ pub enum Installed<'a> {
 }
 
 /// Packages being imported into the package cache on a thread of their own,
-/// at a low priority (the compose goes on meanwhile).
+/// at a low priority (the compose goes on meanwhile). Dropping it waits for
+/// the import and reports how it went.
 pub struct CacheFill {
-    thread: std::thread::JoinHandle<Result<usize>>,
+    thread: Option<std::thread::JoinHandle<Result<usize>>>,
     started: std::time::Instant,
+}
+
+impl std::fmt::Debug for CacheFill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CacheFill")
+    }
 }
 
 impl CacheFill {
@@ -338,16 +345,20 @@ impl CacheFill {
             cache.import_all(&missing, 1).map(|imported| imported.len())
         });
         CacheFill {
-            thread,
+            thread: Some(thread),
             started: std::time::Instant::now(),
         }
     }
+}
 
+impl Drop for CacheFill {
     /// Wait for the import. A failure only makes the next compose slower:
     /// it is reported as a warning.
-    pub fn finish(self) {
-        let outcome = self
-            .thread
+    fn drop(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let outcome = thread
             .join()
             .unwrap_or_else(|_| Err(anyhow::anyhow!("the import thread panicked")));
         match outcome {
