@@ -15,7 +15,8 @@ use common::rpmfixture::*;
 /// created by `%pre` (writing into a packaged /etc/passwd in place) owning a
 /// file, an unknown owner, setuid, a hardlink pair, a `%ghost`, a doc left
 /// out by `documentation: false`, a file shared by two packages, a `%post`
-/// appending to a packaged file, and a `%posttrans`.
+/// appending to a packaged file, a `%posttrans`, and a `%lang(de)` file
+/// (with the directory it leaves empty) that `install-langs` leaves out.
 fn tricky(version: &str) -> Vec<Pkg> {
     let file = |path: &str, content: &str, mode: u32, user: &str| Entry::File {
         path: path.into(),
@@ -57,7 +58,18 @@ fn tricky(version: &str) -> Vec<Pkg> {
             })
             .entry(Entry::doc("/usr/share/doc/tricky/README", "docs\n"))
             .entry(Entry::file("/usr/share/tricky/changed-by-post", "original\n"))
-            .entry(Entry::file("/usr/share/licenses/common/LICENSE", "shared\n")),
+            .entry(Entry::file("/usr/share/licenses/common/LICENSE", "shared\n"))
+            .entry(Entry::dir("/usr/share/locale/de"))
+            .entry(Entry::Lang {
+                path: "/usr/share/locale/de/tricky.mo".into(),
+                content: "de\n".into(),
+                lang: "de".into(),
+            })
+            .entry(Entry::Lang {
+                path: "/usr/share/locale/en/tricky.mo".into(),
+                content: "en\n".into(),
+                lang: "en".into(),
+            }),
         Pkg::new("tricky-extra", "1.0")
             .requires("tricky")
             .entry(Entry::file("/usr/share/licenses/common/LICENSE", "shared\n"))
@@ -66,7 +78,10 @@ fn tricky(version: &str) -> Vec<Pkg> {
 }
 
 fn manifest() -> String {
-    MANIFEST.replace("  - kernel-core\n", "  - kernel-core\n  - tricky-extra\n")
+    MANIFEST.replace(
+        "  - kernel-core\n",
+        "  - kernel-core\n  - tricky-extra\ninstall-langs: [en_US]\n",
+    )
 }
 
 /// `compose tree` of `f`'s manifest into `repo` with cache `cache`.
@@ -178,6 +193,8 @@ fn cached_install_gives_rpms_tree_first_and_after_a_change() {
         !ls.contains("ghost.log") && !ls.contains("/usr/share/doc/tricky"),
         "{ls}"
     );
+    assert!(!ls.contains("/usr/share/locale/de"), "{ls}");
+    assert!(ls.contains("/usr/share/locale/en/tricky.mo"), "{ls}");
 
     // The entries a scriptlet wrote into were dropped: the cache holds the
     // packages' own bytes for the next run.
@@ -245,7 +262,10 @@ fn lua_scriptlets_fall_back_to_rpm() {
 fn a_failing_scriptlet_fails_the_cached_install_and_moves_no_ref() {
     let bad = Pkg::new("badpost", "1.0")
         .requires("busybox")
-        .script("post", "echo failing on purpose >&2; exit 3")
+        .script(
+            "post",
+            "echo changed >> /usr/share/badpost/data\necho failing on purpose >&2; exit 3",
+        )
         .entry(Entry::file("/usr/share/badpost/data", "d\n"));
     let f = fixture_with(vec![bad], |_| false, MANIFEST);
     // The cache is filled by a compose without the package...
@@ -274,4 +294,16 @@ fn a_failing_scriptlet_fails_the_cached_install_and_moves_no_ref() {
     );
     assert!(log.contains("failing on purpose"), "{log}");
     assert_eq!(rev(&f.repo, REF), before, "the ref moved");
+    // The %post wrote into the cache's copy of its file before failing: the
+    // failed compose dropped that entry all the same.
+    assert!(log.contains("dropping the entry"), "{log}");
+    let cached = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cat {}/pkgcache/v1/*/tree/usr/share/badpost/data 2>/dev/null; true",
+            f.cache.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&cached.stdout).contains("changed"));
 }

@@ -30,16 +30,47 @@ fn default_repo() -> PathBuf {
 
 /// The cache: `--cachedir`, else `/srv/cache` when it exists, else a temporary dir.
 enum Cache {
-    Kept(PathBuf),
+    /// `outlives_run`: false for the image's own `/srv/cache` when no
+    /// volume is mounted there (it goes with the container).
+    Kept {
+        path: PathBuf,
+        outlives_run: bool,
+    },
     Temporary(tempfile::TempDir),
 }
 
 impl Cache {
     fn path(&self) -> &Path {
         match self {
-            Cache::Kept(p) => p,
+            Cache::Kept { path, .. } => path,
             Cache::Temporary(t) => t.path(),
         }
+    }
+
+    /// Whether filling the package cache can pay off in a later run.
+    fn outlives_run(&self) -> bool {
+        matches!(
+            self,
+            Cache::Kept {
+                outlives_run: true,
+                ..
+            }
+        )
+    }
+}
+
+/// Whether we run in a container (podman and docker leave these markers).
+fn in_container() -> bool {
+    Path::new("/run/.containerenv").exists() || Path::new("/.dockerenv").exists()
+}
+
+/// Whether `dir` is the root of a mount (another device than its parent).
+fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    match (dev(dir), dir.parent().and_then(dev)) {
+        (Some(a), Some(b)) => a != b,
+        _ => false,
     }
 }
 
@@ -47,11 +78,24 @@ fn choose_cache(arg: Option<&Path>) -> Result<Cache> {
     if let Some(p) = arg {
         std::fs::create_dir_all(p)
             .with_context(|| format!("Creating --cachedir {}", p.display()))?;
-        return Ok(Cache::Kept(p.to_path_buf()));
+        return Ok(Cache::Kept {
+            path: p.to_path_buf(),
+            outlives_run: true,
+        });
     }
     let srv = Path::new("/srv/cache");
     if srv.is_dir() {
-        return Ok(Cache::Kept(srv.to_path_buf()));
+        let outlives_run = !in_container() || is_mount_point(srv);
+        if !outlives_run {
+            progress::note(
+                "note: /srv/cache is not a volume, so nothing cached outlives this container \
+                 (mount one there, e.g. -v ./cache:/srv/cache, to make reruns incremental)",
+            );
+        }
+        return Ok(Cache::Kept {
+            path: srv.to_path_buf(),
+            outlives_run,
+        });
     }
     // /var/tmp, not /tmp: a whole tree goes through here and bare-user needs user xattrs.
     let t = tempfile::Builder::new()
@@ -223,7 +267,7 @@ pub fn run(args: OneShotArgs) -> Result<()> {
         treefile: manifest.clone(),
         repo: build_repo_path.clone(),
         cachedir: Some(cache.path().to_path_buf()),
-        package_cache: matches!(cache, Cache::Kept(_)) && !args.no_package_cache,
+        package_cache: cache.outlives_run() && !args.no_package_cache,
         force_nocache: args.force_nocache,
         cache_only: args.cache_only,
         dry_run: args.dry_run,

@@ -41,6 +41,12 @@ pub enum Entry {
     Ghost {
         path: String,
     },
+    /// A root-owned 0644 file marked `%lang(lang)`.
+    Lang {
+        path: String,
+        content: String,
+        lang: String,
+    },
 }
 
 impl Entry {
@@ -121,7 +127,8 @@ impl Entry {
             | Entry::Dir { path, .. }
             | Entry::Symlink { path, .. }
             | Entry::Hardlink { path, .. }
-            | Entry::Ghost { path } => path,
+            | Entry::Ghost { path }
+            | Entry::Lang { path, .. } => path,
         }
     }
 }
@@ -254,6 +261,7 @@ impl Pkg {
                 } => writeln!(s, "%dir %attr({mode:o},{user},{group}) {p}").unwrap(),
                 Entry::Symlink { .. } | Entry::Hardlink { .. } => writeln!(s, "{p}").unwrap(),
                 Entry::Ghost { .. } => writeln!(s, "%ghost {p}").unwrap(),
+                Entry::Lang { lang, .. } => writeln!(s, "%lang({lang}) {p}").unwrap(),
             }
         }
         s
@@ -277,6 +285,7 @@ impl Pkg {
                     std::fs::hard_link(dir.join(target.trim_start_matches('/')), &dest).unwrap()
                 }
                 Entry::Ghost { .. } => std::fs::write(&dest, b"").unwrap(),
+                Entry::Lang { content, .. } => std::fs::write(&dest, content).unwrap(),
             }
         }
     }
