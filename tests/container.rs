@@ -581,6 +581,33 @@ fn readme_own_manifest_command_uses_the_mounted_repo() {
     );
     assert!(all.contains("No apparent changes"), "{all}");
     assert_eq!(check_repo(runner, work.path(), &r#ref), commit);
+
+    // With ./cache mounted, the first run filled the package cache; a forced
+    // rerun assembles the root from it, rootless (hardlinks, scriptlets
+    // chrooted by the dnf helper), to the same tree.
+    let first_log = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        first_log.contains("filling it in the background"),
+        "{first_log}"
+    );
+    let third = runner.sh(work.path(), &format!("{cmd} --force-nocache"));
+    let log = describe(&third);
+    assert!(third.status.success(), "forced rerun failed:\n{log}");
+    assert!(log.contains("Root assembled"), "{log}");
+    let recommitted = check_repo(runner, work.path(), &r#ref);
+    assert_ne!(recommitted, commit);
+    // Files and symlinks, with modes, owners and checksums; the rpmdb records
+    // install times (no SOURCE_DATE_EPOCH here), so it and the directories
+    // above it differ.
+    let files = |rev: &str| -> Vec<String> {
+        runner
+            .sh_ok(work.path(), &format!("ostree --repo=repo ls -R -C {rev}"))
+            .lines()
+            .filter(|l| !l.starts_with('d') && !l.contains("rpmdb.sqlite"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(files(&recommitted), files(&commit));
 }
 
 /// The GitHub workflow's "Compose" step, run as written for its `demo` matrix
