@@ -337,10 +337,11 @@ impl CacheFill {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         let thread = std::thread::spawn(move || {
+            // Lowest priority: the compose (and the one-shot's deflate-ahead
+            // thread) comes first. A failure only leaves the normal priority.
             // SAFETY: setpriority on this thread's own id; no memory is touched.
-            unsafe {
-                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
-            }
+            let _ =
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
             let cache = pkgcache::PackageCache::open(&cachedir)?;
             cache.import_all(&missing, 1).map(|imported| imported.len())
         });
