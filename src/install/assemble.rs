@@ -6,25 +6,30 @@
 //! On a re-run after a small change almost all of that is repeated work. Here
 //! (rpm-ostree's design, without its FUSE write protection, which a rootless
 //! container does not have):
-//! 1. rpm writes the rpmdb itself (`--justdb`, in the dnf helper): it orders
-//!    the transaction, checks dependencies and file conflicts, and records
-//!    which files `nodocs` and `%_install_langs` leave out;
-//! 2. each package's payload is imported once into the package cache
+//! 1. each package's payload is imported once into the package cache
 //!    ([`super::pkgcache`]), with each file's OSTree content checksum;
+//! 2. rpm orders the transaction and writes the rpmdb itself (`--justdb`, in
+//!    the dnf helper, while step 3 runs), checking dependencies and file
+//!    conflicts; the helper leaves out the files `nodocs` and
+//!    `%_install_langs` exclude and marks them so in the rpmdb, as a real
+//!    install does;
 //! 3. in rpm's order, for each package: its `%pre` (run by the helper the
-//!    way rpm runs it), its files (regular files owned by root as hardlinks
-//!    of the cache, the rest created or copied with rpm's ownership, resolved
-//!    through the root's own `/etc/passwd` as rpm does), its `%post`; then
-//!    every `%posttrans`.
+//!    way rpm runs it, once the rpmdb is written), its files (regular files
+//!    owned by root as hardlinks of the cache, the rest created or copied
+//!    with rpm's ownership, resolved through the root's own `/etc/passwd` as
+//!    rpm does; `%config` files over files the compose put there before, as
+//!    rpm decides: `.rpmnew`, `.rpmorig`), its `%post`; then every
+//!    `%posttrans`.
 //!
 //! The commit then trusts a cache file's checksum (see [`KnownContents`])
 //! only while its inode still has the exact status recorded right after the
 //! checkout (ctime included: any write, chmod, chown or link changes it), so
 //! a scriptlet or post-processing step that changed a file in place is
 //! simply checksummed again. Such a write also changed the cache's copy (one
-//! inode): [`Assembled::release`] finds those entries by the same status
-//! check, re-reads them, and drops the ones that no longer match their
-//! index, so the next compose imports them again.
+//! inode): [`Assembled::release`] (or dropping the [`Assembled`] of a failed
+//! compose) finds those entries by owner, mode, size and mtime (a write sets
+//! the mtime; the ctime changes anyway when the root's link goes) and drops
+//! them, so the next compose imports them again.
 //!
 //! The helper decides first whether this is exact for the transaction (no
 //! Lua or `%pretrans` scriptlets, no triggers, no relocation, no file
@@ -52,7 +57,8 @@ pub enum PlanOutcome {
     /// rpm's own install is needed; nothing was written. The reason names
     /// the package.
     Blocked { blocked: String },
-    /// The rpmdb is written; the packages in rpm's transaction order.
+    /// The transaction is ready to write the rpmdb (see
+    /// `dnf::Session::start_rpmdb`); the packages in rpm's order.
     Planned { packages: Vec<PlannedPackage> },
 }
 
@@ -216,10 +222,10 @@ impl Drop for Assembled<'_> {
     }
 }
 
-/// Assemble `root` from `plan` (the helper has written the rpmdb there):
-/// import what the cache lacks on `threads` threads, then check out each
-/// package between its scriptlets. `files` is told each package's regular
-/// files once they are in place.
+/// Assemble `root` from `plan` (the helper is writing the rpmdb there):
+/// import what the cache still lacks on `threads` threads, then check out
+/// each package between its scriptlets. `files` is told each package's
+/// regular files once they are in place.
 pub fn assemble<'a>(
     root: &Path,
     plan: &[PlannedPackage],
@@ -562,11 +568,17 @@ fn same_content(a: &Path, b: &Path) -> Result<bool> {
 }
 
 /// The regular files and symlinks in `root` before any package is put
-/// there (files the compose injects, such as the previous passwd).
+/// there (files the compose injects, such as the previous passwd). The
+/// rpmdb directory, which rpm is writing meanwhile, is left out: no package
+/// ships files there.
 fn existing_files(root: &Path) -> Result<HashSet<PathBuf>> {
     let mut found = HashSet::new();
+    let rpmdb = root.join(super::rpmdb::RPMDB_DIR);
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
+        if dir == rpmdb {
+            continue;
+        }
         let entries =
             std::fs::read_dir(&dir).with_context(|| format!("Reading {}", dir.display()))?;
         for e in entries {
