@@ -34,19 +34,7 @@ fn tmpdir() -> tempfile::TempDir {
     tempfile::tempdir_in(scratch_root()).unwrap()
 }
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::run_ok as run;
 
 /// Deterministic, poorly compressible bytes.
 fn noise(len: usize, seed: u32) -> Vec<u8> {

@@ -13,19 +13,7 @@ use std::process::Command;
 
 use ostree_composer::install::rpmpayload::{PayloadEntry, PayloadReader};
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::run_ok as run;
 
 /// Deterministic bytes that do not compress to nothing.
 fn noise(len: usize, seed: u32) -> Vec<u8> {
@@ -792,6 +780,23 @@ fn device_nodes_fail_the_import() {
     assert_eq!(cache_names(&cache), BTreeSet::from([".lock".to_string()]));
 }
 
+/// The packages of the medium benchmark's installed set, keyed `pkgN`, or
+/// `None` (with a SKIP message) when the benchmark corpus is not prepared.
+fn medium_corpus_items() -> Option<Vec<(String, PathBuf)>> {
+    let list = "/var/tmp/ostree-composer-bench/medium/installed-rpms.txt";
+    let Ok(text) = std::fs::read_to_string(list) else {
+        eprintln!("SKIP: no {list}");
+        return None;
+    };
+    Some(
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| (format!("pkg{i}"), PathBuf::from(l.trim())))
+            .collect(),
+    )
+}
+
 /// Not a check: prints how long importing the medium benchmark's 167
 /// packages takes on 1 and 2 threads from a cold page cache, a run with
 /// everything cached, and `rpm2cpio | cpio -idm` of the same packages for
@@ -800,17 +805,9 @@ fn device_nodes_fail_the_import() {
 #[test]
 #[ignore]
 fn bench_import_medium_corpus() {
-    let list = "/var/tmp/ostree-composer-bench/medium/installed-rpms.txt";
-    let Ok(text) = std::fs::read_to_string(list) else {
-        eprintln!("SKIP: no {list}");
+    let Some(items) = medium_corpus_items() else {
         return;
     };
-    let items: Vec<(String, PathBuf)> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(i, l)| (format!("pkg{i}"), PathBuf::from(l.trim())))
-        .collect();
     let drop_caches = || {
         let ok = Command::new("sh")
             .arg("-c")
@@ -872,17 +869,9 @@ fn bench_import_medium_corpus() {
 #[test]
 #[ignore]
 fn corpus_medium_every_package_matches() {
-    let list = "/var/tmp/ostree-composer-bench/medium/installed-rpms.txt";
-    let Ok(text) = std::fs::read_to_string(list) else {
-        eprintln!("SKIP: no {list}");
+    let Some(items) = medium_corpus_items() else {
         return;
     };
-    let items: Vec<(String, PathBuf)> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(i, l)| (format!("pkg{i}"), PathBuf::from(l.trim())))
-        .collect();
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let cache = PackageCache::open(dir.path()).unwrap();
     let all = cache.import_all(&items, 2).unwrap();

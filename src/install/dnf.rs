@@ -157,13 +157,7 @@ impl Session {
         root: &Path,
         files: Option<&InstalledFilesSink>,
     ) -> Result<()> {
-        let root = absolute(root)?;
-        std::fs::create_dir_all(&root)
-            .with_context(|| format!("Creating install root {}", root.display()))?;
-        let mut request = self.backend.base_request(req)?;
-        request["action"] = json!("install");
-        request["transaction"] = json!(res.packages);
-        request["installroot"] = json!(root);
+        let (root, mut request) = self.install_request(req, res, root)?;
         request["report_files"] = json!(files.is_some());
         eprintln!(
             "Installing {} packages into {}",
@@ -178,23 +172,18 @@ impl Session {
         self.run_with_events(&request, &on_event).map(drop)
     }
 
-    /// The cached installer's first step: rpm writes the rpmdb of `res` into
-    /// `root` (`--justdb`) and says, in its transaction order, what each
-    /// package's files and scriptlets are (see `plan_cached_install` in the
-    /// helper). Nothing is written when a package needs rpm's own install.
+    /// The cached installer's plan: rpm orders the transaction of `res` that
+    /// will write its rpmdb into `root` (`--justdb`, started by
+    /// [`Session::start_rpmdb`]), and the helper says, in that order, what
+    /// each package's files and scriptlets are (see `plan_cached_install` in
+    /// the helper). `Blocked` when a package needs rpm's own install.
     pub fn plan_cached(
         &mut self,
         req: &InstallRequest,
         res: &Resolution,
         root: &Path,
     ) -> Result<super::assemble::PlanOutcome> {
-        let root = absolute(root)?;
-        std::fs::create_dir_all(&root)
-            .with_context(|| format!("Creating install root {}", root.display()))?;
-        let mut request = self.backend.base_request(req)?;
-        request["action"] = json!("install");
-        request["transaction"] = json!(res.packages);
-        request["installroot"] = json!(root);
+        let (_, mut request) = self.install_request(req, res, root)?;
         request["cached"] = json!(true);
         let reply = self.run(&request)?;
         serde_json::from_value(reply)
@@ -247,6 +236,23 @@ impl Session {
     pub fn run_scriptlet(&mut self, index: usize, kind: &str) -> Result<()> {
         let request = json!({"action": "scriptlet", "index": index, "kind": kind});
         self.run(&request).map(drop)
+    }
+
+    /// An install request of `res` into `root` (made absolute and created).
+    fn install_request(
+        &self,
+        req: &InstallRequest,
+        res: &Resolution,
+        root: &Path,
+    ) -> Result<(PathBuf, serde_json::Value)> {
+        let root = absolute(root)?;
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("Creating install root {}", root.display()))?;
+        let mut request = self.backend.base_request(req)?;
+        request["action"] = json!("install");
+        request["transaction"] = json!(res.packages);
+        request["installroot"] = json!(root);
+        Ok((root, request))
     }
 
     fn run(&mut self, request: &serde_json::Value) -> Result<serde_json::Value> {
