@@ -70,6 +70,14 @@ fn tricky(version: &str) -> Vec<Pkg> {
                 content: "en\n".into(),
                 lang: "en".into(),
             }),
+        // An interpreter without a body: rpm runs it alone, without arguments.
+        Pkg::new("progpost", "1.0")
+            .requires("busybox")
+            .script("post -p /usr/libexec/progpost", "")
+            .entry(Entry::exe(
+                "/usr/libexec/progpost",
+                "#!/bin/sh\necho \"ran with $# arguments\" > /usr/share/progpost-ran\n",
+            )),
         Pkg::new("tricky-extra", "1.0")
             .requires("tricky")
             .entry(Entry::file("/usr/share/licenses/common/LICENSE", "shared\n"))
@@ -80,7 +88,7 @@ fn tricky(version: &str) -> Vec<Pkg> {
 fn manifest() -> String {
     MANIFEST.replace(
         "  - kernel-core\n",
-        "  - kernel-core\n  - tricky-extra\ninstall-langs: [en_US]\n",
+        "  - kernel-core\n  - tricky-extra\n  - progpost\ninstall-langs: [en_US]\n",
     )
 }
 
@@ -135,10 +143,10 @@ fn cached_install_gives_rpms_tree_first_and_after_a_change() {
     let log = text(&out);
     assert!(out.status.success(), "{log}");
     assert!(
-        log.contains("Package cache: 9 of 9 packages missing; filling it in the background"),
+        log.contains("Package cache: 10 of 10 packages missing; filling it in the background"),
         "{log}"
     );
-    assert!(log.contains("Package cache: 9 packages imported"), "{log}");
+    assert!(log.contains("Package cache: 10 packages imported"), "{log}");
     assert_same_trees(&f.repo, &cached_repo);
     // The same inputs again (the previous commit's passwd and group are
     // injected before the install now): rpm, and assembled from the cache.
@@ -153,7 +161,7 @@ fn cached_install_gives_rpms_tree_first_and_after_a_change() {
     let log = text(&out);
     assert!(out.status.success(), "{log}");
     assert!(
-        log.contains("Package cache: 0 of 9 packages imported"),
+        log.contains("Package cache: 0 of 10 packages imported"),
         "{log}"
     );
     assert!(log.contains("Root assembled"), "{log}");
@@ -194,6 +202,10 @@ fn cached_install_gives_rpms_tree_first_and_after_a_change() {
         "{ls}"
     );
     assert!(!ls.contains("/usr/share/locale/de"), "{ls}");
+    assert_eq!(
+        ostree(&cached_repo, &["cat", REF, "/usr/share/progpost-ran"]),
+        "ran with 0 arguments\n"
+    );
     assert!(ls.contains("/usr/share/locale/en/tricky.mo"), "{ls}");
 
     // The entries a scriptlet wrote into were dropped: the cache holds the
@@ -222,7 +234,7 @@ fn cached_install_gives_rpms_tree_first_and_after_a_change() {
     // Only tricky 2.0: setup's entry was not written into (its /etc/passwd
     // went beside the injected one as .rpmnew), tricky 1.0's is gone.
     assert!(
-        log.contains("Package cache: 1 of 9 packages imported"),
+        log.contains("Package cache: 1 of 10 packages imported"),
         "{log}"
     );
     assert_same_trees(&f.repo, &cached_repo);

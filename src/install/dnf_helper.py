@@ -518,6 +518,13 @@ def scriptlet_prog(hdr, progtag):
     return [p.decode() if isinstance(p, bytes) else p for p in (prog or [])]
 
 
+def has_scriptlet(hdr, kind):
+    """Whether `hdr` has scriptlet `kind`: a body, or only an interpreter
+    (`%post -p /sbin/ldconfig`), which rpm runs too."""
+    tag, progtag, _ = INSTALL_SCRIPTLETS[kind]
+    return hdr[tag] is not None or bool(scriptlet_prog(hdr, progtag))
+
+
 def cached_install_blocker(hdr):
     """Why the cached installer cannot do exactly what rpm does for this
     package, or None. It runs %pre, %post and %posttrans scriptlets with an
@@ -525,10 +532,10 @@ def cached_install_blocker(hdr):
     rpm's other behaviours (Lua, triggers, %pretrans in an empty root,
     relocation, file capabilities, device nodes) are left to rpm itself."""
     name = hdr[rpm.RPMTAG_NEVRA]
-    if hdr[rpm.RPMTAG_PRETRANS]:
+    if has_scriptlet(hdr, "pretrans"):
         return "%s has a %%pretrans scriptlet" % name
-    for kind, (tag, progtag, _) in INSTALL_SCRIPTLETS.items():
-        if hdr[tag] is not None and scriptlet_prog(hdr, progtag)[:1] == ["<lua>"]:
+    for kind, (_, progtag, _) in INSTALL_SCRIPTLETS.items():
+        if has_scriptlet(hdr, kind) and scriptlet_prog(hdr, progtag)[:1] == ["<lua>"]:
             return "%s has a Lua %%%s scriptlet" % (name, kind)
     for tag in (rpm.RPMTAG_TRIGGERNAME, rpm.RPMTAG_FILETRIGGERNAME, rpm.RPMTAG_TRANSFILETRIGGERNAME):
         if hdr[tag]:
@@ -658,7 +665,7 @@ def plan_cached_install(root, pkgs, req):
             if skip[i] or f.fflags & rpm.RPMFILE_GHOST:
                 continue
             files.append([f.name, f.mode, f.user, f.group, f.linkto, f.fflags])
-        scripts = [kind for kind, (tag, _, _) in INSTALL_SCRIPTLETS.items() if hdr[tag] is not None]
+        scripts = [kind for kind in INSTALL_SCRIPTLETS if has_scriptlet(hdr, kind)]
         plan.append({"nevra": nevra, "rpm": path, "checksum": checksum_repr(pkg),
                      "scripts": scripts, "files": files})
         headers.append(hdr)
@@ -684,9 +691,10 @@ def run_planned_scriptlet(req):
     """Run one scriptlet of the last plan the way rpm does (rpmscript.c):
     the body in a temporary file under the root's /var/tmp, run by its
     interpreter (default /bin/sh) chrooted into the root from /, with
-    argument 1 (one instance installed), PATH from %_install_script_path,
-    stdin empty, output to stderr. Any failure fails the install, as in
-    run_rpm_transaction."""
+    argument 1 (one instance installed); an interpreter without a body
+    (`-p /sbin/ldconfig`) runs alone, without arguments. PATH from
+    %_install_script_path, stdin empty, output to stderr. Any failure fails
+    the install, as in run_rpm_transaction."""
     root = PLANNED.get("root")
     if root is None:
         raise Failure("internal error: scriptlet request without a cached install plan")
@@ -696,16 +704,19 @@ def run_planned_scriptlet(req):
     if isinstance(body, bytes):
         body = body.decode("utf-8", "surrogateescape")
     flags = hdr[flagtag] or 0
-    if flags & RPMSCRIPT_FLAG_EXPAND:
+    if body is not None and flags & RPMSCRIPT_FLAG_EXPAND:
         body = rpm.expandMacro(body)
-    if flags & RPMSCRIPT_FLAG_QFORMAT:
+    if body is not None and flags & RPMSCRIPT_FLAG_QFORMAT:
         body = hdr.format(body)
     argv = scriptlet_prog(hdr, progtag) or ["/bin/sh"]
-    tmpdir = os.path.join(root, "var/tmp")
-    os.makedirs(tmpdir, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="rpm-tmp.", dir=tmpdir)
-    with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
-        f.write(body)
+    tmp = None
+    if body is not None:
+        tmpdir = os.path.join(root, "var/tmp")
+        os.makedirs(tmpdir, mode=0o755, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="rpm-tmp.", dir=tmpdir)
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.write(body)
+        argv = argv + ["/var/tmp/" + os.path.basename(tmp), "1"]
     env = dict(os.environ)
     env["PATH"] = rpm.expandMacro("%{_install_script_path}")
 
@@ -713,13 +724,14 @@ def run_planned_scriptlet(req):
         os.chroot(root)
         os.chdir("/")
     try:
-        proc = subprocess.run(argv + ["/var/tmp/" + os.path.basename(tmp), "1"], preexec_fn=enter_root,
-                              env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr)
+        proc = subprocess.run(argv, preexec_fn=enter_root, env=env, stdin=subprocess.DEVNULL,
+                              stdout=sys.stderr, stderr=sys.stderr)
     except OSError as e:
         proc = None
         log("failed to exec scriptlet interpreter %s: %s" % (argv[0], e))
     finally:
-        os.unlink(tmp)
+        if tmp is not None:
+            os.unlink(tmp)
     if proc is None or proc.returncode != 0:
         status = "could not start" if proc is None else "exit status %d" % proc.returncode
         raise Failure("Error in %%%s scriptlet in rpm package %s (%s)"
