@@ -319,3 +319,37 @@ fn a_failing_scriptlet_fails_the_cached_install_and_moves_no_ref() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&cached.stdout).contains("changed"));
 }
+
+#[test]
+fn file_conflicts_fail_the_cached_install_as_they_fail_rpms() {
+    // filesystem's /usr/lib64 again, with another mode: rpm refuses the pair.
+    let clash = Pkg::new("clash", "1.0")
+        .arch("x86_64")
+        .entry(Entry::owned_dir("/usr/lib64", 0o700, "root", "root"));
+    let f = fixture_with(vec![clash], |_| false, MANIFEST);
+    let out = compose(&f, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let before = rev(&f.repo, REF);
+    let manifest = std::fs::read_to_string(&f.manifest).unwrap();
+    std::fs::write(
+        &f.manifest,
+        manifest.replace("  - kernel-core\n", "  - kernel-core\n  - clash\n"),
+    )
+    .unwrap();
+    for extra in [&["--no-package-cache"][..], &[]] {
+        let out = compose(&f, extra);
+        let log = text(&out);
+        assert!(!out.status.success(), "{log}");
+        assert!(
+            log.contains("file /usr/lib64 conflicts between attempted installs of"),
+            "{log}"
+        );
+        assert_eq!(rev(&f.repo, REF), before, "the ref moved");
+        if extra.is_empty() {
+            assert!(
+                log.contains("Package cache: 1 of 8 packages imported"),
+                "{log}"
+            );
+        }
+    }
+}
