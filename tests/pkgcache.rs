@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use ostree_composer::install::rpmpayload::{PayloadEntry, PayloadReader};
 
@@ -666,13 +667,34 @@ fn invalidate_and_retain() {
     // another process would have): retain is skipped, nothing deleted.
     let other = PackageCache::open(cachedir.path()).unwrap();
     let keep = BTreeSet::from([key(1), key(3), "sha256-never-imported".to_string()]);
-    assert!(!cache.retain(&keep).unwrap());
+    assert!(!cache.retain(&keep, Duration::ZERO).unwrap());
     assert_eq!(cache_names(&cache).len(), 5);
     drop(other);
 
-    // Alone: retain keeps exactly those, and removes a stale .tmp-.
+    // Alone: entries used within the window stay (all were just imported),
+    // an entry last used 30 days ago goes with a 7-day window.
+    let week = Duration::from_secs(7 * 86400);
+    assert!(cache.retain(&keep, week).unwrap());
+    assert_eq!(cache_names(&cache).len(), 5);
+    let index = cache.root().join(key(0)).join("index.json");
+    std::fs::File::options()
+        .write(true)
+        .open(&index)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - 30 * Duration::from_secs(86400))
+        .unwrap();
+    assert!(cache.retain(&keep, week).unwrap());
+    assert_eq!(cache.get(&key(0)).unwrap(), None);
+    assert!(cache.get(&key(2)).unwrap().is_some());
+    // Used again: mark_used makes it recent.
+    cache.import(&key(0), &pkgs[0].1).unwrap();
+    cache.mark_used(&key(0)).unwrap();
+    assert!(cache.retain(&keep, week).unwrap());
+    assert!(cache.get(&key(0)).unwrap().is_some());
+
+    // Without a window, retain keeps exactly those, and removes a stale .tmp-.
     std::fs::create_dir_all(cache.root().join(".tmp-crashed/tree/x")).unwrap();
-    assert!(cache.retain(&keep).unwrap());
+    assert!(cache.retain(&keep, Duration::ZERO).unwrap());
     assert_eq!(
         cache_names(&cache),
         BTreeSet::from([".lock".to_string(), key(1), key(3)])

@@ -50,6 +50,9 @@ use super::pkgcache::{CachedPackage, PackageCache};
 use super::InstalledFilesSink;
 use crate::commit::known::{KnownContents, Stamp};
 
+/// How long package cache entries no compose used are kept.
+const UNUSED_ENTRIES_KEPT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 /// The dnf helper's answer to a cached-install request.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -170,9 +173,13 @@ impl Assembled<'_> {
     pub fn release(mut self) -> Result<Vec<String>> {
         self.released = true;
         let changed = self.drop_changed_entries()?;
-        // Other versions of the packages are of no use to the next compose
-        // of this manifest. Skipped while another compose uses the cache.
-        self.cache.retain(&self.keys)?;
+        // Entries no compose used for a week go (old versions of packages;
+        // a manifest built alternately with this one keeps its own). Skipped
+        // while another compose has the cache open.
+        for key in self.keys.iter().filter(|k| !changed.contains(k)) {
+            self.cache.mark_used(key)?;
+        }
+        self.cache.retain(&self.keys, UNUSED_ENTRIES_KEPT)?;
         Ok(changed)
     }
 

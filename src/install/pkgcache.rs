@@ -298,10 +298,23 @@ impl PackageCache {
         self.remove_entry(key)
     }
 
-    /// Delete every entry whose key is not in `keep`, and stale `.tmp-`
+    /// Record that entry `key` was used now (the mtime of its `index.json`),
+    /// for [`PackageCache::retain`].
+    pub fn mark_used(&self, key: &str) -> Result<()> {
+        let index = self.root.join(key).join(INDEX_FILE);
+        let file = File::options()
+            .write(true)
+            .open(&index)
+            .with_context(|| format!("Opening {}", index.display()))?;
+        file.set_modified(std::time::SystemTime::now())
+            .with_context(|| format!("Marking {} used", index.display()))
+    }
+
+    /// Delete every entry whose key is not in `keep` and that was not used
+    /// (see [`PackageCache::mark_used`]) for `unused_for`, and stale `.tmp-`
     /// directories. Needs the lock exclusively: when another process has the
     /// cache open, nothing is deleted and the result is `Ok(false)`.
-    pub fn retain(&self, keep: &BTreeSet<String>) -> Result<bool> {
+    pub fn retain(&self, keep: &BTreeSet<String>, unused_for: Duration) -> Result<bool> {
         let _gc = self.gc.write().unwrap_or_else(|e| e.into_inner());
         if !self.try_exclusive()? {
             self.back_to_shared()?;
@@ -310,7 +323,16 @@ impl PackageCache {
         let result = (|| -> Result<()> {
             self.remove_tmp_dirs()?;
             for name in self.list()? {
-                if !name.starts_with('.') && !keep.contains(&name) {
+                if name.starts_with('.') || keep.contains(&name) {
+                    continue;
+                }
+                let last_used = std::fs::metadata(self.root.join(&name).join(INDEX_FILE))
+                    .and_then(|m| m.modified())
+                    .ok();
+                let recent = last_used
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age < unused_for);
+                if !recent {
                     self.remove_entry(&name)?;
                 }
             }
