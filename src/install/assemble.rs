@@ -301,6 +301,28 @@ pub fn assemble<'a>(
     Ok(out)
 }
 
+/// Whether files of `cache` can be hardlinked into `root` (both must be on
+/// one filesystem that supports hardlinks): a probe file is linked and both
+/// names removed again.
+pub fn check_hardlinks(cache: &PackageCache, root: &Path) -> Result<()> {
+    let name = format!(".link-probe-{}", std::process::id());
+    let probe = cache.root().join(&name);
+    let linked = root.join(&name);
+    std::fs::write(&probe, b"").with_context(|| format!("Writing {}", probe.display()))?;
+    let result = std::fs::hard_link(&probe, &linked).with_context(|| {
+        format!(
+            "cannot hardlink from the package cache {} into {}",
+            cache.root().display(),
+            root.display()
+        )
+    });
+    if result.is_ok() {
+        std::fs::remove_file(&linked).with_context(|| format!("Removing {}", linked.display()))?;
+    }
+    std::fs::remove_file(&probe).with_context(|| format!("Removing {}", probe.display()))?;
+    result
+}
+
 /// Read the directories and file status of `trees` (package cache
 /// entries) into the kernel's caches, so the checkout's links do not wait
 /// for the disk one inode at a time. Only a hint: errors are ignored (the
@@ -657,6 +679,27 @@ mod tests {
         assert_eq!(ids.get("foo"), Some(&12));
         assert_eq!(ids.get("num"), None);
         assert_eq!(ids.len(), 2);
+    }
+
+    #[test]
+    fn hardlink_probe_needs_one_filesystem_and_leaves_nothing() {
+        let cachedir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let cache = PackageCache::open(cachedir.path()).unwrap();
+        let same_fs = tempfile::tempdir_in("/var/tmp").unwrap();
+        check_hardlinks(&cache, same_fs.path()).unwrap();
+        assert_eq!(std::fs::read_dir(same_fs.path()).unwrap().count(), 0);
+        // /dev/shm is a tmpfs, another filesystem than /var/tmp here.
+        if let Ok(other_fs) = tempfile::tempdir_in("/dev/shm") {
+            let err = check_hardlinks(&cache, other_fs.path()).unwrap_err();
+            assert!(format!("{err:#}").contains("cannot hardlink"), "{err:#}");
+            assert_eq!(std::fs::read_dir(other_fs.path()).unwrap().count(), 0);
+        }
+        let left: Vec<_> = std::fs::read_dir(cache.root())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".link-probe"))
+            .collect();
+        assert!(left.is_empty());
     }
 
     #[test]

@@ -234,6 +234,11 @@ impl Session {
                 missing.push((key, p.rpm.clone()));
             }
         }
+        if let Err(e) = assemble::check_hardlinks(cache, root) {
+            eprintln!("note: installing with rpm, not from the package cache: {e:#}");
+            self.0.install(req, res, root, files)?;
+            return Ok(Installed::ByRpm { filling: None });
+        }
         if missing.len() * 2 > located.packages.len() {
             self.0.install(req, res, root, files)?;
             eprintln!(
