@@ -247,12 +247,21 @@ fn cached_install_gives_rpms_tree_first_and_after_a_change() {
 }
 
 #[test]
-fn lua_scriptlets_fall_back_to_rpm() {
+fn lua_scriptlets_and_pretrans_run_as_rpm_runs_them() {
     let lua = Pkg::new("luapkg", "1.0")
         .requires("filesystem")
+        // Before any file is in place: only the root itself exists.
+        .script(
+            "pretrans -p <lua>",
+            "posix.mkdir('/etc')\nio.open('/etc/lua-pretrans', 'w'):write('before\\n')\n\
+             kept = io.open('/etc/lua-global', 'w')\nkept:write('global\\n')",
+        )
         .script(
             "post -p <lua>",
-            "io.open('/usr/share/lua-ran', 'w'):write('yes')",
+            "print('hello from lua')\n\
+             local f = io.open('/usr/share/lua-ran', 'w')\n\
+             f:write(arg[1] .. ' ' .. arg[2] .. ' ' .. type(arg[2]) .. ' ' .. posix.getcwd() .. '\\n')\n\
+             f:close()",
         )
         .entry(Entry::file("/usr/share/luapkg/data", "d\n"));
     let f = fixture_with(
@@ -260,14 +269,61 @@ fn lua_scriptlets_fall_back_to_rpm() {
         |_| false,
         &MANIFEST.replace("  - kernel-core\n", "  - kernel-core\n  - luapkg\n"),
     );
+    let cached_repo = f.dir.join("../repo-cached");
+    init_repo(&cached_repo, "bare-user");
+    let rpm_cache = f.dir.join("../cache-rpm");
+    for extra in [&[][..], &["--force-nocache"]] {
+        let rpm_args = [extra, &["--no-package-cache"]].concat();
+        let out = compose_into(&f, &f.repo, &rpm_cache, &rpm_args);
+        assert!(out.status.success(), "{}", text(&out));
+        let out = compose_into(&f, &cached_repo, &f.cache, extra);
+        let log = text(&out);
+        assert!(out.status.success(), "{log}");
+        assert!(!log.contains("installing with rpm, not from"), "{log}");
+        assert_same_trees(&f.repo, &cached_repo);
+    }
+    assert_eq!(
+        ostree(&cached_repo, &["cat", REF, "/usr/share/lua-ran"]),
+        "<lua> 1 number /\n"
+    );
+    assert_eq!(
+        ostree(&cached_repo, &["cat", REF, "/usr/etc/lua-pretrans"]),
+        "before\n"
+    );
+    // A file the script keeps open in a global is written out too.
+    assert_eq!(
+        ostree(&cached_repo, &["cat", REF, "/usr/etc/lua-global"]),
+        "global\n"
+    );
+}
+
+#[test]
+fn triggers_fall_back_to_rpm() {
+    let trig = Pkg::new("trigpkg", "1.0")
+        .requires("busybox")
+        .script(
+            "triggerin -- busybox",
+            "echo triggered > /usr/share/trigger-ran",
+        )
+        .entry(Entry::file("/usr/share/trigpkg/data", "d\n"));
+    let f = fixture_with(
+        vec![trig],
+        |_| false,
+        &MANIFEST.replace("  - kernel-core\n", "  - kernel-core\n  - trigpkg\n"),
+    );
     let out = compose(&f, &[]);
     let log = text(&out);
     assert!(out.status.success(), "{log}");
     assert!(
-        log.contains("installing with rpm, not from the package cache: luapkg-1.0-1.noarch has a Lua %post scriptlet"),
+        log.contains(
+            "installing with rpm, not from the package cache: trigpkg-1.0-1.noarch has triggers"
+        ),
         "{log}"
     );
-    assert_eq!(ostree(&f.repo, &["cat", REF, "/usr/share/lua-ran"]), "yes");
+    assert_eq!(
+        ostree(&f.repo, &["cat", REF, "/usr/share/trigger-ran"]),
+        "triggered\n"
+    );
 }
 
 #[test]

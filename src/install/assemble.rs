@@ -13,8 +13,9 @@
 //!    conflicts; the helper leaves out the files `nodocs` and
 //!    `%_install_langs` exclude and marks them so in the rpmdb, as a real
 //!    install does;
-//! 3. in rpm's order, for each package: its `%pre` (run by the helper the
-//!    way rpm runs it, once the rpmdb is written), its files (regular files
+//! 3. every `%pretrans`; then in rpm's order, for each package: its `%pre`
+//!    (scriptlets, shell or Lua, run by the helper the way rpm runs them,
+//!    once the rpmdb is written), its files (regular files
 //!    owned by root as hardlinks of the cache, the rest created or copied
 //!    with rpm's ownership, resolved through the root's own `/etc/passwd` as
 //!    rpm does; `%config` files over files the compose put there before, as
@@ -32,8 +33,8 @@
 //! them, so the next compose imports them again.
 //!
 //! The helper decides first whether this is exact for the transaction (no
-//! Lua or `%pretrans` scriptlets, no triggers, no relocation, no file
-//! capabilities or device nodes); otherwise the caller installs with rpm.
+//! triggers or file triggers, no relocation, no file capabilities or device
+//! nodes); otherwise the caller installs with rpm.
 //!
 //! Not for: depsolving or downloading ([`super::dnf`]), reading RPM files
 //! ([`super::rpmpayload`]), the cache's layout ([`super::pkgcache`]).
@@ -259,6 +260,13 @@ pub fn assemble<'a>(
     };
     let mut known = KnownContents::default();
     let mut dirs = DirsMade::default();
+    // rpm runs every %pretrans before it looks at the root (a file one of
+    // them creates counts as already there).
+    for (i, pkg) in plan.iter().enumerate() {
+        if pkg.scripts.iter().any(|s| s == "pretrans") {
+            scripts.run(i, "pretrans")?;
+        }
+    }
     let pre_existing = existing_files(root)?;
     let total = plan.len();
     for (i, (pkg, entry)) in plan.iter().zip(&cached).enumerate() {

@@ -527,16 +527,11 @@ def has_scriptlet(hdr, kind):
 
 def cached_install_blocker(hdr):
     """Why the cached installer cannot do exactly what rpm does for this
-    package, or None. It runs %pre, %post and %posttrans scriptlets with an
-    external interpreter and creates regular files, directories and symlinks;
-    rpm's other behaviours (Lua, triggers, %pretrans in an empty root,
-    relocation, file capabilities, device nodes) are left to rpm itself."""
+    package, or None. It runs %pretrans, %pre, %post and %posttrans
+    scriptlets (shell or Lua) and creates regular files, directories and
+    symlinks; rpm's other behaviours (triggers, relocation, file
+    capabilities, device nodes) are left to rpm itself."""
     name = hdr[rpm.RPMTAG_NEVRA]
-    if has_scriptlet(hdr, "pretrans"):
-        return "%s has a %%pretrans scriptlet" % name
-    for kind, (_, progtag, _) in INSTALL_SCRIPTLETS.items():
-        if has_scriptlet(hdr, kind) and scriptlet_prog(hdr, progtag)[:1] == ["<lua>"]:
-            return "%s has a Lua %%%s scriptlet" % (name, kind)
     for tag in (rpm.RPMTAG_TRIGGERNAME, rpm.RPMTAG_FILETRIGGERNAME, rpm.RPMTAG_TRANSFILETRIGGERNAME):
         if hdr[tag]:
             return "%s has triggers" % name
@@ -709,6 +704,12 @@ def run_planned_scriptlet(req):
     if body is not None and flags & RPMSCRIPT_FLAG_QFORMAT:
         body = hdr.format(body)
     argv = scriptlet_prog(hdr, progtag) or ["/bin/sh"]
+    if argv[:1] == ["<lua>"]:
+        returncode = run_lua_scriptlet(root, body or "")
+        if returncode != 0:
+            raise Failure("Error in %%%s scriptlet in rpm package %s (Lua error)"
+                          % (req["kind"], hdr[rpm.RPMTAG_NEVRA]))
+        return {}
     tmp = None
     if body is not None:
         tmpdir = os.path.join(root, "var/tmp")
@@ -737,6 +738,50 @@ def run_planned_scriptlet(req):
         raise Failure("Error in %%%s scriptlet in rpm package %s (%s)"
                       % (req["kind"], hdr[rpm.RPMTAG_NEVRA], status))
     return {}
+
+
+def run_lua_scriptlet(root, body):
+    """Run a Lua scriptlet the way rpm does (rpmscript.c runLuaScript): in
+    rpm's own Lua interpreter (with its rpm and posix modules), chrooted into
+    the root, from /, umask 022, with arg = {"<lua>", 1} (one instance
+    installed). rpm runs it in its own process; here a forked child does, so
+    the chroot ends with it. Whatever the script prints goes to stderr.
+    Returns the child's exit status (non-zero: the script failed)."""
+    tmpdir = os.path.join(root, "var/tmp")
+    os.makedirs(tmpdir, mode=0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="rpm-tmp.", suffix=".lua", dir=tmpdir)
+    with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+        f.write(body)
+    # The script is loaded from a file: a body inside %{lua:...} would have
+    # to keep its braces balanced for the macro parser.
+    # The child ends with os._exit, which skips C stdio's flush at exit:
+    # files the script left open are flushed here (global ones by name, the
+    # rest by collecting garbage, which closes them), as rpm's process would
+    # at its exit.
+    chunk = ('%%{lua: _G.arg = {"<lua>", 1}; local f = assert(loadfile("/var/tmp/%s")); f(); '
+             'for _, v in pairs(_G) do if io.type(v) == "file" then v:flush() end end; '
+             'collectgarbage("collect"); io.stdout:flush() }') % os.path.basename(tmp)
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.chroot(root)
+            os.chdir("/")
+            os.umask(0o022)
+            out = rpm.expandMacro(chunk)
+            if out:
+                os.write(2, out.encode("utf-8", "surrogateescape") + b"\n")
+            code = 0
+        except BaseException as e:
+            os.write(2, ("Lua scriptlet failed: %s\n" % e).encode("utf-8", "replace"))
+        finally:
+            os._exit(code)
+    try:
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.unlink(tmp)
+    return os.waitstatus_to_exitcode(status)
 
 
 # The last resolve's dnf.Base and package set, kept for an install request on
