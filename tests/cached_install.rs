@@ -298,6 +298,52 @@ fn lua_scriptlets_and_pretrans_run_as_rpm_runs_them() {
 }
 
 #[test]
+fn trans_file_triggers_run_as_rpm_runs_them() {
+    let watcher = Pkg::new("ftrig", "1.0")
+        .requires("busybox")
+        .script(
+            "transfiletriggerin -- /usr/share/watched",
+            "echo \"trigger: $# $1 $2\" >> /usr/share/ftrig-log\ncat >> /usr/share/ftrig-log",
+        )
+        .script("posttrans", "echo posttrans >> /usr/share/ftrig-log")
+        .entry(Entry::file("/usr/share/watched/own", "own\n"));
+    let data = Pkg::new("ftrig-data", "1.0")
+        .entry(Entry::file("/usr/share/watched/a", "a\n"))
+        .entry(Entry::doc("/usr/share/watched/doc/README", "doc\n"))
+        .entry(Entry::Ghost {
+            path: "/usr/share/watched/ghost".into(),
+        })
+        .entry(Entry::file("/usr/share/unwatched", "u\n"));
+    let f = fixture_with(
+        vec![watcher, data],
+        |_| false,
+        &MANIFEST.replace(
+            "  - kernel-core\n",
+            "  - kernel-core\n  - ftrig\n  - ftrig-data\n",
+        ),
+    );
+    let cached_repo = f.dir.join("../repo-cached");
+    init_repo(&cached_repo, "bare-user");
+    let rpm_cache = f.dir.join("../cache-rpm");
+    for extra in [&[][..], &["--force-nocache"]] {
+        let rpm_args = [extra, &["--no-package-cache"]].concat();
+        let out = compose_into(&f, &f.repo, &rpm_cache, &rpm_args);
+        assert!(out.status.success(), "{}", text(&out));
+        let out = compose_into(&f, &cached_repo, &f.cache, extra);
+        let log = text(&out);
+        assert!(out.status.success(), "{log}");
+        assert!(!log.contains("installing with rpm, not from"), "{log}");
+        assert_same_trees(&f.repo, &cached_repo);
+    }
+    // After %posttrans, one argument (0), the installed files under the
+    // prefix on stdin: %ghost included, the %doc nodocs left out not.
+    assert_eq!(
+        ostree(&cached_repo, &["cat", REF, "/usr/share/ftrig-log"]),
+        "posttrans\ntrigger: 1 0 \n/usr/share/watched/own\n/usr/share/watched/a\n/usr/share/watched/ghost\n"
+    );
+}
+
+#[test]
 fn triggers_fall_back_to_rpm() {
     let trig = Pkg::new("trigpkg", "1.0")
         .requires("busybox")
@@ -316,7 +362,7 @@ fn triggers_fall_back_to_rpm() {
     assert!(out.status.success(), "{log}");
     assert!(
         log.contains(
-            "installing with rpm, not from the package cache: trigpkg-1.0-1.noarch has triggers"
+            "installing with rpm, not from the package cache: trigpkg-1.0-1.noarch has package triggers"
         ),
         "{log}"
     );

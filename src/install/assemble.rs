@@ -15,12 +15,13 @@
 //!    install does;
 //! 3. every `%pretrans`; then in rpm's order, for each package: its `%pre`
 //!    (scriptlets, shell or Lua, run by the helper the way rpm runs them,
-//!    once the rpmdb is written), its files (regular files
-//!    owned by root as hardlinks of the cache, the rest created or copied
-//!    with rpm's ownership, resolved through the root's own `/etc/passwd` as
-//!    rpm does; `%config` files over files the compose put there before, as
-//!    rpm decides: `.rpmnew`, `.rpmorig`), its `%post`; then every
-//!    `%posttrans`.
+//!    once the rpmdb is written), its files (regular files owned by root as
+//!    hardlinks of the cache, the rest created or copied with rpm's
+//!    ownership, resolved through the root's own `/etc/passwd` as rpm does;
+//!    `%config` files over files the compose put there before, as rpm
+//!    decides: `.rpmnew`, `.rpmorig`), its `%post`;
+//! 4. every `%posttrans`, then every `%transfiletriggerin` (fed the
+//!    installed files under its prefixes, as rpm does).
 //!
 //! The commit then trusts a cache file's checksum (see [`KnownContents`])
 //! only while its inode still has the exact status recorded right after the
@@ -33,8 +34,8 @@
 //! them, so the next compose imports them again.
 //!
 //! The helper decides first whether this is exact for the transaction (no
-//! triggers or file triggers, no relocation, no file capabilities or device
-//! nodes); otherwise the caller installs with rpm.
+//! `%triggerin` or `%filetriggerin`, no relocation, no file capabilities or
+//! device nodes); otherwise the caller installs with rpm.
 //!
 //! Not for: depsolving or downloading ([`super::dnf`]), reading RPM files
 //! ([`super::rpmpayload`]), the cache's layout ([`super::pkgcache`]).
@@ -297,6 +298,14 @@ pub fn assemble<'a>(
         if pkg.scripts.iter().any(|s| s == "posttrans") {
             wait_for_newer_ctimes(&out.linked);
             scripts.run(i, "posttrans")?;
+        }
+    }
+    // After the %posttrans scriptlets, as rpm: each package's
+    // %transfiletriggerin, fed the installed files under its prefixes.
+    for (i, pkg) in plan.iter().enumerate() {
+        if pkg.scripts.iter().any(|s| s == "transfiletriggerin") {
+            wait_for_newer_ctimes(&out.linked);
+            scripts.run(i, "transfiletriggerin")?;
         }
     }
     scripts.finish_rpmdb()?;

@@ -532,9 +532,16 @@ def cached_install_blocker(hdr):
     symlinks; rpm's other behaviours (triggers, relocation, file
     capabilities, device nodes) are left to rpm itself."""
     name = hdr[rpm.RPMTAG_NEVRA]
-    for tag in (rpm.RPMTAG_TRIGGERNAME, rpm.RPMTAG_FILETRIGGERNAME, rpm.RPMTAG_TRANSFILETRIGGERNAME):
-        if hdr[tag]:
-            return "%s has triggers" % name
+    # Triggers on removal (un, postun) never fire in a fresh install;
+    # %transfiletriggerin is run by run_trans_file_triggers.
+    install_senses = rpm.RPMSENSE_TRIGGERIN | rpm.RPMSENSE_TRIGGERPREIN
+    for tag, flagtag in ((rpm.RPMTAG_TRIGGERNAME, rpm.RPMTAG_TRIGGERFLAGS),
+                         (rpm.RPMTAG_FILETRIGGERNAME, rpm.RPMTAG_FILETRIGGERFLAGS)):
+        if any(f & install_senses for f in (hdr[flagtag] or [])):
+            return "%s has %s triggers" % (name, "file" if tag == rpm.RPMTAG_FILETRIGGERNAME else "package")
+    for prog in hdr[rpm.RPMTAG_TRANSFILETRIGGERSCRIPTPROG] or []:
+        if prog == "<lua>":
+            return "%s has a Lua file trigger" % name
     if hdr[rpm.RPMTAG_PREFIXES]:
         return "%s is relocatable" % name
     if any(hdr[rpm.RPMTAG_FILECAPS] or []):
@@ -661,10 +668,12 @@ def plan_cached_install(root, pkgs, req):
                 continue
             files.append([f.name, f.mode, f.user, f.group, f.linkto, f.fflags])
         scripts = [kind for kind in INSTALL_SCRIPTLETS if has_scriptlet(hdr, kind)]
+        if trans_file_triggers_in(hdr):
+            scripts.append("transfiletriggerin")
         plan.append({"nevra": nevra, "rpm": path, "checksum": checksum_repr(pkg),
                      "scripts": scripts, "files": files})
         headers.append(hdr)
-    PLANNED.update(root=root, headers=headers, pending=(prepared, skipped))
+    PLANNED.update(root=root, headers=headers, pending=(prepared, skipped), skipped=skipped)
     return {"packages": plan}
 
 
@@ -682,6 +691,86 @@ def write_planned_rpmdb(req):
     return {}
 
 
+def trans_file_triggers_in(hdr):
+    """The %transfiletriggerin triggers of `hdr`, in the order rpm runs them
+    (runImmedFileTriggers: higher priority first, then trigger index):
+    [(index, [prefixes...])]."""
+    names = hdr[rpm.RPMTAG_TRANSFILETRIGGERNAME] or []
+    flags = hdr[rpm.RPMTAG_TRANSFILETRIGGERFLAGS] or []
+    indexes = hdr[rpm.RPMTAG_TRANSFILETRIGGERINDEX] or []
+    priorities = hdr[rpm.RPMTAG_TRANSFILETRIGGERPRIORITIES] or []
+    triggers = {}
+    for name, flag, tix in zip(names, flags, indexes):
+        entry = triggers.setdefault(tix, {"prefixes": [], "in": None})
+        if entry["in"] is None:
+            # rpm looks at the first dependency of a trigger for its sense.
+            entry["in"] = bool(flag & rpm.RPMSENSE_TRIGGERIN)
+        entry["prefixes"].append(name.decode() if isinstance(name, bytes) else name)
+    ordered = sorted(triggers, key=lambda tix: (-priorities[tix], tix))
+    return [(tix, triggers[tix]["prefixes"]) for tix in ordered if triggers[tix]["in"]]
+
+
+def run_trans_file_triggers(root, index, headers, skipped):
+    """Run the %transfiletriggerin scripts of package `index` of the plan as
+    rpm does after its transaction: each trigger whose prefixes match any
+    installed file (files nodocs or install-langs left out do not count)
+    runs once, chrooted, with those files on stdin (for each prefix, package
+    by package in install order, each package's files in header order) and
+    the argument 0."""
+    hdr = headers[index]
+    scripts = hdr[rpm.RPMTAG_TRANSFILETRIGGERSCRIPTS] or []
+    progs = hdr[rpm.RPMTAG_TRANSFILETRIGGERSCRIPTPROG] or []
+    for tix, prefixes in trans_file_triggers_in(hdr):
+        matched = []
+        for prefix in prefixes:
+            for other in headers:
+                skip = skipped.get(other[rpm.RPMTAG_NEVRA]) or []
+                matched.extend(f for i, f in enumerate(other[rpm.RPMTAG_FILENAMES] or [])
+                               if f.startswith(prefix) and not (i < len(skip) and skip[i]))
+        if not matched:
+            continue
+        body = scripts[tix] if tix < len(scripts) else None
+        prog = progs[tix] if tix < len(progs) else None
+        argv = [prog] if prog else ["/bin/sh"]
+        status = run_external(root, argv, body, ["0"], "".join(f + "\n" for f in matched))
+        if status != 0:
+            raise Failure("Error in %%transfiletriggerin scriptlet in rpm package %s (%s)"
+                          % (hdr[rpm.RPMTAG_NEVRA], status))
+
+
+def run_external(root, argv, body, args, stdin_text):
+    """Run `argv` chrooted into `root` from / the way rpmscript.c does: a
+    body goes to a temporary file under /var/tmp, passed with `args`; PATH
+    from %_install_script_path; `stdin_text` on stdin; output to stderr.
+    Returns "exit status N" or "could not start" on failure, else 0."""
+    tmp = None
+    if body is not None:
+        tmpdir = os.path.join(root, "var/tmp")
+        os.makedirs(tmpdir, mode=0o755, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="rpm-tmp.", dir=tmpdir)
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.write(body)
+        argv = argv + ["/var/tmp/" + os.path.basename(tmp)] + args
+    env = dict(os.environ)
+    env["PATH"] = rpm.expandMacro("%{_install_script_path}")
+
+    def enter_root():
+        os.chroot(root)
+        os.chdir("/")
+    try:
+        proc = subprocess.run(argv, preexec_fn=enter_root, env=env,
+                              input=stdin_text.encode("utf-8", "surrogateescape") if stdin_text is not None else None,
+                              stdin=None if stdin_text is not None else subprocess.DEVNULL,
+                              stdout=sys.stderr, stderr=sys.stderr)
+    except OSError as e:
+        log("failed to exec scriptlet interpreter %s: %s" % (argv[0], e))
+        return "could not start"
+    finally:
+        if tmp is not None:
+            os.unlink(tmp)
+    return 0 if proc.returncode == 0 else "exit status %d" % proc.returncode
+
+
 def run_planned_scriptlet(req):
     """Run one scriptlet of the last plan the way rpm does (rpmscript.c):
     the body in a temporary file under the root's /var/tmp, run by its
@@ -693,6 +782,9 @@ def run_planned_scriptlet(req):
     root = PLANNED.get("root")
     if root is None:
         raise Failure("internal error: scriptlet request without a cached install plan")
+    if req["kind"] == "transfiletriggerin":
+        run_trans_file_triggers(root, req["index"], PLANNED["headers"], PLANNED["skipped"])
+        return {}
     hdr = PLANNED["headers"][req["index"]]
     tag, progtag, flagtag = INSTALL_SCRIPTLETS[req["kind"]]
     body = hdr[tag]
@@ -710,31 +802,8 @@ def run_planned_scriptlet(req):
             raise Failure("Error in %%%s scriptlet in rpm package %s (Lua error)"
                           % (req["kind"], hdr[rpm.RPMTAG_NEVRA]))
         return {}
-    tmp = None
-    if body is not None:
-        tmpdir = os.path.join(root, "var/tmp")
-        os.makedirs(tmpdir, mode=0o755, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="rpm-tmp.", dir=tmpdir)
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
-            f.write(body)
-        argv = argv + ["/var/tmp/" + os.path.basename(tmp), "1"]
-    env = dict(os.environ)
-    env["PATH"] = rpm.expandMacro("%{_install_script_path}")
-
-    def enter_root():
-        os.chroot(root)
-        os.chdir("/")
-    try:
-        proc = subprocess.run(argv, preexec_fn=enter_root, env=env, stdin=subprocess.DEVNULL,
-                              stdout=sys.stderr, stderr=sys.stderr)
-    except OSError as e:
-        proc = None
-        log("failed to exec scriptlet interpreter %s: %s" % (argv[0], e))
-    finally:
-        if tmp is not None:
-            os.unlink(tmp)
-    if proc is None or proc.returncode != 0:
-        status = "could not start" if proc is None else "exit status %d" % proc.returncode
+    status = run_external(root, argv, body, ["1"], None)
+    if status != 0:
         raise Failure("Error in %%%s scriptlet in rpm package %s (%s)"
                       % (req["kind"], hdr[rpm.RPMTAG_NEVRA], status))
     return {}
