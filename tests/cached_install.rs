@@ -344,6 +344,62 @@ fn trans_file_triggers_run_as_rpm_runs_them() {
 }
 
 #[test]
+fn file_triggers_run_as_rpm_runs_them() {
+    // A watcher with a low and a high priority trigger and a %post, a
+    // package installed after it that sets them off, and one before it.
+    let watcher = Pkg::new("fwatch", "1.0")
+        .requires("busybox")
+        .requires("fbefore")
+        .script(
+            "filetriggerin -- /usr/share/fw",
+            "echo \"low: $# $1\" >> /usr/share/fw-log\ncat >> /usr/share/fw-log",
+        )
+        .script(
+            "filetriggerin -P 20000 -- /usr/share/fw/high",
+            "echo high >> /usr/share/fw-log\ncat >> /usr/share/fw-log",
+        )
+        .script(
+            "filetriggerin -P 100 -- /usr/share/fw/late",
+            "echo late >> /usr/share/fw-log\ncat >> /usr/share/fw-log",
+        )
+        .script("post", "echo post fwatch >> /usr/share/fw-log")
+        .entry(Entry::file("/usr/share/fw/own", "own\n"));
+    let before = Pkg::new("fbefore", "1.0").entry(Entry::file("/usr/share/fw/before", "b\n"));
+    let after = Pkg::new("fafter", "1.0")
+        .requires("fwatch")
+        .script("post", "echo post fafter >> /usr/share/fw-log")
+        .entry(Entry::file("/usr/share/fw/after", "a\n"))
+        .entry(Entry::file("/usr/share/fw/high/h", "h\n"))
+        .entry(Entry::file("/usr/share/fw/late/l", "l\n"));
+    let f = fixture_with(
+        vec![watcher, before, after],
+        |_| false,
+        &MANIFEST.replace("  - kernel-core\n", "  - kernel-core\n  - fafter\n"),
+    );
+    let cached_repo = f.dir.join("../repo-cached");
+    init_repo(&cached_repo, "bare-user");
+    let rpm_cache = f.dir.join("../cache-rpm");
+    for extra in [&[][..], &["--force-nocache"]] {
+        let rpm_args = [extra, &["--no-package-cache"]].concat();
+        let out = compose_into(&f, &f.repo, &rpm_cache, &rpm_args);
+        assert!(out.status.success(), "{}", text(&out));
+        let out = compose_into(&f, &cached_repo, &f.cache, extra);
+        let log = text(&out);
+        assert!(out.status.success(), "{log}");
+        assert!(!log.contains("installing with rpm, not from"), "{log}");
+        assert_same_trees(&f.repo, &cached_repo);
+    }
+    // Default and high priority before each %post, low priority after it;
+    // the watcher's own files once, then the earlier package's.
+    assert_eq!(
+        ostree(&cached_repo, &["cat", REF, "/usr/share/fw-log"]),
+        "low: 1 0\n/usr/share/fw/own\nlow: 1 0\n/usr/share/fw/before\npost fwatch\n\
+         low: 1 0\n/usr/share/fw/after\n/usr/share/fw/high/h\n/usr/share/fw/late/l\n\
+         high\n/usr/share/fw/high/h\npost fafter\nlate\n/usr/share/fw/late/l\n"
+    );
+}
+
+#[test]
 fn triggers_fall_back_to_rpm() {
     let trig = Pkg::new("trigpkg", "1.0")
         .requires("busybox")

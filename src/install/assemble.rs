@@ -19,7 +19,8 @@
 //!    hardlinks of the cache, the rest created or copied with rpm's
 //!    ownership, resolved through the root's own `/etc/passwd` as rpm does;
 //!    `%config` files over files the compose put there before, as rpm
-//!    decides: `.rpmnew`, `.rpmorig`), its `%post`;
+//!    decides: `.rpmnew`, `.rpmorig`), its `%post` (with the
+//!    `%filetriggerin` it sets off or owns, before or after by priority);
 //! 4. every `%posttrans`, then every `%transfiletriggerin` (fed the
 //!    installed files under its prefixes, as rpm does).
 //!
@@ -34,8 +35,8 @@
 //! them, so the next compose imports them again.
 //!
 //! The helper decides first whether this is exact for the transaction (no
-//! `%triggerin` or `%filetriggerin`, no relocation, no file capabilities or
-//! device nodes); otherwise the caller installs with rpm.
+//! `%triggerin`, no Lua file triggers, no relocation, no file capabilities
+//! or device nodes); otherwise the caller installs with rpm.
 //!
 //! Not for: depsolving or downloading ([`super::dnf`]), reading RPM files
 //! ([`super::rpmpayload`]), the cache's layout ([`super::pkgcache`]).
@@ -289,9 +290,19 @@ pub fn assemble<'a>(
         if let Some(sink) = files {
             sink.send(root, regular);
         }
+        // %filetriggerin of priority >= 10000 run before %post, the others
+        // after it (rpm's psm.c).
+        let file_triggers = pkg.scripts.iter().any(|s| s == "filetriggerin");
+        if file_triggers {
+            wait_for_newer_ctimes(&out.linked[linked_from..]);
+            scripts.run(i, "filetriggerin-upper")?;
+        }
         if pkg.scripts.iter().any(|s| s == "post") {
             wait_for_newer_ctimes(&out.linked[linked_from..]);
             scripts.run(i, "post")?;
+        }
+        if file_triggers {
+            scripts.run(i, "filetriggerin-lower")?;
         }
     }
     for (i, pkg) in plan.iter().enumerate() {

@@ -535,13 +535,12 @@ def cached_install_blocker(hdr):
     # Triggers on removal (un, postun) never fire in a fresh install;
     # %transfiletriggerin is run by run_trans_file_triggers.
     install_senses = rpm.RPMSENSE_TRIGGERIN | rpm.RPMSENSE_TRIGGERPREIN
-    for tag, flagtag in ((rpm.RPMTAG_TRIGGERNAME, rpm.RPMTAG_TRIGGERFLAGS),
-                         (rpm.RPMTAG_FILETRIGGERNAME, rpm.RPMTAG_FILETRIGGERFLAGS)):
-        if any(f & install_senses for f in (hdr[flagtag] or [])):
-            return "%s has %s triggers" % (name, "file" if tag == rpm.RPMTAG_FILETRIGGERNAME else "package")
-    for prog in hdr[rpm.RPMTAG_TRANSFILETRIGGERSCRIPTPROG] or []:
-        if prog == "<lua>":
-            return "%s has a Lua file trigger" % name
+    if any(f & install_senses for f in (hdr[rpm.RPMTAG_TRIGGERFLAGS] or [])):
+        return "%s has package triggers" % name
+    for progtag in (rpm.RPMTAG_TRANSFILETRIGGERSCRIPTPROG, rpm.RPMTAG_FILETRIGGERSCRIPTPROG):
+        for prog in hdr[progtag] or []:
+            if prog == "<lua>":
+                return "%s has a Lua file trigger" % name
     if hdr[rpm.RPMTAG_PREFIXES]:
         return "%s is relocatable" % name
     if any(hdr[rpm.RPMTAG_FILECAPS] or []):
@@ -659,6 +658,9 @@ def plan_cached_install(root, pkgs, req):
         skipped[hdr[rpm.RPMTAG_NEVRA]] = skipped_files(hdr, nodocs, langs)
     plan = []
     headers = []
+    # Any %filetriggerin in the transaction: every package's install may set
+    # one off (the caller asks around each %post).
+    any_file_triggers = any(file_triggers_in(hdr, "file") for _, _, hdr in ordered)
     for path, pkg, hdr in ordered:
         nevra = hdr[rpm.RPMTAG_NEVRA]
         skip = skipped[nevra]
@@ -670,6 +672,8 @@ def plan_cached_install(root, pkgs, req):
         scripts = [kind for kind in INSTALL_SCRIPTLETS if has_scriptlet(hdr, kind)]
         if trans_file_triggers_in(hdr):
             scripts.append("transfiletriggerin")
+        if any_file_triggers:
+            scripts.append("filetriggerin")
         plan.append({"nevra": nevra, "rpm": path, "checksum": checksum_repr(pkg),
                      "scripts": scripts, "files": files})
         headers.append(hdr)
@@ -691,14 +695,34 @@ def write_planned_rpmdb(req):
     return {}
 
 
+FILE_TRIGGER_TAGS = {
+    # kind: (names, flags, index, priorities, scripts, progs)
+    "trans": (rpm.RPMTAG_TRANSFILETRIGGERNAME, rpm.RPMTAG_TRANSFILETRIGGERFLAGS,
+              rpm.RPMTAG_TRANSFILETRIGGERINDEX, rpm.RPMTAG_TRANSFILETRIGGERPRIORITIES,
+              rpm.RPMTAG_TRANSFILETRIGGERSCRIPTS, rpm.RPMTAG_TRANSFILETRIGGERSCRIPTPROG),
+    "file": (rpm.RPMTAG_FILETRIGGERNAME, rpm.RPMTAG_FILETRIGGERFLAGS,
+             rpm.RPMTAG_FILETRIGGERINDEX, rpm.RPMTAG_FILETRIGGERPRIORITIES,
+             rpm.RPMTAG_FILETRIGGERSCRIPTS, rpm.RPMTAG_FILETRIGGERSCRIPTPROG),
+}
+
+# rpmtriggers.c: file triggers with a priority at least this run before
+# the package's %post, the others after it.
+TRIGGER_PRIORITY_BOUND = 10000
+
+
 def trans_file_triggers_in(hdr):
-    """The %transfiletriggerin triggers of `hdr`, in the order rpm runs them
-    (runImmedFileTriggers: higher priority first, then trigger index):
-    [(index, [prefixes...])]."""
-    names = hdr[rpm.RPMTAG_TRANSFILETRIGGERNAME] or []
-    flags = hdr[rpm.RPMTAG_TRANSFILETRIGGERFLAGS] or []
-    indexes = hdr[rpm.RPMTAG_TRANSFILETRIGGERINDEX] or []
-    priorities = hdr[rpm.RPMTAG_TRANSFILETRIGGERPRIORITIES] or []
+    return file_triggers_in(hdr, "trans")
+
+
+def file_triggers_in(hdr, kind):
+    """The install ("in") file triggers of `hdr` of `kind` ("trans" or
+    "file"), in the order rpm runs one package's triggers (higher priority
+    first, then trigger index): [(index, [prefixes...], priority)]."""
+    nametag, flagtag, indextag, prioritytag, _, _ = FILE_TRIGGER_TAGS[kind]
+    names = hdr[nametag] or []
+    flags = hdr[flagtag] or []
+    indexes = hdr[indextag] or []
+    priorities = hdr[prioritytag] or []
     triggers = {}
     for name, flag, tix in zip(names, flags, indexes):
         entry = triggers.setdefault(tix, {"prefixes": [], "in": None})
@@ -707,7 +731,60 @@ def trans_file_triggers_in(hdr):
             entry["in"] = bool(flag & rpm.RPMSENSE_TRIGGERIN)
         entry["prefixes"].append(name.decode() if isinstance(name, bytes) else name)
     ordered = sorted(triggers, key=lambda tix: (-priorities[tix], tix))
-    return [(tix, triggers[tix]["prefixes"]) for tix in ordered if triggers[tix]["in"]]
+    return [(tix, triggers[tix]["prefixes"], priorities[tix]) for tix in ordered if triggers[tix]["in"]]
+
+
+def installed_files(hdr, skipped):
+    """The files of `hdr` an install puts in place (not those nodocs or
+    install-langs leave out)."""
+    skip = skipped.get(hdr[rpm.RPMTAG_NEVRA]) or []
+    return [f for i, f in enumerate(hdr[rpm.RPMTAG_FILENAMES] or []) if not (i < len(skip) and skip[i])]
+
+
+def matching(prefixes, file_lists):
+    """For each prefix, the files of each list (in order) under it."""
+    return [f for prefix in prefixes for files in file_lists for f in files if f.startswith(prefix)]
+
+
+def run_file_trigger(root, hdr, kind, tix, matched):
+    _, _, _, _, scripttag, progtag = FILE_TRIGGER_TAGS[kind]
+    scripts = hdr[scripttag] or []
+    progs = hdr[progtag] or []
+    body = scripts[tix] if tix < len(scripts) else None
+    prog = progs[tix] if tix < len(progs) else None
+    argv = [prog] if prog else ["/bin/sh"]
+    status = run_external(root, argv, body, ["0"], "".join(f + "\n" for f in matched))
+    if status != 0:
+        raise Failure("Error in %%%sfiletriggerin scriptlet in rpm package %s (%s)"
+                      % ("trans" if kind == "trans" else "", hdr[rpm.RPMTAG_NEVRA], status))
+
+
+def run_package_file_triggers(root, index, headers, skipped, upper):
+    """rpm's %filetriggerin around package `index`'s %post (runFileTriggers
+    and runImmedFileTriggers, psm.c): `upper` the triggers of priority at
+    least 10000 (before %post; the default priority is 1000000), else the
+    others (after it). First the triggers of the packages installed so far
+    (this one included) that its files set off, fed those files; then this
+    package's own triggers, fed the files of the packages installed before
+    it under their prefixes (checked against rpm by the tests)."""
+    def in_class(priority):
+        return (priority >= TRIGGER_PRIORITY_BOUND) == upper
+    hdr = headers[index]
+    own_files = installed_files(hdr, skipped)
+    fired = []
+    for hnum, other in enumerate(headers[:index + 1]):
+        for tix, prefixes, priority in file_triggers_in(other, "file"):
+            if in_class(priority) and matching(prefixes, [own_files]):
+                fired.append((-priority, hnum, tix, other, prefixes))
+    for _, _, tix, other, prefixes in sorted(fired, key=lambda t: t[:3]):
+        run_file_trigger(root, other, "file", tix, matching(prefixes, [own_files]))
+    # rpm feeds a package's own files to its own triggers once, in the loop
+    # above: here only the packages installed before it.
+    earlier = [installed_files(h, skipped) for h in headers[:index]]
+    for tix, prefixes, priority in file_triggers_in(hdr, "file"):
+        matched = matching(prefixes, earlier)
+        if in_class(priority) and matched:
+            run_file_trigger(root, hdr, "file", tix, matched)
 
 
 def run_trans_file_triggers(root, index, headers, skipped):
@@ -718,24 +795,11 @@ def run_trans_file_triggers(root, index, headers, skipped):
     by package in install order, each package's files in header order) and
     the argument 0."""
     hdr = headers[index]
-    scripts = hdr[rpm.RPMTAG_TRANSFILETRIGGERSCRIPTS] or []
-    progs = hdr[rpm.RPMTAG_TRANSFILETRIGGERSCRIPTPROG] or []
-    for tix, prefixes in trans_file_triggers_in(hdr):
-        matched = []
-        for prefix in prefixes:
-            for other in headers:
-                skip = skipped.get(other[rpm.RPMTAG_NEVRA]) or []
-                matched.extend(f for i, f in enumerate(other[rpm.RPMTAG_FILENAMES] or [])
-                               if f.startswith(prefix) and not (i < len(skip) and skip[i]))
-        if not matched:
-            continue
-        body = scripts[tix] if tix < len(scripts) else None
-        prog = progs[tix] if tix < len(progs) else None
-        argv = [prog] if prog else ["/bin/sh"]
-        status = run_external(root, argv, body, ["0"], "".join(f + "\n" for f in matched))
-        if status != 0:
-            raise Failure("Error in %%transfiletriggerin scriptlet in rpm package %s (%s)"
-                          % (hdr[rpm.RPMTAG_NEVRA], status))
+    everything = [installed_files(h, skipped) for h in headers]
+    for tix, prefixes, _ in trans_file_triggers_in(hdr):
+        matched = matching(prefixes, everything)
+        if matched:
+            run_file_trigger(root, hdr, "trans", tix, matched)
 
 
 def run_external(root, argv, body, args, stdin_text):
@@ -784,6 +848,10 @@ def run_planned_scriptlet(req):
         raise Failure("internal error: scriptlet request without a cached install plan")
     if req["kind"] == "transfiletriggerin":
         run_trans_file_triggers(root, req["index"], PLANNED["headers"], PLANNED["skipped"])
+        return {}
+    if req["kind"] in ("filetriggerin-upper", "filetriggerin-lower"):
+        run_package_file_triggers(root, req["index"], PLANNED["headers"], PLANNED["skipped"],
+                                  req["kind"] == "filetriggerin-upper")
         return {}
     hdr = PLANNED["headers"][req["index"]]
     tag, progtag, flagtag = INSTALL_SCRIPTLETS[req["kind"]]
