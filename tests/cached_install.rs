@@ -400,11 +400,60 @@ fn file_triggers_run_as_rpm_runs_them() {
 }
 
 #[test]
-fn triggers_fall_back_to_rpm() {
-    let trig = Pkg::new("trigpkg", "1.0")
+fn package_triggers_run_as_rpm_runs_them() {
+    // tw triggers on busybox (installed before it), on tdata (after it)
+    // and on an old tdata (not installed).
+    let tw = Pkg::new("tw", "1.0")
         .requires("busybox")
         .script(
             "triggerin -- busybox",
+            "echo \"tw on busybox: $# $1 $2\" >> /usr/share/t-log",
+        )
+        .script(
+            "triggerin -- tdata",
+            "echo \"tw on tdata: $# $1 $2\" >> /usr/share/t-log",
+        )
+        .script(
+            "triggerin -- tdata < 0.5",
+            "echo \"tw on old tdata\" >> /usr/share/t-log",
+        )
+        .script("post", "echo post tw >> /usr/share/t-log")
+        .entry(Entry::file("/usr/share/tw/data", "d\n"));
+    let tdata = Pkg::new("tdata", "1.0")
+        .requires("tw")
+        .script("post", "echo post tdata >> /usr/share/t-log")
+        .entry(Entry::file("/usr/share/tdata/data", "d\n"));
+    let f = fixture_with(
+        vec![tw, tdata],
+        |_| false,
+        &MANIFEST.replace("  - kernel-core\n", "  - kernel-core\n  - tdata\n"),
+    );
+    let cached_repo = f.dir.join("../repo-cached");
+    init_repo(&cached_repo, "bare-user");
+    let rpm_cache = f.dir.join("../cache-rpm");
+    for extra in [&[][..], &["--force-nocache"]] {
+        let rpm_args = [extra, &["--no-package-cache"]].concat();
+        let out = compose_into(&f, &f.repo, &rpm_cache, &rpm_args);
+        assert!(out.status.success(), "{}", text(&out));
+        let out = compose_into(&f, &cached_repo, &f.cache, extra);
+        let log = text(&out);
+        assert!(out.status.success(), "{log}");
+        assert!(!log.contains("installing with rpm, not from"), "{log}");
+        assert_same_trees(&f.repo, &cached_repo);
+    }
+    // After each %post, arguments 1 1; the trigger on an old tdata not.
+    assert_eq!(
+        ostree(&cached_repo, &["cat", REF, "/usr/share/t-log"]),
+        "post tw\ntw on busybox: 2 1 1\npost tdata\ntw on tdata: 2 1 1\n"
+    );
+}
+
+#[test]
+fn triggerprein_falls_back_to_rpm() {
+    let trig = Pkg::new("trigpkg", "1.0")
+        .requires("busybox")
+        .script(
+            "triggerprein -- weakdep",
             "echo triggered > /usr/share/trigger-ran",
         )
         .entry(Entry::file("/usr/share/trigpkg/data", "d\n"));
@@ -418,13 +467,9 @@ fn triggers_fall_back_to_rpm() {
     assert!(out.status.success(), "{log}");
     assert!(
         log.contains(
-            "installing with rpm, not from the package cache: trigpkg-1.0-1.noarch has package triggers"
+            "installing with rpm, not from the package cache: trigpkg-1.0-1.noarch has a %triggerprein"
         ),
         "{log}"
-    );
-    assert_eq!(
-        ostree(&f.repo, &["cat", REF, "/usr/share/trigger-ran"]),
-        "triggered\n"
     );
 }
 

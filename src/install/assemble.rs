@@ -20,7 +20,8 @@
 //!    ownership, resolved through the root's own `/etc/passwd` as rpm does;
 //!    `%config` files over files the compose put there before, as rpm
 //!    decides: `.rpmnew`, `.rpmorig`), its `%post` (with the
-//!    `%filetriggerin` it sets off or owns, before or after by priority);
+//!    `%filetriggerin` it sets off or owns, before or after by priority, and
+//!    the `%triggerin` it sets off or owns, after);
 //! 4. every `%posttrans`, then every `%transfiletriggerin` (fed the
 //!    installed files under its prefixes, as rpm does).
 //!
@@ -35,8 +36,8 @@
 //! them, so the next compose imports them again.
 //!
 //! The helper decides first whether this is exact for the transaction (no
-//! `%triggerin`, no Lua file triggers, no relocation, no file capabilities
-//! or device nodes); otherwise the caller installs with rpm.
+//! `%triggerprein`, no Lua triggers, no relocation, no file capabilities or
+//! device nodes); otherwise the caller installs with rpm.
 //!
 //! Not for: depsolving or downloading ([`super::dnf`]), reading RPM files
 //! ([`super::rpmpayload`]), the cache's layout ([`super::pkgcache`]).
@@ -300,6 +301,9 @@ pub fn assemble<'a>(
         if pkg.scripts.iter().any(|s| s == "post") {
             wait_for_newer_ctimes(&out.linked[linked_from..]);
             scripts.run(i, "post")?;
+        }
+        if pkg.scripts.iter().any(|s| s == "triggerin") {
+            scripts.run(i, "triggerin")?;
         }
         if file_triggers {
             scripts.run(i, "filetriggerin-lower")?;

@@ -534,13 +534,13 @@ def cached_install_blocker(hdr):
     name = hdr[rpm.RPMTAG_NEVRA]
     # Triggers on removal (un, postun) never fire in a fresh install;
     # %transfiletriggerin is run by run_trans_file_triggers.
-    install_senses = rpm.RPMSENSE_TRIGGERIN | rpm.RPMSENSE_TRIGGERPREIN
-    if any(f & install_senses for f in (hdr[rpm.RPMTAG_TRIGGERFLAGS] or [])):
-        return "%s has package triggers" % name
-    for progtag in (rpm.RPMTAG_TRANSFILETRIGGERSCRIPTPROG, rpm.RPMTAG_FILETRIGGERSCRIPTPROG):
+    if any(f & rpm.RPMSENSE_TRIGGERPREIN for f in (hdr[rpm.RPMTAG_TRIGGERFLAGS] or [])):
+        return "%s has a %%triggerprein" % name
+    for progtag in (rpm.RPMTAG_TRIGGERSCRIPTPROG, rpm.RPMTAG_TRANSFILETRIGGERSCRIPTPROG,
+                    rpm.RPMTAG_FILETRIGGERSCRIPTPROG):
         for prog in hdr[progtag] or []:
             if prog == "<lua>":
-                return "%s has a Lua file trigger" % name
+                return "%s has a Lua trigger" % name
     if hdr[rpm.RPMTAG_PREFIXES]:
         return "%s is relocatable" % name
     if any(hdr[rpm.RPMTAG_FILECAPS] or []):
@@ -661,6 +661,8 @@ def plan_cached_install(root, pkgs, req):
     # Any %filetriggerin in the transaction: every package's install may set
     # one off (the caller asks around each %post).
     any_file_triggers = any(file_triggers_in(hdr, "file") for _, _, hdr in ordered)
+    any_package_triggers = any(f & rpm.RPMSENSE_TRIGGERIN
+                               for _, _, hdr in ordered for f in hdr[rpm.RPMTAG_TRIGGERFLAGS] or [])
     for path, pkg, hdr in ordered:
         nevra = hdr[rpm.RPMTAG_NEVRA]
         skip = skipped[nevra]
@@ -674,6 +676,8 @@ def plan_cached_install(root, pkgs, req):
             scripts.append("transfiletriggerin")
         if any_file_triggers:
             scripts.append("filetriggerin")
+        if any_package_triggers:
+            scripts.append("triggerin")
         plan.append({"nevra": nevra, "rpm": path, "checksum": checksum_repr(pkg),
                      "scripts": scripts, "files": files})
         headers.append(hdr)
@@ -835,6 +839,63 @@ def run_external(root, argv, body, args, stdin_text):
     return 0 if proc.returncode == 0 else "exit status %d" % proc.returncode
 
 
+# rpmds.h: the comparison bits of a dependency's flags.
+RPMSENSE_SENSEMASK = 15
+
+
+def trigger_matches(source, name, flags, evr):
+    """Whether package header `source` satisfies the trigger condition
+    (rpmdsAnyMatchesDep: any of its provides, its own NEVR included)."""
+    wanted = rpm.ds((name, flags & RPMSENSE_SENSEMASK, evr), rpm.RPMTAG_TRIGGERNAME)
+    provides = rpm.ds(source, rpm.RPMTAG_PROVIDENAME)
+    if provides.Search(wanted) >= 0:
+        return True
+    return source.dsOfHeader().Compare(wanted) > 0
+
+
+def fire_package_trigger(root, trig, source, already):
+    """handleOneTrigger: the first %triggerin of `trig` that `source` sets
+    off runs (once per trigger index when `already` is given), with
+    arguments 1 1 (one instance of each installed)."""
+    names = trig[rpm.RPMTAG_TRIGGERNAME] or []
+    flags = trig[rpm.RPMTAG_TRIGGERFLAGS] or []
+    versions = trig[rpm.RPMTAG_TRIGGERVERSION] or [""] * len(names)
+    indexes = trig[rpm.RPMTAG_TRIGGERINDEX] or []
+    for name, flag, evr, tix in zip(names, flags, versions, indexes):
+        if name != source[rpm.RPMTAG_NAME] or not flag & rpm.RPMSENSE_TRIGGERIN:
+            continue
+        if not trigger_matches(source, name, flag, evr):
+            continue
+        if already is None or tix not in already:
+            scripts = trig[rpm.RPMTAG_TRIGGERSCRIPTS] or []
+            progs = trig[rpm.RPMTAG_TRIGGERSCRIPTPROG] or []
+            body = scripts[tix] if tix < len(scripts) else None
+            prog = progs[tix] if tix < len(progs) else None
+            status = run_external(root, [prog] if prog else ["/bin/sh"], body, ["1", "1"], None)
+            if status != 0:
+                raise Failure("Error in %%triggerin scriptlet in rpm package %s (%s)"
+                              % (trig[rpm.RPMTAG_NEVRA], status))
+            if already is not None:
+                already.add(tix)
+        # One script per trigger/source pair.
+        break
+
+
+def run_package_triggers(root, index, headers):
+    """rpm's %triggerin after package `index`'s %post (runTriggers, then
+    runImmedTriggers, psm.c): the triggers of the packages installed so far
+    that it sets off, then its own triggers that those packages set off."""
+    pkg = headers[index]
+    installed = headers[:index + 1]
+    for other in installed:
+        fire_package_trigger(root, other, pkg, None)
+    already = set()
+    for name in dict.fromkeys(pkg[rpm.RPMTAG_TRIGGERNAME] or []):
+        for other in installed:
+            if other[rpm.RPMTAG_NAME] == name:
+                fire_package_trigger(root, pkg, other, already)
+
+
 def run_planned_scriptlet(req):
     """Run one scriptlet of the last plan the way rpm does (rpmscript.c):
     the body in a temporary file under the root's /var/tmp, run by its
@@ -848,6 +909,9 @@ def run_planned_scriptlet(req):
         raise Failure("internal error: scriptlet request without a cached install plan")
     if req["kind"] == "transfiletriggerin":
         run_trans_file_triggers(root, req["index"], PLANNED["headers"], PLANNED["skipped"])
+        return {}
+    if req["kind"] == "triggerin":
+        run_package_triggers(root, req["index"], PLANNED["headers"])
         return {}
     if req["kind"] in ("filetriggerin-upper", "filetriggerin-lower"):
         run_package_file_triggers(root, req["index"], PLANNED["headers"], PLANNED["skipped"],
