@@ -4,7 +4,7 @@
 //! (checksums, modes, owners), on a first run and after a package changes.
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::compose_fixture::*;
@@ -126,6 +126,27 @@ fn assert_same_trees(rpm_repo: &Path, cached_repo: &Path) {
             .collect();
         panic!("the trees differ (- rpm, + cached):\n{}", diff.join("\n"));
     }
+}
+
+/// Compose `f` with rpm (`--no-package-cache`, into `f.repo`) and with the
+/// package cache (into another repo): a first time (the cache is filled),
+/// then again (the root assembled from it), comparing the trees each time.
+/// Returns the second repo.
+fn compose_both_ways(f: &Fixture) -> PathBuf {
+    let cached_repo = f.dir.join("../repo-cached");
+    init_repo(&cached_repo, "bare-user");
+    let rpm_cache = f.dir.join("../cache-rpm");
+    for extra in [&[][..], &["--force-nocache"]] {
+        let rpm_args = [extra, &["--no-package-cache"]].concat();
+        let out = compose_into(f, &f.repo, &rpm_cache, &rpm_args);
+        assert!(out.status.success(), "{}", text(&out));
+        let out = compose_into(f, &cached_repo, &f.cache, extra);
+        let log = text(&out);
+        assert!(out.status.success(), "{log}");
+        assert!(!log.contains("installing with rpm, not from"), "{log}");
+        assert_same_trees(&f.repo, &cached_repo);
+    }
+    cached_repo
 }
 
 #[test]
@@ -269,19 +290,7 @@ fn lua_scriptlets_and_pretrans_run_as_rpm_runs_them() {
         |_| false,
         &MANIFEST.replace("  - kernel-core\n", "  - kernel-core\n  - luapkg\n"),
     );
-    let cached_repo = f.dir.join("../repo-cached");
-    init_repo(&cached_repo, "bare-user");
-    let rpm_cache = f.dir.join("../cache-rpm");
-    for extra in [&[][..], &["--force-nocache"]] {
-        let rpm_args = [extra, &["--no-package-cache"]].concat();
-        let out = compose_into(&f, &f.repo, &rpm_cache, &rpm_args);
-        assert!(out.status.success(), "{}", text(&out));
-        let out = compose_into(&f, &cached_repo, &f.cache, extra);
-        let log = text(&out);
-        assert!(out.status.success(), "{log}");
-        assert!(!log.contains("installing with rpm, not from"), "{log}");
-        assert_same_trees(&f.repo, &cached_repo);
-    }
+    let cached_repo = compose_both_ways(&f);
     assert_eq!(
         ostree(&cached_repo, &["cat", REF, "/usr/share/lua-ran"]),
         "<lua> 1 number /\n"
@@ -322,19 +331,7 @@ fn trans_file_triggers_run_as_rpm_runs_them() {
             "  - kernel-core\n  - ftrig\n  - ftrig-data\n",
         ),
     );
-    let cached_repo = f.dir.join("../repo-cached");
-    init_repo(&cached_repo, "bare-user");
-    let rpm_cache = f.dir.join("../cache-rpm");
-    for extra in [&[][..], &["--force-nocache"]] {
-        let rpm_args = [extra, &["--no-package-cache"]].concat();
-        let out = compose_into(&f, &f.repo, &rpm_cache, &rpm_args);
-        assert!(out.status.success(), "{}", text(&out));
-        let out = compose_into(&f, &cached_repo, &f.cache, extra);
-        let log = text(&out);
-        assert!(out.status.success(), "{log}");
-        assert!(!log.contains("installing with rpm, not from"), "{log}");
-        assert_same_trees(&f.repo, &cached_repo);
-    }
+    let cached_repo = compose_both_ways(&f);
     // After %posttrans, one argument (0), the installed files under the
     // prefix on stdin: %ghost included, the %doc nodocs left out not.
     assert_eq!(
@@ -376,19 +373,7 @@ fn file_triggers_run_as_rpm_runs_them() {
         |_| false,
         &MANIFEST.replace("  - kernel-core\n", "  - kernel-core\n  - fafter\n"),
     );
-    let cached_repo = f.dir.join("../repo-cached");
-    init_repo(&cached_repo, "bare-user");
-    let rpm_cache = f.dir.join("../cache-rpm");
-    for extra in [&[][..], &["--force-nocache"]] {
-        let rpm_args = [extra, &["--no-package-cache"]].concat();
-        let out = compose_into(&f, &f.repo, &rpm_cache, &rpm_args);
-        assert!(out.status.success(), "{}", text(&out));
-        let out = compose_into(&f, &cached_repo, &f.cache, extra);
-        let log = text(&out);
-        assert!(out.status.success(), "{log}");
-        assert!(!log.contains("installing with rpm, not from"), "{log}");
-        assert_same_trees(&f.repo, &cached_repo);
-    }
+    let cached_repo = compose_both_ways(&f);
     // Default and high priority before each %post, low priority after it;
     // the watcher's own files once, then the earlier package's.
     assert_eq!(
@@ -428,19 +413,7 @@ fn package_triggers_run_as_rpm_runs_them() {
         |_| false,
         &MANIFEST.replace("  - kernel-core\n", "  - kernel-core\n  - tdata\n"),
     );
-    let cached_repo = f.dir.join("../repo-cached");
-    init_repo(&cached_repo, "bare-user");
-    let rpm_cache = f.dir.join("../cache-rpm");
-    for extra in [&[][..], &["--force-nocache"]] {
-        let rpm_args = [extra, &["--no-package-cache"]].concat();
-        let out = compose_into(&f, &f.repo, &rpm_cache, &rpm_args);
-        assert!(out.status.success(), "{}", text(&out));
-        let out = compose_into(&f, &cached_repo, &f.cache, extra);
-        let log = text(&out);
-        assert!(out.status.success(), "{log}");
-        assert!(!log.contains("installing with rpm, not from"), "{log}");
-        assert_same_trees(&f.repo, &cached_repo);
-    }
+    let cached_repo = compose_both_ways(&f);
     // After each %post, arguments 1 1; the trigger on an old tdata not.
     assert_eq!(
         ostree(&cached_repo, &["cat", REF, "/usr/share/t-log"]),
