@@ -422,27 +422,62 @@ fn package_triggers_run_as_rpm_runs_them() {
 }
 
 #[test]
-fn triggerprein_falls_back_to_rpm() {
-    let trig = Pkg::new("trigpkg", "1.0")
+fn prein_triggers_run_as_rpm_runs_them() {
+    // pw has a %triggerprein on busybox (installed before it) and on pdata
+    // (after it, which also sets it off before its own %pre).
+    let pw = Pkg::new("pw", "1.0")
         .requires("busybox")
         .script(
-            "triggerprein -- weakdep",
-            "echo triggered > /usr/share/trigger-ran",
+            "triggerprein -- busybox",
+            "echo \"pw on busybox: $# $1 $2\" >> /usr/share/p-log",
         )
-        .entry(Entry::file("/usr/share/trigpkg/data", "d\n"));
+        .script(
+            "triggerprein -- pdata",
+            "echo \"pw on pdata: $# $1 $2\" >> /usr/share/p-log",
+        )
+        .script("pre", "echo pre pw >> /usr/share/p-log")
+        .entry(Entry::file("/usr/share/pw/data", "d\n"));
+    let pdata = Pkg::new("pdata", "1.0")
+        .requires("pw")
+        .script("pre", "echo pre pdata >> /usr/share/p-log")
+        .entry(Entry::file("/usr/share/pdata/data", "d\n"));
+    let f = fixture_with(
+        vec![pw, pdata],
+        |_| false,
+        &MANIFEST.replace("  - kernel-core\n", "  - kernel-core\n  - pdata\n"),
+    );
+    let cached_repo = compose_both_ways(&f);
+    // Before each %pre; the package being installed counts 0 instances.
+    assert_eq!(
+        ostree(&cached_repo, &["cat", REF, "/usr/share/p-log"]),
+        "pw on busybox: 2 0 1\npre pw\npw on pdata: 2 1 0\npre pdata\n"
+    );
+}
+
+#[test]
+fn lua_triggers_fall_back_to_rpm() {
+    let trig = Pkg::new("luatrig", "1.0")
+        .requires("busybox")
+        .script(
+            "triggerin -p <lua> -- busybox",
+            "io.open('/usr/share/lua-trigger-ran', 'w'):write('yes')",
+        )
+        .entry(Entry::file("/usr/share/luatrig/data", "d\n"));
     let f = fixture_with(
         vec![trig],
         |_| false,
-        &MANIFEST.replace("  - kernel-core\n", "  - kernel-core\n  - trigpkg\n"),
+        &MANIFEST.replace("  - kernel-core\n", "  - kernel-core\n  - luatrig\n"),
     );
     let out = compose(&f, &[]);
     let log = text(&out);
     assert!(out.status.success(), "{log}");
     assert!(
-        log.contains(
-            "installing with rpm, not from the package cache: trigpkg-1.0-1.noarch has a %triggerprein"
-        ),
+        log.contains("installing with rpm, not from the package cache: luatrig-1.0-1.noarch has a Lua trigger"),
         "{log}"
+    );
+    assert_eq!(
+        ostree(&f.repo, &["cat", REF, "/usr/share/lua-trigger-ran"]),
+        "yes"
     );
 }
 

@@ -13,7 +13,8 @@
 //!    conflicts; the helper leaves out the files `nodocs` and
 //!    `%_install_langs` exclude and marks them so in the rpmdb, as a real
 //!    install does;
-//! 3. every `%pretrans`; then in rpm's order, for each package: its `%pre`
+//! 3. every `%pretrans`; then in rpm's order, for each package: the
+//!    `%triggerprein` it sets off or owns, its `%pre`
 //!    (scriptlets, shell or Lua, run by the helper the way rpm runs them,
 //!    once the rpmdb is written), its files (regular files owned by root as
 //!    hardlinks of the cache, the rest created or copied with rpm's
@@ -36,8 +37,8 @@
 //! them, so the next compose imports them again.
 //!
 //! The helper decides first whether this is exact for the transaction (no
-//! `%triggerprein`, no Lua triggers, no relocation, no file capabilities or
-//! device nodes); otherwise the caller installs with rpm.
+//! Lua triggers, no relocation, no file capabilities or device nodes);
+//! otherwise the caller installs with rpm.
 //!
 //! Not for: depsolving or downloading ([`super::dnf`]), reading RPM files
 //! ([`super::rpmpayload`]), the cache's layout ([`super::pkgcache`]).
@@ -274,6 +275,9 @@ pub fn assemble<'a>(
     let total = plan.len();
     for (i, (pkg, entry)) in plan.iter().zip(&cached).enumerate() {
         eprintln!("  [{}/{total}] {}", i + 1, pkg.nevra);
+        if pkg.scripts.iter().any(|s| s == "triggerprein") {
+            scripts.run(i, "triggerprein")?;
+        }
         if pkg.scripts.iter().any(|s| s == "pre") {
             scripts.run(i, "pre")?;
         }

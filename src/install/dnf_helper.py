@@ -534,8 +534,6 @@ def cached_install_blocker(hdr):
     name = hdr[rpm.RPMTAG_NEVRA]
     # Triggers on removal (un, postun) never fire in a fresh install;
     # %transfiletriggerin is run by run_trans_file_triggers.
-    if any(f & rpm.RPMSENSE_TRIGGERPREIN for f in (hdr[rpm.RPMTAG_TRIGGERFLAGS] or [])):
-        return "%s has a %%triggerprein" % name
     for progtag in (rpm.RPMTAG_TRIGGERSCRIPTPROG, rpm.RPMTAG_TRANSFILETRIGGERSCRIPTPROG,
                     rpm.RPMTAG_FILETRIGGERSCRIPTPROG):
         for prog in hdr[progtag] or []:
@@ -663,6 +661,8 @@ def plan_cached_install(root, pkgs, req):
     any_file_triggers = any(file_triggers_in(hdr, "file") for _, _, hdr in ordered)
     any_package_triggers = any(f & rpm.RPMSENSE_TRIGGERIN
                                for _, _, hdr in ordered for f in hdr[rpm.RPMTAG_TRIGGERFLAGS] or [])
+    any_prein_triggers = any(f & rpm.RPMSENSE_TRIGGERPREIN
+                             for _, _, hdr in ordered for f in hdr[rpm.RPMTAG_TRIGGERFLAGS] or [])
     for path, pkg, hdr in ordered:
         nevra = hdr[rpm.RPMTAG_NEVRA]
         skip = skipped[nevra]
@@ -678,6 +678,8 @@ def plan_cached_install(root, pkgs, req):
             scripts.append("filetriggerin")
         if any_package_triggers:
             scripts.append("triggerin")
+        if any_prein_triggers:
+            scripts.append("triggerprein")
         plan.append({"nevra": nevra, "rpm": path, "checksum": checksum_repr(pkg),
                      "scripts": scripts, "files": files})
         headers.append(hdr)
@@ -853,16 +855,16 @@ def trigger_matches(source, name, flags, evr):
     return source.dsOfHeader().Compare(wanted) > 0
 
 
-def fire_package_trigger(root, trig, source, already):
-    """handleOneTrigger: the first %triggerin of `trig` that `source` sets
-    off runs (once per trigger index when `already` is given), with
-    arguments 1 1 (one instance of each installed)."""
+def fire_package_trigger(root, trig, source, already, sense=rpm.RPMSENSE_TRIGGERIN, args=("1", "1")):
+    """handleOneTrigger: the first trigger of `trig` of `sense` that
+    `source` sets off runs (once per trigger index when `already` is
+    given), with `args` (the instances of each package installed)."""
     names = trig[rpm.RPMTAG_TRIGGERNAME] or []
     flags = trig[rpm.RPMTAG_TRIGGERFLAGS] or []
     versions = trig[rpm.RPMTAG_TRIGGERVERSION] or [""] * len(names)
     indexes = trig[rpm.RPMTAG_TRIGGERINDEX] or []
     for name, flag, evr, tix in zip(names, flags, versions, indexes):
-        if name != source[rpm.RPMTAG_NAME] or not flag & rpm.RPMSENSE_TRIGGERIN:
+        if name != source[rpm.RPMTAG_NAME] or not flag & sense:
             continue
         if not trigger_matches(source, name, flag, evr):
             continue
@@ -871,10 +873,11 @@ def fire_package_trigger(root, trig, source, already):
             progs = trig[rpm.RPMTAG_TRIGGERSCRIPTPROG] or []
             body = scripts[tix] if tix < len(scripts) else None
             prog = progs[tix] if tix < len(progs) else None
-            status = run_external(root, [prog] if prog else ["/bin/sh"], body, ["1", "1"], None)
+            status = run_external(root, [prog] if prog else ["/bin/sh"], body, list(args), None)
             if status != 0:
-                raise Failure("Error in %%triggerin scriptlet in rpm package %s (%s)"
-                              % (trig[rpm.RPMTAG_NEVRA], status))
+                raise Failure("Error in %%trigger%s scriptlet in rpm package %s (%s)"
+                              % ("in" if sense == rpm.RPMSENSE_TRIGGERIN else "prein",
+                                 trig[rpm.RPMTAG_NEVRA], status))
             if already is not None:
                 already.add(tix)
         # One script per trigger/source pair.
@@ -896,6 +899,24 @@ def run_package_triggers(root, index, headers):
                 fire_package_trigger(root, pkg, other, already)
 
 
+def run_prein_triggers(root, index, headers):
+    """rpm's %triggerprein before package `index`'s %pre (runTriggers, then
+    runImmedTriggers, psm.c): the triggers of the packages installed before
+    it that it sets off, then its own that those packages set off."""
+    pkg = headers[index]
+    earlier = headers[:index]
+    sense = rpm.RPMSENSE_TRIGGERPREIN
+    # The arguments count the installed instances of the trigger's owner and
+    # of the package that sets it off: this one is not installed yet.
+    for other in earlier:
+        fire_package_trigger(root, other, pkg, None, sense, ("1", "0"))
+    already = set()
+    for name in dict.fromkeys(pkg[rpm.RPMTAG_TRIGGERNAME] or []):
+        for other in earlier:
+            if other[rpm.RPMTAG_NAME] == name:
+                fire_package_trigger(root, pkg, other, already, sense, ("0", "1"))
+
+
 def run_planned_scriptlet(req):
     """Run one scriptlet of the last plan the way rpm does (rpmscript.c):
     the body in a temporary file under the root's /var/tmp, run by its
@@ -909,6 +930,9 @@ def run_planned_scriptlet(req):
         raise Failure("internal error: scriptlet request without a cached install plan")
     if req["kind"] == "transfiletriggerin":
         run_trans_file_triggers(root, req["index"], PLANNED["headers"], PLANNED["skipped"])
+        return {}
+    if req["kind"] == "triggerprein":
+        run_prein_triggers(root, req["index"], PLANNED["headers"])
         return {}
     if req["kind"] == "triggerin":
         run_package_triggers(root, req["index"], PLANNED["headers"])
