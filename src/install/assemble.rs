@@ -94,11 +94,20 @@ pub struct PlannedPackage {
     pub rpm: PathBuf,
     /// rpm-md checksum, `"sha256:<hex>"`: the package cache's key.
     pub checksum: String,
-    /// Its install scriptlets: `"pre"`, `"post"`, `"posttrans"`.
+    /// What the helper runs for it (see `run_planned_scriptlet` there):
+    /// `"pretrans"`, `"pre"`, `"post"`, `"posttrans"`, and the triggers
+    /// `"triggerprein"`, `"triggerin"`, `"filetriggerin"`,
+    /// `"transfiletriggerin"`.
     pub scripts: Vec<String>,
     /// The files rpm installs (its rpmdb says "normal" state, no `%ghost`),
     /// in header order (parents before children).
     pub files: Vec<PlannedFile>,
+}
+
+impl PlannedPackage {
+    fn has(&self, kind: &str) -> bool {
+        self.scripts.iter().any(|s| s == kind)
+    }
 }
 
 /// `[path, st_mode, user, group, symlink target, rpm file flags]` (compact
@@ -234,107 +243,134 @@ impl Drop for Assembled<'_> {
     }
 }
 
-/// Assemble `root` from `plan` (the helper is writing the rpmdb there):
-/// import what the cache still lacks on `threads` threads, then check out
-/// each package between its scriptlets. `files` is told each package's
-/// regular files once they are in place.
+/// Assemble `root` from `plan` (the helper is writing the rpmdb there) and
+/// the plan's package cache `entries` (by key), checking out each package
+/// between its scriptlets. `files` is told each package's regular files
+/// once they are in place.
 pub fn assemble<'a>(
     root: &Path,
     plan: &[PlannedPackage],
     cache: &'a PackageCache,
-    threads: usize,
+    entries: &HashMap<String, CachedPackage>,
     scripts: &mut dyn ScriptletRunner,
     files: Option<&InstalledFilesSink>,
 ) -> Result<Assembled<'a>> {
     let in_use = lock_cache_use(cache)?;
     let t = Instant::now();
-    let items: Vec<(String, PathBuf)> = plan
+    let cached = plan
         .iter()
-        .map(|p| (cache_key(&p.checksum), p.rpm.clone()))
-        .collect();
-    // Entries already imported are only read back.
-    let cached = cache.import_all(&items, threads)?;
+        .map(|p| {
+            entries
+                .get(&cache_key(&p.checksum))
+                .ok_or_else(|| anyhow!("{} is not in the package cache", p.nevra))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut scripts = Gate {
+        runner: scripts,
+        newest: None,
+    };
+    // Made first: if a step below fails, dropping it still finds the cache
+    // entries a scriptlet wrote into (see the module doc).
     let mut out = Assembled {
         cache,
         released: false,
         known: Default::default(),
         linked: Vec::new(),
-        keys: items.iter().map(|(k, _)| k.clone()).collect(),
+        keys: plan.iter().map(|p| cache_key(&p.checksum)).collect(),
         _in_use: in_use,
     };
+    let linked = &mut out.linked;
     let mut known = KnownContents::default();
     let mut dirs = DirsMade::default();
     // rpm runs every %pretrans before it looks at the root (a file one of
     // them creates counts as already there).
-    for (i, pkg) in plan.iter().enumerate() {
-        if pkg.scripts.iter().any(|s| s == "pretrans") {
-            scripts.run(i, "pretrans")?;
-        }
-    }
+    scripts.run_each(plan, "pretrans")?;
     let pre_existing = existing_files(root)?;
     let total = plan.len();
     for (i, (pkg, entry)) in plan.iter().zip(&cached).enumerate() {
         eprintln!("  [{}/{total}] {}", i + 1, pkg.nevra);
-        if pkg.scripts.iter().any(|s| s == "triggerprein") {
-            scripts.run(i, "triggerprein")?;
+        for kind in ["triggerprein", "pre"] {
+            scripts.run_if(pkg, i, kind)?;
         }
-        if pkg.scripts.iter().any(|s| s == "pre") {
-            scripts.run(i, "pre")?;
-        }
-        let linked_from = out.linked.len();
-        let regular = checkout_package(root, pkg, entry, &mut dirs, &pre_existing, &mut out.linked)
+        let linked_from = linked.len();
+        let regular = checkout_package(root, pkg, entry, &mut dirs, &pre_existing, linked)
             .with_context(|| format!("Installing {} from the package cache", pkg.nevra))?;
         // The status the commit will compare against, taken once all the
         // package's links exist (a hardlink set links one inode twice).
-        for l in &mut out.linked[linked_from..] {
+        for l in &mut linked[linked_from..] {
             let meta = std::fs::symlink_metadata(&l.cache_path)
                 .with_context(|| format!("Reading {}", l.cache_path.display()))?;
             l.stamp = Stamp::of(&meta);
+            scripts.stamped(l.stamp.ctime);
             known.insert(&meta, l.checksum.clone());
         }
         if let Some(sink) = files {
             sink.send(root, regular);
         }
         // %filetriggerin of priority >= 10000 run before %post, the others
-        // after it (rpm's psm.c).
-        let file_triggers = pkg.scripts.iter().any(|s| s == "filetriggerin");
+        // after it, and %triggerin after %post (rpm's psm.c).
+        let file_triggers = pkg.has("filetriggerin");
         if file_triggers {
-            wait_for_newer_ctimes(&out.linked[linked_from..]);
             scripts.run(i, "filetriggerin-upper")?;
         }
-        if pkg.scripts.iter().any(|s| s == "post") {
-            wait_for_newer_ctimes(&out.linked[linked_from..]);
-            scripts.run(i, "post")?;
-        }
-        if pkg.scripts.iter().any(|s| s == "triggerin") {
-            scripts.run(i, "triggerin")?;
+        for kind in ["post", "triggerin"] {
+            scripts.run_if(pkg, i, kind)?;
         }
         if file_triggers {
             scripts.run(i, "filetriggerin-lower")?;
         }
     }
-    for (i, pkg) in plan.iter().enumerate() {
-        if pkg.scripts.iter().any(|s| s == "posttrans") {
-            wait_for_newer_ctimes(&out.linked);
-            scripts.run(i, "posttrans")?;
-        }
-    }
-    // After the %posttrans scriptlets, as rpm: each package's
+    // Then, as rpm: every %posttrans, then each package's
     // %transfiletriggerin, fed the installed files under its prefixes.
-    for (i, pkg) in plan.iter().enumerate() {
-        if pkg.scripts.iter().any(|s| s == "transfiletriggerin") {
-            wait_for_newer_ctimes(&out.linked);
-            scripts.run(i, "transfiletriggerin")?;
-        }
-    }
-    scripts.finish_rpmdb()?;
-    out.known = std::sync::Arc::new(known);
+    scripts.run_each(plan, "posttrans")?;
+    scripts.run_each(plan, "transfiletriggerin")?;
+    scripts.runner.finish_rpmdb()?;
     eprintln!(
         "Root assembled in {:.1}s ({} files linked from the cache)",
         t.elapsed().as_secs_f64(),
-        out.linked.len()
+        linked.len()
     );
+    out.known = std::sync::Arc::new(known);
     Ok(out)
+}
+
+/// Runs the scriptlets of an assembly, each once the filesystem clock has
+/// moved past every ctime recorded so far: timestamps come from a coarse
+/// clock, and a scriptlet writing into a linked file in the same tick as
+/// its link would leave the ctime the commit trusts unchanged.
+struct Gate<'r> {
+    runner: &'r mut dyn ScriptletRunner,
+    /// The newest ctime stamped so far.
+    newest: Option<(i64, i64)>,
+}
+
+impl Gate<'_> {
+    fn stamped(&mut self, ctime: (i64, i64)) {
+        self.newest = self.newest.max(Some(ctime));
+    }
+
+    fn run(&mut self, index: usize, kind: &str) -> Result<()> {
+        if let Some(newest) = self.newest {
+            wait_past(newest);
+        }
+        self.runner.run(index, kind)
+    }
+
+    /// Scriptlet `kind` of package `index`, if it has one.
+    fn run_if(&mut self, pkg: &PlannedPackage, index: usize, kind: &str) -> Result<()> {
+        match pkg.has(kind) {
+            true => self.run(index, kind),
+            false => Ok(()),
+        }
+    }
+
+    /// Scriptlet `kind` of every package that has one, in plan order.
+    fn run_each(&mut self, plan: &[PlannedPackage], kind: &str) -> Result<()> {
+        for (i, pkg) in plan.iter().enumerate() {
+            self.run_if(pkg, i, kind)?;
+        }
+        Ok(())
+    }
 }
 
 /// Whether files of `cache` can be hardlinked into `root` (both must be on
@@ -688,16 +724,12 @@ fn set_owner_and_mode(path: &Path, uid: u32, gid: u32, mode: Option<u32>) -> Res
     Ok(())
 }
 
-/// Wait until the filesystem clock has moved past every recorded ctime, so
-/// that a scriptlet writing into a linked file gives it a newer ctime than
-/// its stamp (timestamps come from a coarse clock: a write in the same tick
-/// as the link would otherwise keep the same ctime).
-fn wait_for_newer_ctimes(linked: &[Linked]) {
-    let newest = linked.iter().map(|l| l.stamp.ctime).max();
-    let Some(newest) = newest else { return };
+/// Wait until the coarse filesystem clock is past `ctime` (at most a second;
+/// one tick is a few milliseconds).
+fn wait_past(ctime: (i64, i64)) {
     for _ in 0..1000 {
         let now = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-        if (now.tv_sec, now.tv_nsec) > newest {
+        if (now.tv_sec, now.tv_nsec) > ctime {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(1));

@@ -18,7 +18,7 @@ pub mod pkgcache;
 pub mod rpmdb;
 pub mod rpmpayload;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -223,21 +223,21 @@ impl Session {
     ) -> Result<Installed<'a>> {
         let located = self.0.locate(req, res)?;
         if let Some(blocked) = &located.blocked {
-            eprintln!("note: installing with rpm, not from the package cache: {blocked}");
-            self.0.install(req, res, root, files)?;
-            return Ok(Installed::ByRpm { filling: None });
+            return self.install_with_rpm(req, res, root, files, blocked);
         }
+        if let Err(e) = assemble::check_hardlinks(cache, root) {
+            return self.install_with_rpm(req, res, root, files, &format!("{e:#}"));
+        }
+        let mut entries = HashMap::new();
         let mut missing = Vec::new();
         for p in &located.packages {
             let key = assemble::cache_key(&p.checksum);
-            if cache.get(&key)?.is_none() {
-                missing.push((key, p.rpm.clone()));
+            match cache.get(&key)? {
+                Some(entry) => {
+                    entries.insert(key, entry);
+                }
+                None => missing.push((key, p.rpm.clone())),
             }
-        }
-        if let Err(e) = assemble::check_hardlinks(cache, root) {
-            eprintln!("note: installing with rpm, not from the package cache: {e:#}");
-            self.0.install(req, res, root, files)?;
-            return Ok(Installed::ByRpm { filling: None });
         }
         if missing.len() * 2 > located.packages.len() {
             self.0.install(req, res, root, files)?;
@@ -247,17 +247,17 @@ impl Session {
                 located.packages.len()
             );
             return Ok(Installed::ByRpm {
-                filling: Some(CacheFill::start(cache.root(), missing)),
+                filling: Some(CacheFill::start(cache.reopen()?, missing)),
             });
         }
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let t = std::time::Instant::now();
-        if let Err(e) = cache.import_all(&missing, threads) {
-            eprintln!(
-                "warning: installing with rpm: the package cache could not import a package: {e:#}"
-            );
-            self.0.install(req, res, root, files)?;
-            return Ok(Installed::ByRpm { filling: None });
+        match cache.import_all(&missing, threads) {
+            Ok(imported) => entries.extend(imported.into_iter().map(|e| (e.key.clone(), e))),
+            Err(e) => {
+                let why = format!("the package cache could not import a package: {e:#}");
+                return self.install_with_rpm(req, res, root, files, &why);
+            }
         }
         eprintln!(
             "Package cache: {} of {} packages imported in {:.1}s",
@@ -273,27 +273,33 @@ impl Session {
         // While the helper plans and rpm writes the rpmdb, a thread reads
         // the cache entries' directories and inodes the checkout links from
         // (cold on disk after a while). Only a hint: not waited for.
-        let trees = located
-            .packages
-            .iter()
-            .map(|p| cache.get(&assemble::cache_key(&p.checksum)))
-            .filter_map(|entry| entry.ok().flatten().map(|e| e.tree))
-            .collect();
+        let trees = entries.values().map(|e| e.tree.clone()).collect();
         std::thread::spawn(move || assemble::prefetch(trees));
-        let planned = self.0.plan_cached(req, res, root);
-        let packages = match planned? {
+        let packages = match self.0.plan_cached(req, res, root)? {
             assemble::PlanOutcome::Blocked { blocked } => {
-                eprintln!("note: installing with rpm, not from the package cache: {blocked}");
-                self.0.install(req, res, root, files)?;
-                return Ok(Installed::ByRpm { filling: None });
+                return self.install_with_rpm(req, res, root, files, &blocked);
             }
             assemble::PlanOutcome::Planned { packages } => packages,
         };
         // rpm writes the rpmdb while the files are put in place.
         self.0.start_rpmdb()?;
         let mut runner = HelperScriptlets(&mut self.0);
-        assemble::assemble(root, &packages, cache, threads, &mut runner, files)
+        assemble::assemble(root, &packages, cache, &entries, &mut runner, files)
             .map(Installed::Assembled)
+    }
+
+    /// [`Session::install_cached`]'s way out: rpm installs, with a note why.
+    fn install_with_rpm<'a>(
+        &mut self,
+        req: &InstallRequest,
+        res: &Resolution,
+        root: &Path,
+        files: Option<&InstalledFilesSink>,
+        why: &str,
+    ) -> Result<Installed<'a>> {
+        eprintln!("note: installing with rpm, not from the package cache: {why}");
+        self.0.install(req, res, root, files)?;
+        Ok(Installed::ByRpm { filling: None })
     }
 
     /// [`Session::install`], telling `files` each package's regular files
@@ -334,20 +340,13 @@ impl std::fmt::Debug for CacheFill {
 }
 
 impl CacheFill {
-    fn start(cache_root: &Path, missing: Vec<(String, PathBuf)>) -> CacheFill {
-        // `cache_root` is CACHEDIR/pkgcache/v1: the thread opens its own handle.
-        let cachedir = cache_root
-            .parent()
-            .and_then(Path::parent)
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+    fn start(cache: pkgcache::PackageCache, missing: Vec<(String, PathBuf)>) -> CacheFill {
         let thread = std::thread::spawn(move || {
             // Lowest priority: the compose (and the one-shot's deflate-ahead
             // thread) comes first. A failure only leaves the normal priority.
             // SAFETY: setpriority on this thread's own id; no memory is touched.
             let _ =
                 unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
-            let cache = pkgcache::PackageCache::open(&cachedir)?;
             cache.import_all(&missing, 1).map(|imported| imported.len())
         });
         CacheFill {

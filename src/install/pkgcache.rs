@@ -96,7 +96,16 @@ impl PackageCache {
     /// no other process uses the cache, `.tmp-` directories left by crashed
     /// imports are removed first.
     pub fn open(cachedir: &Path) -> Result<PackageCache> {
-        let root = cachedir.join("pkgcache").join("v1");
+        PackageCache::open_root(cachedir.join("pkgcache").join("v1"))
+    }
+
+    /// Another handle on the same cache (with its own shared lock), for
+    /// another thread.
+    pub fn reopen(&self) -> Result<PackageCache> {
+        PackageCache::open_root(self.root.clone())
+    }
+
+    fn open_root(root: PathBuf) -> Result<PackageCache> {
         std::fs::create_dir_all(&root)
             .with_context(|| format!("Creating the package cache {}", root.display()))?;
         let lock_path = root.join(".lock");
