@@ -752,17 +752,24 @@ def matching(prefixes, file_lists):
     return [f for prefix in prefixes for files in file_lists for f in files if f.startswith(prefix)]
 
 
-def run_file_trigger(root, hdr, kind, tix, matched):
-    _, _, _, _, scripttag, progtag = FILE_TRIGGER_TAGS[kind]
+def run_trigger_script(root, hdr, scripttag, progtag, tix, what, args, stdin_text):
+    """Trigger `tix` of `hdr` (its body in `scripttag`, its interpreter in
+    `progtag`), run as rpm runs scriptlets; a failure fails the install."""
     scripts = hdr[scripttag] or []
     progs = hdr[progtag] or []
     body = scripts[tix] if tix < len(scripts) else None
     prog = progs[tix] if tix < len(progs) else None
-    argv = [prog] if prog else ["/bin/sh"]
-    status = run_external(root, argv, body, ["0"], "".join(f + "\n" for f in matched))
+    status = run_external(root, [prog] if prog else ["/bin/sh"], body, args, stdin_text)
     if status != 0:
-        raise Failure("Error in %%%sfiletriggerin scriptlet in rpm package %s (%s)"
-                      % ("trans" if kind == "trans" else "", hdr[rpm.RPMTAG_NEVRA], status))
+        raise Failure("Error in %%%s scriptlet in rpm package %s (%s)"
+                      % (what, hdr[rpm.RPMTAG_NEVRA], status))
+
+
+def run_file_trigger(root, hdr, kind, tix, matched):
+    _, _, _, _, scripttag, progtag = FILE_TRIGGER_TAGS[kind]
+    run_trigger_script(root, hdr, scripttag, progtag, tix,
+                       "transfiletriggerin" if kind == "trans" else "filetriggerin",
+                       ["0"], "".join(f + "\n" for f in matched))
 
 
 def run_package_file_triggers(root, index, headers, skipped, upper):
@@ -808,6 +815,24 @@ def run_trans_file_triggers(root, index, headers, skipped):
             run_file_trigger(root, hdr, "trans", tix, matched)
 
 
+def write_script(root, body, suffix=""):
+    """`body` in a new temporary file under the root's /var/tmp (created as
+    rpm creates it, 0755), as rpm writes a scriptlet; returns its path on
+    the host (the script sees /var/tmp/NAME)."""
+    tmpdir = os.path.join(root, "var/tmp")
+    os.makedirs(tmpdir, mode=0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="rpm-tmp.", suffix=suffix, dir=tmpdir)
+    with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+        f.write(body)
+    return tmp
+
+
+def enter_root(root):
+    """Chroot into `root` and go to its /, as rpm does for a scriptlet."""
+    os.chroot(root)
+    os.chdir("/")
+
+
 def run_external(root, argv, body, args, stdin_text):
     """Run `argv` chrooted into `root` from / the way rpmscript.c does: a
     body goes to a temporary file under /var/tmp, passed with `args`; PATH
@@ -815,20 +840,12 @@ def run_external(root, argv, body, args, stdin_text):
     Returns "exit status N" or "could not start" on failure, else 0."""
     tmp = None
     if body is not None:
-        tmpdir = os.path.join(root, "var/tmp")
-        os.makedirs(tmpdir, mode=0o755, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="rpm-tmp.", dir=tmpdir)
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
-            f.write(body)
+        tmp = write_script(root, body)
         argv = argv + ["/var/tmp/" + os.path.basename(tmp)] + args
     env = dict(os.environ)
     env["PATH"] = rpm.expandMacro("%{_install_script_path}")
-
-    def enter_root():
-        os.chroot(root)
-        os.chdir("/")
     try:
-        proc = subprocess.run(argv, preexec_fn=enter_root, env=env,
+        proc = subprocess.run(argv, preexec_fn=lambda: enter_root(root), env=env,
                               input=stdin_text.encode("utf-8", "surrogateescape") if stdin_text is not None else None,
                               stdin=None if stdin_text is not None else subprocess.DEVNULL,
                               stdout=sys.stderr, stderr=sys.stderr)
@@ -855,7 +872,7 @@ def trigger_matches(source, name, flags, evr):
     return source.dsOfHeader().Compare(wanted) > 0
 
 
-def fire_package_trigger(root, trig, source, already, sense=rpm.RPMSENSE_TRIGGERIN, args=("1", "1")):
+def fire_package_trigger(root, trig, source, already, sense, args):
     """handleOneTrigger: the first trigger of `trig` of `sense` that
     `source` sets off runs (once per trigger index when `already` is
     given), with `args` (the instances of each package installed)."""
@@ -869,52 +886,36 @@ def fire_package_trigger(root, trig, source, already, sense=rpm.RPMSENSE_TRIGGER
         if not trigger_matches(source, name, flag, evr):
             continue
         if already is None or tix not in already:
-            scripts = trig[rpm.RPMTAG_TRIGGERSCRIPTS] or []
-            progs = trig[rpm.RPMTAG_TRIGGERSCRIPTPROG] or []
-            body = scripts[tix] if tix < len(scripts) else None
-            prog = progs[tix] if tix < len(progs) else None
-            status = run_external(root, [prog] if prog else ["/bin/sh"], body, list(args), None)
-            if status != 0:
-                raise Failure("Error in %%trigger%s scriptlet in rpm package %s (%s)"
-                              % ("in" if sense == rpm.RPMSENSE_TRIGGERIN else "prein",
-                                 trig[rpm.RPMTAG_NEVRA], status))
+            run_trigger_script(root, trig, rpm.RPMTAG_TRIGGERSCRIPTS, rpm.RPMTAG_TRIGGERSCRIPTPROG,
+                               tix, "triggerin" if sense == rpm.RPMSENSE_TRIGGERIN else "triggerprein",
+                               list(args), None)
             if already is not None:
                 already.add(tix)
         # One script per trigger/source pair.
         break
 
 
-def run_package_triggers(root, index, headers):
-    """rpm's %triggerin after package `index`'s %post (runTriggers, then
-    runImmedTriggers, psm.c): the triggers of the packages installed so far
-    that it sets off, then its own triggers that those packages set off."""
+def run_package_triggers(root, index, headers, sense):
+    """rpm's package triggers of `sense` for package `index` (runTriggers,
+    then runImmedTriggers, psm.c): the triggers of the packages installed so
+    far that it sets off, then its own triggers that those packages set off.
+    %triggerin runs after the package's %post, %triggerprein before its
+    %pre: then the package itself is not installed yet, neither as a
+    package the others' triggers see nor in the arguments, which count the
+    installed instances of the trigger's owner and of the package that sets
+    it off."""
     pkg = headers[index]
-    installed = headers[:index + 1]
+    if sense == rpm.RPMSENSE_TRIGGERIN:
+        installed, theirs, own = headers[:index + 1], ("1", "1"), ("1", "1")
+    else:
+        installed, theirs, own = headers[:index], ("1", "0"), ("0", "1")
     for other in installed:
-        fire_package_trigger(root, other, pkg, None)
+        fire_package_trigger(root, other, pkg, None, sense, theirs)
     already = set()
     for name in dict.fromkeys(pkg[rpm.RPMTAG_TRIGGERNAME] or []):
         for other in installed:
             if other[rpm.RPMTAG_NAME] == name:
-                fire_package_trigger(root, pkg, other, already)
-
-
-def run_prein_triggers(root, index, headers):
-    """rpm's %triggerprein before package `index`'s %pre (runTriggers, then
-    runImmedTriggers, psm.c): the triggers of the packages installed before
-    it that it sets off, then its own that those packages set off."""
-    pkg = headers[index]
-    earlier = headers[:index]
-    sense = rpm.RPMSENSE_TRIGGERPREIN
-    # The arguments count the installed instances of the trigger's owner and
-    # of the package that sets it off: this one is not installed yet.
-    for other in earlier:
-        fire_package_trigger(root, other, pkg, None, sense, ("1", "0"))
-    already = set()
-    for name in dict.fromkeys(pkg[rpm.RPMTAG_TRIGGERNAME] or []):
-        for other in earlier:
-            if other[rpm.RPMTAG_NAME] == name:
-                fire_package_trigger(root, pkg, other, already, sense, ("0", "1"))
+                fire_package_trigger(root, pkg, other, already, sense, own)
 
 
 def run_planned_scriptlet(req):
@@ -932,10 +933,10 @@ def run_planned_scriptlet(req):
         run_trans_file_triggers(root, req["index"], PLANNED["headers"], PLANNED["skipped"])
         return {}
     if req["kind"] == "triggerprein":
-        run_prein_triggers(root, req["index"], PLANNED["headers"])
+        run_package_triggers(root, req["index"], PLANNED["headers"], rpm.RPMSENSE_TRIGGERPREIN)
         return {}
     if req["kind"] == "triggerin":
-        run_package_triggers(root, req["index"], PLANNED["headers"])
+        run_package_triggers(root, req["index"], PLANNED["headers"], rpm.RPMSENSE_TRIGGERIN)
         return {}
     if req["kind"] in ("filetriggerin-upper", "filetriggerin-lower"):
         run_package_file_triggers(root, req["index"], PLANNED["headers"], PLANNED["skipped"],
@@ -972,11 +973,7 @@ def run_lua_scriptlet(root, body):
     installed). rpm runs it in its own process; here a forked child does, so
     the chroot ends with it. Whatever the script prints goes to stderr.
     Returns the child's exit status (non-zero: the script failed)."""
-    tmpdir = os.path.join(root, "var/tmp")
-    os.makedirs(tmpdir, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="rpm-tmp.", suffix=".lua", dir=tmpdir)
-    with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
-        f.write(body)
+    tmp = write_script(root, body, ".lua")
     # The script is loaded from a file: a body inside %{lua:...} would have
     # to keep its braces balanced for the macro parser.
     # The child ends with os._exit, which skips C stdio's flush at exit:
@@ -991,8 +988,7 @@ def run_lua_scriptlet(root, body):
     if pid == 0:
         code = 1
         try:
-            os.chroot(root)
-            os.chdir("/")
+            enter_root(root)
             os.umask(0o022)
             out = rpm.expandMacro(chunk)
             if out:
