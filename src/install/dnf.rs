@@ -231,8 +231,9 @@ impl Session {
         }
     }
 
-    /// Run scriptlet `kind` ("pre", "post", "posttrans") of package `index`
-    /// of the last [`Session::plan_cached`], as rpm would.
+    /// Run scriptlet or trigger `kind` (see
+    /// [`super::assemble::PlannedPackage::scripts`]) of package `index` of the
+    /// last [`Session::plan_cached`], as rpm would.
     pub fn run_scriptlet(&mut self, index: usize, kind: &str) -> Result<()> {
         let request = json!({"action": "scriptlet", "index": index, "kind": kind});
         self.run(&request).map(drop)
@@ -265,10 +266,7 @@ impl Session {
         on_event: &dyn Fn(Event),
     ) -> Result<serde_json::Value> {
         self.finish_rpmdb()?;
-        match &mut self.helper {
-            Some(helper) => helper.request(request, on_event),
-            None => bail!("internal error: dnf helper request without dnf 4"),
-        }
+        self.helper_mut()?.request(request, on_event)
     }
 }
 
