@@ -286,14 +286,63 @@ fn chooses_compression(args: &[String]) -> bool {
 }
 
 /// The host's `pigz`, used to compress the initramfs on all cores when the
-/// tree has no parallel compressor of its own (dracut would otherwise gzip on
-/// one thread, most of a bootable compose's time).
+/// tree has no parallel compressor of its own and its kernel cannot unpack
+/// zstd (dracut would otherwise gzip on one thread, most of a bootable
+/// compose's time).
 fn host_pigz() -> Option<std::path::PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|d| d.join("pigz"))
             .find(|p| p.is_file())
     })
+}
+
+/// How the initramfs gets compressed when the user's `initramfs-args` do not
+/// choose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitramfsCompression {
+    /// dracut runs this compressor of the tree itself (`--compress CMD`).
+    InTree(&'static str),
+    /// dracut writes a plain cpio; it is compressed here with zstd on all
+    /// cores (the tree's kernel unpacks zstd: `CONFIG_RD_ZSTD=y`).
+    Zstd,
+    /// dracut writes a plain cpio; the host's pigz gzips it on all cores.
+    HostPigz(std::path::PathBuf),
+    /// Left to dracut (its default is a single-threaded gzip).
+    DracutDefault,
+}
+
+/// Whether a kernel `.config` says the kernel unpacks zstd initramfs images.
+/// Pure.
+pub fn kernel_reads_zstd(config: &str) -> bool {
+    config.lines().any(|l| l.trim() == "CONFIG_RD_ZSTD=y")
+}
+
+/// The fastest compression the tree's kernel can unpack. Pure.
+///
+/// Order: the tree's zstd (dracut's own pick when it has one), zstd here
+/// (0.3 s for a 140 MB image on two cores, where pigz takes 1.9 s), the
+/// tree's pigz, the host's pigz. zstd is only chosen when the kernel's
+/// config is known and enables `CONFIG_RD_ZSTD`; gzip is what every kernel
+/// reads and is dracut's default.
+pub fn choose_compression(
+    tree_zstd: bool,
+    tree_pigz: bool,
+    kernel_config: Option<&str>,
+    host_pigz: Option<std::path::PathBuf>,
+) -> InitramfsCompression {
+    let zstd_ok = kernel_config.is_some_and(kernel_reads_zstd);
+    if tree_zstd && zstd_ok {
+        InitramfsCompression::InTree("zstd -T0 -3")
+    } else if zstd_ok {
+        InitramfsCompression::Zstd
+    } else if tree_pigz {
+        InitramfsCompression::InTree("pigz -6 -n -T")
+    } else if let Some(p) = host_pigz {
+        InitramfsCompression::HostPigz(p)
+    } else {
+        InitramfsCompression::DracutDefault
+    }
 }
 
 /// Compress `file` in place with the host's pigz (gzip format, no name or
@@ -317,6 +366,52 @@ fn compress_with_host_pigz(pigz: &Path, file: &Path) -> Result<()> {
     }
     std::fs::rename(&out_path, file)
         .with_context(|| format!("Moving {} to {}", out_path.display(), file.display()))
+}
+
+/// zstd level for the initramfs: dracut's own `--zstd` uses 15, which takes
+/// seconds per image; 3 is zstd's default and still smaller than gzip -6.
+const INITRAMFS_ZSTD_LEVEL: i32 = 3;
+
+/// Compress `file` in place with zstd on one worker per core. The output
+/// does not depend on the number of workers (zstd's multi-threaded format is
+/// deterministic for any count >= 1), so the image stays reproducible.
+pub fn compress_with_zstd(file: &Path) -> Result<()> {
+    let out_path = file.with_extension("img.zst");
+    let mut input = File::open(file).with_context(|| format!("Opening {}", file.display()))?;
+    let out =
+        File::create(&out_path).with_context(|| format!("Creating {}", out_path.display()))?;
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    let mut enc = zstd::stream::Encoder::new(std::io::BufWriter::new(out), INITRAMFS_ZSTD_LEVEL)
+        .context("Starting the zstd compressor")?;
+    enc.multithread(workers)
+        .context("Enabling zstd worker threads")?;
+    std::io::copy(&mut input, &mut enc)
+        .with_context(|| format!("Compressing {} with zstd", file.display()))?;
+    enc.finish()
+        .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+        .and_then(|f| f.sync_all().map(|_| f))
+        .with_context(|| format!("Writing {}", out_path.display()))?;
+    std::fs::rename(&out_path, file)
+        .with_context(|| format!("Moving {} to {}", out_path.display(), file.display()))
+}
+
+/// The tree's kernel config (`usr/lib/modules/KVER/config`, or
+/// `config-KVER` of the old /boot, now in usr/lib/ostree-boot), if shipped.
+fn read_kernel_config(root: &Dir, kver: &str) -> Result<Option<String>> {
+    for p in [
+        format!("{MODULES}/{kver}/config"),
+        format!("{OSTREE_BOOT}/config-{kver}"),
+    ] {
+        if let Some(bytes) = root
+            .read_optional(&p)
+            .with_context(|| format!("Reading {p}"))?
+        {
+            return Ok(Some(String::from_utf8_lossy(&bytes).into_owned()));
+        }
+    }
+    Ok(None)
 }
 
 /// Temporary changes that let tools run chrooted into the tree.
@@ -574,12 +669,15 @@ fn run_dracut(
              unless another module mounts it; add the package shipping it, e.g. `ostree`)"
         );
     }
-    let compressor = if find_tool(root, &["usr/bin/zstd"])?.is_some() {
-        Some("zstd -T0 -3")
-    } else if find_tool(root, &["usr/bin/pigz"])?.is_some() {
-        Some("pigz -6 -n -T")
-    } else {
-        None
+    let compression = choose_compression(
+        find_tool(root, &["usr/bin/zstd"])?.is_some(),
+        find_tool(root, &["usr/bin/pigz"])?.is_some(),
+        read_kernel_config(root, kver)?.as_deref(),
+        host_pigz(),
+    );
+    let in_tree = match &compression {
+        InitramfsCompression::InTree(cmd) => Some(*cmd),
+        _ => None,
     };
     let tmp_in_root = format!("/{tmpdir_name}");
     let mut args = dracut_args(
@@ -587,18 +685,19 @@ fn run_dracut(
         kver,
         opts.initramfs_args.as_deref(),
         has_ostree_module,
-        compressor,
+        in_tree,
     );
-    // No parallel compressor in the tree: let dracut write an uncompressed
-    // cpio and gzip it here with the host's pigz (standard gzip format).
-    let host_compressor = match (compressor, chooses_compression(&args)) {
-        (None, false) => host_pigz(),
+    // Compressed here: let dracut write a plain cpio.
+    let compress_here = match compression {
+        InitramfsCompression::Zstd | InitramfsCompression::HostPigz(_)
+            if !chooses_compression(&args) =>
+        {
+            let at = args.len() - 2; // before `--kver KVER`
+            args.insert(at, "--no-compress".into());
+            Some(compression)
+        }
         _ => None,
     };
-    if host_compressor.is_some() {
-        let at = args.len() - 2; // before `--kver KVER`
-        args.insert(at, "--no-compress".into());
-    }
     eprintln!("Running dracut {}", args.join(" "));
     let before = snapshot_scratch_dirs(root)?;
     let run = with_shims(root, true, true, || {
@@ -619,12 +718,21 @@ fn run_dracut(
     if !exists(root, &out)? {
         bail!("dracut succeeded but wrote no {out}");
     }
-    if let Some(pigz) = host_compressor {
-        eprintln!(
-            "Compressing the initramfs with {} (all cores)",
-            pigz.display()
-        );
-        compress_with_host_pigz(&pigz, &root_path.join(&out))?;
+    match compress_here {
+        Some(InitramfsCompression::Zstd) => {
+            eprintln!(
+                "Compressing the initramfs with zstd (all cores; the kernel has CONFIG_RD_ZSTD)"
+            );
+            compress_with_zstd(&root_path.join(&out))?;
+        }
+        Some(InitramfsCompression::HostPigz(pigz)) => {
+            eprintln!(
+                "Compressing the initramfs with {} (all cores)",
+                pigz.display()
+            );
+            compress_with_host_pigz(&pigz, &root_path.join(&out))?;
+        }
+        _ => {}
     }
     Ok(out)
 }
@@ -998,5 +1106,67 @@ mod tests {
             "--kver",
             "6.1"
         ])));
+    }
+
+    #[test]
+    fn compression_is_the_fastest_the_kernel_reads() {
+        let zstd_kernel = "# comment\nCONFIG_RD_GZIP=y\nCONFIG_RD_ZSTD=y\n";
+        let gzip_kernel = "CONFIG_RD_GZIP=y\n# CONFIG_RD_ZSTD is not set\n";
+        let pigz = Some(std::path::PathBuf::from("/usr/bin/pigz"));
+        use InitramfsCompression::*;
+        assert_eq!(
+            choose_compression(true, true, Some(zstd_kernel), pigz.clone()),
+            InTree("zstd -T0 -3")
+        );
+        assert_eq!(
+            choose_compression(false, true, Some(zstd_kernel), pigz.clone()),
+            Zstd
+        );
+        assert_eq!(
+            choose_compression(true, true, Some(gzip_kernel), pigz.clone()),
+            InTree("pigz -6 -n -T")
+        );
+        // No config shipped: zstd is not assumed.
+        assert_eq!(
+            choose_compression(true, false, None, pigz.clone()),
+            HostPigz("/usr/bin/pigz".into())
+        );
+        assert_eq!(
+            choose_compression(false, false, Some(gzip_kernel), None),
+            DracutDefault
+        );
+        assert!(!kernel_reads_zstd("CONFIG_RD_ZSTD=m\n"));
+    }
+
+    #[test]
+    fn zstd_compression_round_trips_through_the_zstd_tool() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("initramfs.img");
+        let content: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i % 251) as u8 ^ (i >> 13) as u8)
+            .collect();
+        std::fs::write(&img, &content).unwrap();
+        compress_with_zstd(&img).unwrap();
+        let packed = std::fs::read(&img).unwrap();
+        assert!(packed.len() < content.len() / 4, "{}", packed.len());
+        let out = Command::new("zstd")
+            .args(["-d", "-c", "-q"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stdout == content,
+            "zstd -d does not give the image back"
+        );
+        // Reproducible: the same input gives the same bytes.
+        std::fs::write(&img, &content).unwrap();
+        compress_with_zstd(&img).unwrap();
+        assert!(std::fs::read(&img).unwrap() == packed);
+        assert!(!dir.path().join("initramfs.img.zst").exists());
     }
 }
