@@ -455,6 +455,48 @@ fn prein_triggers_run_as_rpm_runs_them() {
 }
 
 #[test]
+fn file_capabilities_are_set_as_rpm_sets_them() {
+    // Fedora's shadow-utils (newuidmap) and iputils ship files like these.
+    let capped = Pkg::new("capped", "1.0")
+        .requires("busybox")
+        .entry(Entry::Caps {
+            path: "/usr/bin/newuidmap-like".into(),
+            content: "#!/bin/sh\necho uid\n".into(),
+            caps: "cap_setuid=ep".into(),
+        })
+        .entry(Entry::Caps {
+            path: "/usr/bin/ping-like".into(),
+            content: "#!/bin/sh\necho ping\n".into(),
+            caps: "cap_net_admin,cap_net_raw=p".into(),
+        })
+        .entry(Entry::exe("/usr/bin/plain", "#!/bin/sh\necho plain\n"));
+    let f = fixture_with(
+        vec![capped],
+        |_| false,
+        &MANIFEST.replace("  - kernel-core\n", "  - kernel-core\n  - capped\n"),
+    );
+    let cached_repo = compose_both_ways(&f);
+    let xattrs = |path: &str| ostree(&cached_repo, &["ls", "-X", REF, path]);
+    // cap_setuid (7) effective + permitted: v2 magic with the effective bit.
+    let uidmap = xattrs("/usr/bin/newuidmap-like");
+    assert!(uidmap.contains("security.capability"), "{uidmap}");
+    assert!(!xattrs("/usr/bin/plain").contains("security.capability"));
+    // The cache's copy of a file with capabilities has none: it was copied,
+    // not linked.
+    let entries = common::run_ok(
+        Command::new("find")
+            .arg(f.cache.join("pkgcache"))
+            .args(["-name", "ping-like"]),
+    );
+    let cached_copy = entries
+        .lines()
+        .next()
+        .expect("ping-like in the package cache");
+    let getcap = common::run_ok(Command::new("getcap").arg(cached_copy));
+    assert_eq!(getcap.trim(), "", "the cache's copy got capabilities");
+}
+
+#[test]
 fn lua_triggers_fall_back_to_rpm() {
     let trig = Pkg::new("luatrig", "1.0")
         .requires("busybox")

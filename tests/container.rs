@@ -509,7 +509,14 @@ fn readme_own_manifest_command_uses_the_mounted_repo() {
             "/usr/share/hello/greeting",
             "hello from the test repo\n",
         ))
-        .entry(Entry::config("/etc/hello.conf", "greeting=hi\n"));
+        .entry(Entry::config("/etc/hello.conf", "greeting=hi\n"))
+        // rpm sets it in the container's user namespace; so must the
+        // cached installer on the forced rerun below.
+        .entry(Entry::Caps {
+            path: "/usr/bin/hello-ping".into(),
+            content: "#!/bin/sh\necho ping\n".into(),
+            caps: "cap_net_raw=p".into(),
+        });
     let kernel = Pkg::new("test-kernel", "6.0.0")
         .arch("x86_64")
         .requires("filesystem")
@@ -608,6 +615,11 @@ fn readme_own_manifest_command_uses_the_mounted_repo() {
             .collect()
     };
     assert_eq!(files(&recommitted), files(&commit));
+    let caps = runner.sh_ok(
+        work.path(),
+        &format!("ostree --repo=repo ls -X {recommitted} /usr/bin/hello-ping"),
+    );
+    assert!(caps.contains("security.capability"), "{caps}");
 }
 
 /// The GitHub workflow's "Compose" step, run as written for its `demo` matrix

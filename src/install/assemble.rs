@@ -18,7 +18,8 @@
 //!    (scriptlets, shell or Lua, run by the helper the way rpm runs them,
 //!    once the rpmdb is written), its files (regular files owned by root as
 //!    hardlinks of the cache, the rest created or copied with rpm's
-//!    ownership, resolved through the root's own `/etc/passwd` as rpm does;
+//!    ownership, resolved through the root's own `/etc/passwd` as rpm does,
+//!    and file capabilities (`%caps`, converted by libcap as rpm does);
 //!    `%config` files over files the compose put there before, as rpm
 //!    decides: `.rpmnew`, `.rpmorig`), its `%post` (with the
 //!    `%filetriggerin` it sets off or owns, before or after by priority, and
@@ -37,7 +38,7 @@
 //! them, so the next compose imports them again.
 //!
 //! The helper decides first whether this is exact for the transaction (no
-//! Lua triggers, no relocation, no file capabilities or device nodes);
+//! Lua triggers, no relocation, no device nodes);
 //! otherwise the caller installs with rpm.
 //!
 //! Not for: depsolving or downloading ([`super::dnf`]), reading RPM files
@@ -110,8 +111,8 @@ impl PlannedPackage {
     }
 }
 
-/// `[path, st_mode, user, group, symlink target, rpm file flags]` (compact
-/// on the wire).
+/// `[path, st_mode, user, group, symlink target, rpm file flags,
+/// security.capability value in hex or ""]` (compact on the wire).
 #[derive(Debug, Clone, Deserialize)]
 pub struct PlannedFile(
     pub String,
@@ -120,6 +121,7 @@ pub struct PlannedFile(
     pub String,
     pub String,
     pub u32,
+    pub String,
 );
 
 /// rpmfiles.h: `%config`, `%config(noreplace)`.
@@ -135,6 +137,15 @@ impl PlannedFile {
     }
     fn owned_by_root(&self) -> bool {
         self.2 == "root" && self.3 == "root"
+    }
+    /// The `security.capability` value rpm sets (`%caps`), if any.
+    fn capabilities(&self) -> Result<Option<Vec<u8>>> {
+        if self.6.is_empty() {
+            return Ok(None);
+        }
+        hex::decode(&self.6)
+            .map(Some)
+            .with_context(|| format!("{}: the helper sent bad file capabilities", self.0))
     }
 }
 
@@ -588,8 +599,12 @@ fn checkout_package(
                     false => dest,
                 };
                 remove_non_dir(&dest)?;
-                let root_owned = (uid, gid) == (0, 0) && cached.mode & 0o7777 == perms;
-                if root_owned {
+                let caps = f.capabilities()?;
+                // A file with capabilities is a copy: the xattr would be the
+                // cache's too on a link.
+                let linkable =
+                    (uid, gid) == (0, 0) && cached.mode & 0o7777 == perms && caps.is_none();
+                if linkable {
                     std::fs::hard_link(&src, &dest).with_context(|| {
                         format!("Linking {} to {}", src.display(), dest.display())
                     })?;
@@ -609,8 +624,21 @@ fn checkout_package(
                             std::fs::copy(&src, &dest).with_context(|| {
                                 format!("Copying {} to {}", src.display(), dest.display())
                             })?;
-                            // chown clears setuid/setgid: the mode comes after.
+                            // chown clears setuid/setgid and capabilities:
+                            // the mode, then the capabilities come after (as
+                            // in rpm's fsm).
                             set_owner_and_mode(&dest, uid, gid, Some(perms))?;
+                            if let Some(caps) = &caps {
+                                rustix::fs::setxattr(
+                                    &dest,
+                                    "security.capability",
+                                    caps,
+                                    rustix::fs::XattrFlags::empty(),
+                                )
+                                .with_context(|| {
+                                    format!("Setting the file capabilities of {}", dest.display())
+                                })?;
+                            }
                             if let Some(g) = cached.link_group {
                                 copies.insert(g, dest.clone());
                             }
@@ -781,13 +809,19 @@ mod tests {
         assert!(matches!(p, PlanOutcome::Blocked { blocked } if blocked == "x has triggers"));
         let p: PlanOutcome = serde_json::from_str(
             r#"{"packages": [{"nevra": "a-1-1.noarch", "rpm": "/c/a.rpm", "checksum": "sha256:00",
-                "scripts": ["post"], "files": [["/usr/bin/a", 33261, "root", "root", "", 0]]}]}"#,
+                "scripts": ["post"], "files": [["/usr/bin/a", 33261, "root", "root", "", 0, ""],
+                          ["/usr/bin/p", 33261, "root", "root", "", 0, "0100000200200000"]]}]}"#,
         )
         .unwrap();
         match p {
             PlanOutcome::Planned { packages } => {
                 assert_eq!(packages[0].files[0].mode(), 0o100755);
                 assert!(packages[0].files[0].owned_by_root());
+                assert_eq!(packages[0].files[0].capabilities().unwrap(), None);
+                assert_eq!(
+                    packages[0].files[1].capabilities().unwrap().unwrap(),
+                    [0x01, 0, 0, 0x02, 0, 0x20, 0, 0]
+                );
             }
             _ => panic!("not planned"),
         }

@@ -19,6 +19,8 @@
 # whose .rpmmacros sets %_dbpath to /usr/share/rpm, so rpm and the rpmkeys
 # subprocess agree on where the rpmdb lives (Debian's default is ~/.rpmdb).
 
+import ctypes
+import ctypes.util
 import functools
 import json
 import os
@@ -528,9 +530,10 @@ def has_scriptlet(hdr, kind):
 def cached_install_blocker(hdr):
     """Why the cached installer cannot do exactly what rpm does for this
     package, or None. It runs %pretrans, %pre, %post and %posttrans
-    scriptlets (shell or Lua) and creates regular files, directories and
-    symlinks; rpm's other behaviours (triggers, relocation, file
-    capabilities, device nodes) are left to rpm itself."""
+    scriptlets and triggers (shell or Lua, Lua triggers excepted) and
+    creates regular files (with their file capabilities), directories and
+    symlinks; rpm's other behaviours (Lua triggers, relocation, device
+    nodes) are left to rpm itself."""
     name = hdr[rpm.RPMTAG_NEVRA]
     # Triggers on removal (un, postun) never fire in a fresh install;
     # %transfiletriggerin is run by run_trans_file_triggers.
@@ -541,8 +544,6 @@ def cached_install_blocker(hdr):
                 return "%s has a Lua trigger" % name
     if hdr[rpm.RPMTAG_PREFIXES]:
         return "%s is relocatable" % name
-    if any(hdr[rpm.RPMTAG_FILECAPS] or []):
-        return "%s has files with capabilities" % name
     compressor = hdr[rpm.RPMTAG_PAYLOADCOMPRESSOR] or "gzip"
     if compressor not in CACHE_COMPRESSORS:
         return "%s has a %s-compressed payload" % (name, compressor)
@@ -633,6 +634,41 @@ def record_skipped_files(root, skipped):
 PLANNED = {}
 
 
+@functools.lru_cache(maxsize=None)
+def libcap():
+    """libcap, which librpm itself links: file capabilities are converted
+    exactly as rpm's install converts them."""
+    lib = ctypes.CDLL(ctypes.util.find_library("cap") or "libcap.so.2", use_errno=True)
+    lib.cap_from_text.argtypes = [ctypes.c_char_p]
+    lib.cap_from_text.restype = ctypes.c_void_p
+    lib.cap_set_fd.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    lib.cap_set_fd.restype = ctypes.c_int
+    lib.cap_free.argtypes = [ctypes.c_void_p]
+    lib.cap_free.restype = ctypes.c_int
+    return lib
+
+
+@functools.lru_cache(maxsize=None)
+def file_caps_xattr(root, captxt):
+    """The security.capability value rpm gives a file with %caps(captxt),
+    hex: rpm's fsm does cap_from_text, then cap_set_fd. This does the same
+    on a nameless scratch file in `root` (so the filesystem and the user
+    namespace are those of the files to come) and reads the value back."""
+    lib = libcap()
+    caps = lib.cap_from_text(captxt.encode())
+    if not caps:
+        raise Failure("file capabilities %r: libcap cannot parse them (%s)"
+                      % (captxt, os.strerror(ctypes.get_errno())))
+    try:
+        with tempfile.TemporaryFile(dir=root) as scratch:
+            if lib.cap_set_fd(scratch.fileno(), caps) != 0:
+                raise Failure("setting file capabilities %r on a file in %s: %s"
+                              % (captxt, root, os.strerror(ctypes.get_errno())))
+            return os.getxattr(scratch.fileno(), "security.capability").hex()
+    finally:
+        lib.cap_free(caps)
+
+
 def plan_cached_install(root, pkgs, req):
     """The cached installer's part in the helper: prepare the rpm transaction
     of `pkgs` that writes their rpmdb into `root` (--justdb: rpm orders it,
@@ -670,7 +706,8 @@ def plan_cached_install(root, pkgs, req):
         for i, f in enumerate(rpm.files(hdr)):
             if skip[i] or f.fflags & rpm.RPMFILE_GHOST:
                 continue
-            files.append([f.name, f.mode, f.user, f.group, f.linkto, f.fflags])
+            caps = file_caps_xattr(root, f.caps) if f.caps else ""
+            files.append([f.name, f.mode, f.user, f.group, f.linkto, f.fflags, caps])
         scripts = [kind for kind in INSTALL_SCRIPTLETS if has_scriptlet(hdr, kind)]
         if trans_file_triggers_in(hdr):
             scripts.append("transfiletriggerin")

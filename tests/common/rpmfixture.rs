@@ -47,6 +47,13 @@ pub enum Entry {
         content: String,
         lang: String,
     },
+    /// A root-owned 0755 executable with `%caps(caps)` (libcap's text
+    /// form, e.g. `cap_net_raw=p`).
+    Caps {
+        path: String,
+        content: String,
+        caps: String,
+    },
 }
 
 impl Entry {
@@ -128,6 +135,7 @@ impl Entry {
             | Entry::Symlink { path, .. }
             | Entry::Hardlink { path, .. }
             | Entry::Ghost { path }
+            | Entry::Caps { path, .. }
             | Entry::Lang { path, .. } => path,
         }
     }
@@ -262,6 +270,9 @@ impl Pkg {
                 Entry::Symlink { .. } | Entry::Hardlink { .. } => writeln!(s, "{p}").unwrap(),
                 Entry::Ghost { .. } => writeln!(s, "%ghost {p}").unwrap(),
                 Entry::Lang { lang, .. } => writeln!(s, "%lang({lang}) {p}").unwrap(),
+                Entry::Caps { caps, .. } => {
+                    writeln!(s, "%attr(755,root,root) %caps({caps}) {p}").unwrap()
+                }
             }
         }
         s
@@ -286,6 +297,11 @@ impl Pkg {
                 }
                 Entry::Ghost { .. } => std::fs::write(&dest, b"").unwrap(),
                 Entry::Lang { content, .. } => std::fs::write(&dest, content).unwrap(),
+                Entry::Caps { content, .. } => {
+                    std::fs::write(&dest, content).unwrap();
+                    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))
+                        .unwrap();
+                }
             }
         }
     }
