@@ -802,11 +802,13 @@ fn device_nodes_fail_the_import() {
     assert_eq!(cache_names(&cache), BTreeSet::from([".lock".to_string()]));
 }
 
-/// The packages of the medium benchmark's installed set, keyed `pkgN`, or
-/// `None` (with a SKIP message) when the benchmark corpus is not prepared.
+/// The packages of the medium benchmark's installed set (`PKGCACHE_TIER`
+/// chooses another tier, e.g. `large`), keyed `pkgN`, or `None` (with a
+/// SKIP message) when the benchmark corpus is not prepared.
 fn medium_corpus_items() -> Option<Vec<(String, PathBuf)>> {
-    let list = "/var/tmp/ostree-composer-bench/medium/installed-rpms.txt";
-    let Ok(text) = std::fs::read_to_string(list) else {
+    let tier = std::env::var("PKGCACHE_TIER").unwrap_or_else(|_| "medium".into());
+    let list = format!("/var/tmp/ostree-composer-bench/{tier}/installed-rpms.txt");
+    let Ok(text) = std::fs::read_to_string(&list) else {
         eprintln!("SKIP: no {list}");
         return None;
     };

@@ -27,16 +27,15 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::JoinHandle;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result};
-use rustix::fs::{Mode, OFlags};
+use anyhow::Result;
 use sha2::{Digest, Sha256};
 
 use super::filez::{deflate_to_vec, WHOLE_BUFFER_MAX};
+use crate::install::filefeed::{open_regular, FileFeed, Next};
 use crate::install::InstalledFilesSink;
 
 /// Content streams deflated ahead, by SHA-256 of the content.
@@ -112,128 +111,60 @@ impl DeflatedAhead {
     }
 }
 
-/// One package's files, each as (its top-level directory, opened when the
-/// installer reported the file; the rest of its path). Post-processing
-/// moves the root's top-level directories into a new root (`rootfs.tmp` to
-/// `rootfs`, `etc` to `usr/etc`); files a busy thread has not reached yet
-/// stay reachable through the descriptors.
-struct Batch {
-    files: Vec<(Arc<OwnedFd>, PathBuf)>,
-}
-
-/// The top-level directories of one install root, opened (`None`: could
-/// not be, e.g. not a directory).
-type OpenedTops = HashMap<std::ffi::OsString, Option<Arc<OwnedFd>>>;
-
-/// What a sink keeps: where to send, and the root it last saw with its
-/// opened top-level directories.
-type SinkState = (
-    Option<mpsc::Sender<Option<Batch>>>,
-    Option<(PathBuf, OpenedTops)>,
-);
-
 /// The background thread filling a [`DeflatedAhead`].
 pub struct AheadWorker {
-    sender: Option<mpsc::Sender<Option<Batch>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    feed: FileFeed,
     ahead: Arc<DeflatedAhead>,
 }
 
 impl AheadWorker {
     /// Start the thread; `level` is the destination's `archive.zlib-level`.
     pub fn start(level: u32) -> Result<AheadWorker> {
-        let (sender, receiver) = mpsc::channel::<Option<Batch>>();
-        let stop = Arc::new(AtomicBool::new(false));
         let ahead = Arc::new(DeflatedAhead::new(level));
         let budget = memory_budget();
-        let thread = {
-            let stop = stop.clone();
+        let feed = {
             let ahead = ahead.clone();
-            std::thread::Builder::new()
-                .name("deflate-ahead".into())
-                .spawn(move || run(&receiver, &stop, &ahead, budget))
-                .context("Starting the deflate-ahead thread")?
+            let mut buf = Vec::new();
+            // nice 10: the thread takes CPU from nobody but the idle core.
+            FileFeed::start("deflate-ahead", 10, move |dir, path| {
+                if ahead.stored_bytes.load(Ordering::Relaxed) >= budget {
+                    return Next::Stop;
+                }
+                deflate_one(&ahead, dir, path, &mut buf);
+                Next::Continue
+            })?
         };
-        Ok(AheadWorker {
-            sender: Some(sender),
-            stop,
-            thread: Some(thread),
-            ahead,
-        })
+        Ok(AheadWorker { feed, ahead })
     }
 
     /// Where the installer sends the files it put in place.
     pub fn sink(&self) -> InstalledFilesSink {
-        // mpsc::Sender is Send but not Sync before Rust 1.72; a Mutex keeps
-        // the sink shareable either way. The top-level directories stay open
-        // between batches.
-        let state: Mutex<SinkState> = Mutex::new((self.sender.clone(), None));
-        // Weak: a sink kept by the caller must not keep the streams in memory
-        // once the export has used them.
-        let ahead = Arc::downgrade(&self.ahead);
-        InstalledFilesSink::new(move |root, files| {
-            if let Some(a) = ahead.upgrade() {
-                a.offered.fetch_add(files.len() as u64, Ordering::Relaxed);
-            }
-            let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-            let (sender, opened) = &mut *state;
-            if opened.as_ref().map(|(p, _)| p.as_path()) != Some(root) {
-                *opened = Some((root.to_path_buf(), HashMap::new()));
-            }
-            let (Some(sender), Some((_, tops))) = (sender.as_ref(), opened.as_mut()) else {
-                return;
-            };
-            let mut batch = Vec::with_capacity(files.len());
-            for file in files {
-                let mut parts = file.components();
-                let Some(std::path::Component::Normal(top)) = parts.next() else {
-                    continue;
-                };
-                let rest = parts.as_path();
-                if rest.as_os_str().is_empty() {
-                    // A file directly in the root: too rare to bother.
-                    continue;
-                }
-                // Only a hint: a directory that cannot be opened is no error here.
-                let dir = tops
-                    .entry(top.to_os_string())
-                    .or_insert_with(|| open_dir(&root.join(top)).ok().map(Arc::new));
-                if let Some(dir) = dir {
-                    batch.push((dir.clone(), rest.to_path_buf()));
-                }
-            }
-            // The worker is gone only after finish(): nothing to do then.
-            let _ = sender.send(Some(Batch { files: batch }));
-        })
+        self.feed.sink()
     }
 
     /// Stop (files still queued are left to the export) and hand over what
     /// was deflated.
     pub fn finish(mut self) -> Arc<DeflatedAhead> {
-        self.stop_and_join();
+        self.feed.stop_and_join();
+        self.ahead
+            .offered
+            .store(self.feed.offered(), Ordering::Relaxed);
         self.ahead.clone()
-    }
-
-    fn stop_and_join(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Sinks may outlive the worker and keep the channel open: wake the
-        // thread with an explicit end.
-        if let Some(s) = self.sender.take() {
-            let _ = s.send(None);
-        }
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                // Only the time is lost: the export deflates what is missing.
-                eprintln!("warning: the deflate-ahead thread panicked");
-            }
-        }
     }
 }
 
-impl Drop for AheadWorker {
-    fn drop(&mut self) {
-        self.stop_and_join();
+/// Deflate one installed file into `ahead`. A file that cannot be read is
+/// no error here: the export compresses it (or whatever replaced it) itself.
+fn deflate_one(ahead: &DeflatedAhead, dir: &OwnedFd, path: &Path, buf: &mut Vec<u8>) {
+    if read_regular(dir, path, buf).is_err() {
+        return;
+    }
+    let key: [u8; 32] = Sha256::digest(&buf[..]).into();
+    if !ahead.contains(&key) {
+        // Same: the export compresses it and reports any error.
+        if let Ok(stream) = deflate_to_vec(buf, ahead.level) {
+            ahead.insert(key, stream);
+        }
     }
 }
 
@@ -265,49 +196,12 @@ fn meminfo_available(meminfo: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn run(
-    receiver: &mpsc::Receiver<Option<Batch>>,
-    stop: &AtomicBool,
-    ahead: &DeflatedAhead,
-    budget: u64,
-) {
-    lower_priority();
-    let mut buf = Vec::new();
-    while let Ok(Some(Batch { files })) = receiver.recv() {
-        for (dir, path) in files {
-            if stop.load(Ordering::Relaxed) || ahead.stored_bytes.load(Ordering::Relaxed) >= budget
-            {
-                return;
-            }
-            // A file that cannot be read is no error here: the export
-            // compresses it (or whatever replaced it) itself.
-            if read_regular(&dir, &path, &mut buf).is_ok() {
-                let key: [u8; 32] = Sha256::digest(&buf).into();
-                if !ahead.contains(&key) {
-                    match deflate_to_vec(&buf, ahead.level) {
-                        Ok(stream) => ahead.insert(key, stream),
-                        // Same: the export compresses it and reports any error.
-                        Err(_) => continue,
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Read `path` (relative to the directory `root`) into `buf` if it is a regular file of
 /// at most [`WHOLE_BUFFER_MAX`] bytes (never following a final symlink,
 /// never blocking on a FIFO).
 fn read_regular(root: &OwnedFd, path: &Path, buf: &mut Vec<u8>) -> Result<()> {
-    let fd = rustix::fs::openat(
-        root,
-        path,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let file = std::fs::File::from(fd);
-    let meta = file.metadata()?;
-    if !meta.is_file() || meta.len() == 0 || meta.len() > WHOLE_BUFFER_MAX {
+    let (file, meta) = open_regular(root, path)?;
+    if meta.len() == 0 || meta.len() > WHOLE_BUFFER_MAX {
         anyhow::bail!("not a candidate");
     }
     buf.clear();
@@ -315,31 +209,11 @@ fn read_regular(root: &OwnedFd, path: &Path, buf: &mut Vec<u8>) -> Result<()> {
     Ok(())
 }
 
-/// Open `path` as a directory.
-fn open_dir(path: &Path) -> Result<OwnedFd> {
-    Ok(rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
-}
-
-/// nice 10 for the calling thread (on Linux, setpriority on a thread id
-/// affects that thread only): the thread should only get otherwise idle CPU.
-fn lower_priority() {
-    // SAFETY: plain syscalls without pointers.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        // Failing leaves the normal priority: only fairness is lost.
-        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::export::filez::{write_filez, FileHeader};
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     fn header(size: usize) -> FileHeader {
         FileHeader {
@@ -427,47 +301,6 @@ mod tests {
         drop(ahead);
         assert!(weak.upgrade().is_none());
         sink.send(dir.path(), vec![rel(&b)]);
-    }
-
-    /// Files reported before post-processing moved the root's top-level
-    /// directories into a new root are still read: those directories are
-    /// held open.
-    #[test]
-    fn files_queued_before_the_root_is_rearranged_are_still_read() {
-        let top = tempfile::tempdir().unwrap();
-        let old_root = top.path().join("rootfs.tmp");
-        let new_root = top.path().join("rootfs");
-        std::fs::create_dir_all(old_root.join("usr/lib")).unwrap();
-        std::fs::create_dir_all(&new_root).unwrap();
-        std::fs::write(old_root.join("usr/lib/x"), b"some library\n".repeat(100)).unwrap();
-        let worker = AheadWorker::start(6).unwrap();
-        // The sink opens usr/ now; the thread may read the file before or
-        // after the move below.
-        worker
-            .sink()
-            .send(&old_root, vec![PathBuf::from("usr/lib/x")]);
-        std::fs::rename(old_root.join("usr"), new_root.join("usr")).unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while worker.ahead.len() < 1 && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        assert_eq!(worker.finish().len(), 1);
-
-        // Deterministically after the move: the thread's loop run here.
-        std::fs::create_dir_all(old_root.join("usr/share")).unwrap();
-        std::fs::write(old_root.join("usr/share/y"), b"data\n".repeat(100)).unwrap();
-        let (sender, receiver) = mpsc::channel();
-        let usr = Arc::new(open_dir(&old_root.join("usr")).unwrap());
-        sender
-            .send(Some(Batch {
-                files: vec![(usr, PathBuf::from("share/y"))],
-            }))
-            .unwrap();
-        sender.send(None).unwrap();
-        std::fs::rename(old_root.join("usr"), new_root.join("usr2")).unwrap();
-        let ahead = DeflatedAhead::new(6);
-        run(&receiver, &AtomicBool::new(false), &ahead, BUDGET_MAX);
-        assert_eq!(ahead.len(), 1);
     }
 
     #[test]

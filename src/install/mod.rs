@@ -13,6 +13,7 @@
 pub mod assemble;
 mod dnf;
 pub mod fastpath;
+pub mod filefeed;
 pub mod lockfile;
 pub mod pkgcache;
 pub mod rpmdb;
