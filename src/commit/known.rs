@@ -70,6 +70,19 @@ impl KnownContents {
     }
 }
 
+/// Wait until the coarse filesystem clock is past `ctime` (at most a second;
+/// one tick is a few milliseconds). A file whose ctime is older than the
+/// clock cannot be changed again without its ctime changing.
+pub fn wait_until_clock_past(ctime: (i64, i64)) {
+    for _ in 0..1000 {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+        if (now.tv_sec, now.tv_nsec) > ctime {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -171,8 +171,13 @@ pub(super) fn write_tree(
     // A tree made from its checksums: libostree's write_mtree returns its
     // root without serializing anything again.
     let mtree = MutableTree::from_checksum(repo, &root_contents, &root_meta);
+    let known = jobs
+        .iter()
+        .filter(|j| matches!(j.kind, Kind::Regular { known: Some(_), .. }))
+        .count();
     eprintln!(
-        "Wrote {} files on {threads} threads (walk {walked:.1}s, files {:.1}s, directories {:.1}s)",
+        "Wrote {} files on {threads} threads, {known} with checksums known ahead \
+         (walk {walked:.1}s, files {:.1}s, directories {:.1}s)",
         jobs.len(),
         written - walked,
         started.elapsed().as_secs_f64() - written

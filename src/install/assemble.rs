@@ -362,7 +362,7 @@ impl Gate<'_> {
 
     fn run(&mut self, index: usize, kind: &str) -> Result<()> {
         if let Some(newest) = self.newest {
-            wait_past(newest);
+            crate::commit::known::wait_until_clock_past(newest);
         }
         self.runner.run(index, kind)
     }
@@ -750,18 +750,6 @@ fn set_owner_and_mode(path: &Path, uid: u32, gid: u32, mode: Option<u32>) -> Res
             .with_context(|| format!("Setting the mode of {}", path.display()))?;
     }
     Ok(())
-}
-
-/// Wait until the coarse filesystem clock is past `ctime` (at most a second;
-/// one tick is a few milliseconds).
-fn wait_past(ctime: (i64, i64)) {
-    for _ in 0..1000 {
-        let now = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-        if (now.tv_sec, now.tv_nsec) > ctime {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
 }
 
 #[cfg(test)]
