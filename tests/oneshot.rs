@@ -194,7 +194,7 @@ fn oneshot_archive_matches_libostree_with_files_deflated_during_install() {
     let log = text(&out);
     let line = log
         .lines()
-        .find(|l| l.starts_with("Deflated during the install:"))
+        .find(|l| l.starts_with("Deflated ahead (during the install and post-processing):"))
         .unwrap_or_else(|| panic!("no deflate-ahead report in:\n{log}"));
     // How many got deflated before the export started depends on timing;
     // that the installer reported the packages' files does not.

@@ -156,7 +156,8 @@ fn start_deflating_ahead(build_repo: &Path, export_path: &Path) -> Result<Option
         return Ok(None);
     }
     match crate::export::archive_deflate_level(export_path)? {
-        Some(level) => AheadWorker::start(level).map(Some),
+        // The build repository's tmp/: on the cache's filesystem.
+        Some(level) => AheadWorker::start(level, Some(&build_repo.join("tmp"))).map(Some),
         None => Ok(None),
     }
 }

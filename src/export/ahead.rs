@@ -18,8 +18,11 @@
 //! a symlinked directory can at worst cache the deflate of content that no
 //! object has. The result never depends on what was cached, only the time.
 //!
-//! Bounded: entries stop being added past a memory budget, and the thread
-//! runs at nice 10 so it takes CPU from nobody but the idle core.
+//! Bounded: past a memory budget, streams are appended to an unlinked spill
+//! file (up to [`SPILL_MAX`]), so the thread keeps using the idle core
+//! through the rest of the install and the post-processing (dracut leaves a
+//! core idle too); it runs at nice 10 so it takes CPU from nobody but the
+//! idle core.
 //!
 //! Not for: files over [`super::filez::WHOLE_BUFFER_MAX`] (the export streams
 //! those), symlinks and metadata (cheap), non-archive destinations.
@@ -31,31 +34,52 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::filez::{deflate_to_vec, WHOLE_BUFFER_MAX};
 use crate::install::filefeed::{open_regular, FileFeed, Next};
 use crate::install::InstalledFilesSink;
 
+/// Where one deflated stream is kept.
+#[derive(Debug, Clone)]
+enum Stored {
+    Memory(Arc<[u8]>),
+    /// In the spill file, at this offset, this long.
+    Spilled {
+        offset: u64,
+        len: usize,
+    },
+}
+
+/// Streams past the memory budget: appended to one unlinked file (the page
+/// cache holds it while there is room; the process's memory does not).
+#[derive(Debug)]
+struct Spill {
+    file: std::fs::File,
+    len: u64,
+}
+
 /// Content streams deflated ahead, by SHA-256 of the content.
 #[derive(Debug)]
 pub struct DeflatedAhead {
     level: u32,
-    streams: Mutex<HashMap<[u8; 32], Arc<[u8]>>>,
-    /// Sum of the stored streams' lengths.
+    streams: Mutex<HashMap<[u8; 32], Stored>>,
+    /// Sum of the lengths of the streams kept in memory.
     stored_bytes: AtomicU64,
+    spill: Mutex<Option<Spill>>,
     reused: AtomicU64,
     /// Files the installer reported.
     offered: AtomicU64,
 }
 
 impl DeflatedAhead {
-    fn new(level: u32) -> DeflatedAhead {
+    fn new(level: u32, spill: Option<std::fs::File>) -> DeflatedAhead {
         DeflatedAhead {
             level,
             streams: Mutex::new(HashMap::new()),
             stored_bytes: AtomicU64::new(0),
+            spill: Mutex::new(spill.map(|file| Spill { file, len: 0 })),
             reused: AtomicU64::new(0),
             offered: AtomicU64::new(0),
         }
@@ -67,11 +91,26 @@ impl DeflatedAhead {
             return None;
         }
         let key: [u8; 32] = Sha256::digest(content).into();
-        let found = self.lock().get(&key).cloned();
-        if found.is_some() {
-            self.reused.fetch_add(1, Ordering::Relaxed);
-        }
-        found
+        let found = match self.lock().get(&key).cloned()? {
+            Stored::Memory(stream) => stream,
+            Stored::Spilled { offset, len } => {
+                // Unreadable: compressed again by the caller.
+                self.read_spilled(offset, len).ok()?.into()
+            }
+        };
+        self.reused.fetch_add(1, Ordering::Relaxed);
+        Some(found)
+    }
+
+    fn read_spilled(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let spill = self.spill.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(spill) = spill.as_ref() else {
+            return Err(std::io::ErrorKind::NotFound.into());
+        };
+        let mut buf = vec![0u8; len];
+        spill.file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
     }
 
     /// How many lookups found a stream.
@@ -84,9 +123,15 @@ impl DeflatedAhead {
         self.offered.load(Ordering::Relaxed)
     }
 
-    /// The stored streams' total size.
+    /// The stored streams' total size (in memory and spilled).
     pub(crate) fn stored_bytes(&self) -> u64 {
-        self.stored_bytes.load(Ordering::Relaxed)
+        let spilled = self
+            .spill
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(0, |s| s.len);
+        self.stored_bytes.load(Ordering::Relaxed) + spilled
     }
 
     /// How many streams are stored.
@@ -98,13 +143,39 @@ impl DeflatedAhead {
         self.lock().contains_key(key)
     }
 
-    fn insert(&self, key: [u8; 32], stream: Vec<u8>) {
-        self.stored_bytes
-            .fetch_add(stream.len() as u64, Ordering::Relaxed);
-        self.lock().insert(key, stream.into());
+    /// Keep `stream` in memory while under `budget`, else in the spill file
+    /// while it is under [`SPILL_MAX`]; false when there is no room left.
+    fn insert(&self, key: [u8; 32], stream: Vec<u8>, budget: u64) -> bool {
+        if self.stored_bytes.load(Ordering::Relaxed) < budget {
+            self.stored_bytes
+                .fetch_add(stream.len() as u64, Ordering::Relaxed);
+            self.lock().insert(key, Stored::Memory(stream.into()));
+            return true;
+        }
+        let mut spill = self.spill.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(s) = spill.as_mut().filter(|s| s.len < SPILL_MAX) else {
+            return false;
+        };
+        use std::os::unix::fs::FileExt;
+        let offset = s.len;
+        if s.file.write_all_at(&stream, offset).is_err() {
+            // A full disk: keep what is there, take nothing more.
+            s.len = SPILL_MAX;
+            return false;
+        }
+        s.len += stream.len() as u64;
+        drop(spill);
+        self.lock().insert(
+            key,
+            Stored::Spilled {
+                offset,
+                len: stream.len(),
+            },
+        );
+        true
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Arc<[u8]>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Stored>> {
         // A panic while holding the lock cannot leave the map inconsistent
         // (single insert/get calls): keep using it.
         self.streams.lock().unwrap_or_else(|e| e.into_inner())
@@ -119,19 +190,27 @@ pub struct AheadWorker {
 
 impl AheadWorker {
     /// Start the thread; `level` is the destination's `archive.zlib-level`.
-    pub fn start(level: u32) -> Result<AheadWorker> {
-        let ahead = Arc::new(DeflatedAhead::new(level));
+    /// Past the memory budget, streams go to an unlinked file in
+    /// `spill_dir` (when given), so the thread goes on using the idle core
+    /// through the rest of the install and the post-processing.
+    pub fn start(level: u32, spill_dir: Option<&Path>) -> Result<AheadWorker> {
+        let spill = match spill_dir {
+            Some(dir) => Some(tempfile::tempfile_in(dir).with_context(|| {
+                format!("Creating a file for deflated contents in {}", dir.display())
+            })?),
+            None => None,
+        };
+        let ahead = Arc::new(DeflatedAhead::new(level, spill));
         let budget = memory_budget();
         let feed = {
             let ahead = ahead.clone();
             let mut buf = Vec::new();
             // nice 10: the thread takes CPU from nobody but the idle core.
             FileFeed::start("deflate-ahead", 10, move |dir, path| {
-                if ahead.stored_bytes.load(Ordering::Relaxed) >= budget {
-                    return Next::Stop;
+                match deflate_one(&ahead, dir, path, &mut buf, budget) {
+                    true => Next::Continue,
+                    false => Next::Stop,
                 }
-                deflate_one(&ahead, dir, path, &mut buf);
-                Next::Continue
             })?
         };
         Ok(AheadWorker { feed, ahead })
@@ -153,25 +232,38 @@ impl AheadWorker {
     }
 }
 
-/// Deflate one installed file into `ahead`. A file that cannot be read is
-/// no error here: the export compresses it (or whatever replaced it) itself.
-fn deflate_one(ahead: &DeflatedAhead, dir: &OwnedFd, path: &Path, buf: &mut Vec<u8>) {
+/// Deflate one installed file into `ahead`; false when there is no room
+/// for more. A file that cannot be read is no error here: the export
+/// compresses it (or whatever replaced it) itself.
+fn deflate_one(
+    ahead: &DeflatedAhead,
+    dir: &OwnedFd,
+    path: &Path,
+    buf: &mut Vec<u8>,
+    budget: u64,
+) -> bool {
     if read_regular(dir, path, buf).is_err() {
-        return;
+        return true;
     }
     let key: [u8; 32] = Sha256::digest(&buf[..]).into();
-    if !ahead.contains(&key) {
+    if ahead.contains(&key) {
+        return true;
+    }
+    match deflate_to_vec(buf, ahead.level) {
+        Ok(stream) => ahead.insert(key, stream, budget),
         // Same: the export compresses it and reports any error.
-        if let Ok(stream) = deflate_to_vec(buf, ahead.level) {
-            ahead.insert(key, stream);
-        }
+        Err(_) => true,
     }
 }
 
-/// At most this much compressed data is kept (corpus-medium needs 111 MB
-/// and fits; corpus-large would need 419 MB and stops here, at 16 of its 19
-/// thousand files, so the one-shot's peak RSS stays well under 512 MiB).
+/// At most this much compressed data is kept in memory (corpus-medium needs
+/// 111 MB and fits; corpus-large needs 419 MB and spills the rest, so the
+/// one-shot's peak RSS stays well under 512 MiB).
 const BUDGET_MAX: u64 = 256 << 20;
+
+/// At most this much goes to the spill file (a bound on the disk it takes
+/// while the compose runs).
+const SPILL_MAX: u64 = 2 << 30;
 
 /// [`BUDGET_MAX`], or an eighth of the memory available (to the cgroup, when
 /// it is limited) if that is less.
@@ -251,7 +343,7 @@ mod tests {
         let link = dir.path().join("d/link");
         std::os::unix::fs::symlink(&a, &link).unwrap();
 
-        let worker = AheadWorker::start(6).unwrap();
+        let worker = AheadWorker::start(6, None).unwrap();
         let sink = worker.sink();
         let rel = |p: &Path| p.strip_prefix(dir.path()).unwrap().to_path_buf();
         sink.send(
@@ -301,6 +393,41 @@ mod tests {
         drop(ahead);
         assert!(weak.upgrade().is_none());
         sink.send(dir.path(), vec![rel(&b)]);
+    }
+
+    /// Past the memory budget, streams go to the spill file and are found
+    /// there; without a spill file there is no room.
+    #[test]
+    fn streams_past_the_budget_are_spilled_and_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = tempfile::tempfile_in(dir.path()).unwrap();
+        let ahead = DeflatedAhead::new(6, Some(spill));
+        let contents: Vec<Vec<u8>> = (0..3u8)
+            .map(|i| format!("content {i}\n").repeat(300).into_bytes())
+            .collect();
+        for (i, c) in contents.iter().enumerate() {
+            let key: [u8; 32] = Sha256::digest(c).into();
+            // The first in memory (budget 1 byte), the others spilled.
+            let stream = deflate_to_vec(c, 6).unwrap();
+            assert!(ahead.insert(key, stream, 1), "stream {i}");
+        }
+        let spilled = ahead
+            .lock()
+            .values()
+            .filter(|s| matches!(s, Stored::Spilled { .. }))
+            .count();
+        assert_eq!(spilled, 2);
+        for c in &contents {
+            assert_eq!(filez(c, 6, Some(&ahead)), filez(c, 6, None));
+        }
+        assert_eq!(ahead.reused(), 3);
+        assert!(ahead.stored_bytes() > 0);
+
+        let no_spill = DeflatedAhead::new(6, None);
+        let key: [u8; 32] = Sha256::digest(&contents[0]).into();
+        assert!(no_spill.insert(key, vec![1], 1));
+        assert!(!no_spill.insert([0; 32], vec![2], 1));
+        assert_eq!(no_spill.len(), 1);
     }
 
     #[test]

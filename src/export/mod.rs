@@ -299,7 +299,7 @@ fn precompress_if_archive(
     }
     if let Some(a) = ahead.filter(|a| a.offered() > 0) {
         eprintln!(
-            "Deflated during the install: {} contents ({}) from the {} files the packages installed; {} objects reused them",
+            "Deflated ahead (during the install and post-processing): {} contents ({}) from the {} files the packages installed; {} objects reused them",
             a.len(),
             crate::oci::human_size(a.stored_bytes()),
             a.offered(),
