@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use super::filez::{deflate_to_vec, WHOLE_BUFFER_MAX};
+use super::filez::{deflate_big_to_vec, deflate_to_vec, WHOLE_BUFFER_MAX};
 use crate::install::filefeed::{open_regular, FileFeed, Next};
 use crate::install::InstalledFilesSink;
 
@@ -68,6 +68,9 @@ pub struct DeflatedAhead {
     /// Sum of the lengths of the streams kept in memory.
     stored_bytes: AtomicU64,
     spill: Mutex<Option<Spill>>,
+    /// Sizes of the big files (over [`WHOLE_BUFFER_MAX`]) stored: the export
+    /// reads such a file whole only when one of its size is here.
+    big_sizes: Mutex<std::collections::HashSet<u64>>,
     reused: AtomicU64,
     /// Files the installer reported.
     offered: AtomicU64,
@@ -80,6 +83,7 @@ impl DeflatedAhead {
             streams: Mutex::new(HashMap::new()),
             stored_bytes: AtomicU64::new(0),
             spill: Mutex::new(spill.map(|file| Spill { file, len: 0 })),
+            big_sizes: Mutex::new(std::collections::HashSet::new()),
             reused: AtomicU64::new(0),
             offered: AtomicU64::new(0),
         }
@@ -111,6 +115,14 @@ impl DeflatedAhead {
         let mut buf = vec![0u8; len];
         spill.file.read_exact_at(&mut buf, offset)?;
         Ok(buf)
+    }
+
+    /// Whether a big file of `size` bytes was deflated ahead.
+    pub(crate) fn has_big_of_size(&self, size: u64) -> bool {
+        self.big_sizes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&size)
     }
 
     /// How many lookups found a stream.
@@ -249,8 +261,25 @@ fn deflate_one(
     if ahead.contains(&key) {
         return true;
     }
-    match deflate_to_vec(buf, ahead.level) {
-        Ok(stream) => ahead.insert(key, stream, budget),
+    let big = buf.len() as u64 > WHOLE_BUFFER_MAX;
+    // Made as the export would make it (libdeflate whole, zlib-ng streamed
+    // for big files), so the object's bytes never depend on the timing.
+    let stream = match big {
+        false => deflate_to_vec(buf, ahead.level),
+        true => deflate_big_to_vec(buf, ahead.level),
+    };
+    match stream {
+        Ok(stream) => {
+            let stored = ahead.insert(key, stream, budget);
+            if stored && big {
+                ahead
+                    .big_sizes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(buf.len() as u64);
+            }
+            stored
+        }
         // Same: the export compresses it and reports any error.
         Err(_) => true,
     }
@@ -288,18 +317,27 @@ fn meminfo_available(meminfo: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Read `path` (relative to the directory `root`) into `buf` if it is a regular file of
-/// at most [`WHOLE_BUFFER_MAX`] bytes (never following a final symlink,
-/// never blocking on a FIFO).
+/// Read `path` (relative to the directory `root`) into `buf` if it is a
+/// regular file of at most [`BIG_MAX`] bytes (never following a final
+/// symlink, never blocking on a FIFO).
 fn read_regular(root: &OwnedFd, path: &Path, buf: &mut Vec<u8>) -> Result<()> {
     let (file, meta) = open_regular(root, path)?;
-    if meta.len() == 0 || meta.len() > WHOLE_BUFFER_MAX {
+    if meta.len() == 0 || meta.len() > BIG_MAX {
         anyhow::bail!("not a candidate");
     }
+    if buf.capacity() as u64 > 2 * WHOLE_BUFFER_MAX {
+        // A big file's buffer is not kept for the small files to come.
+        *buf = Vec::new();
+    }
     buf.clear();
-    file.take(WHOLE_BUFFER_MAX + 1).read_to_end(buf)?;
+    file.take(BIG_MAX + 1).read_to_end(buf)?;
     Ok(())
 }
+
+/// Files up to this size are deflated ahead (bigger ones only by the
+/// export, streamed; the export reads a file of a size found here whole,
+/// so this also bounds that buffer).
+const BIG_MAX: u64 = 64 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -393,6 +431,34 @@ mod tests {
         drop(ahead);
         assert!(weak.upgrade().is_none());
         sink.send(dir.path(), vec![rel(&b)]);
+    }
+
+    /// A file over the whole-buffer size is deflated ahead the way the
+    /// export streams it, and reused only for the same content.
+    #[test]
+    fn big_files_are_deflated_ahead_as_the_export_streams_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        let big: Vec<u8> = (0..(WHOLE_BUFFER_MAX as u32 + 4096))
+            .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8 & 0x3f)
+            .collect();
+        std::fs::write(dir.path().join("d/big"), &big).unwrap();
+        let worker = AheadWorker::start(6, Some(dir.path())).unwrap();
+        worker.sink().send(dir.path(), vec![PathBuf::from("d/big")]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while worker.ahead.len() < 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let ahead = worker.finish();
+        assert_eq!(ahead.len(), 1);
+        assert!(ahead.has_big_of_size(big.len() as u64));
+        assert_eq!(filez(&big, 6, Some(&ahead)), filez(&big, 6, None));
+        assert_eq!(ahead.reused(), 1);
+        // Same size, other content: compressed by the export, not reused.
+        let mut other = big.clone();
+        other[0] ^= 1;
+        assert_eq!(filez(&other, 6, Some(&ahead)), filez(&other, 6, None));
+        assert_eq!(ahead.reused(), 1);
     }
 
     /// Past the memory budget, streams go to the spill file and are found

@@ -112,22 +112,60 @@ pub(crate) fn write_filez<W: Write>(
         .context("Writing the file header")?;
     if !header.is_symlink() {
         let content = content.context("a regular file object needs its content")?;
+        let big_ahead = ahead.filter(|a| a.has_big_of_size(header.size));
         if header.size <= WHOLE_BUFFER_MAX {
             deflate_whole(content, header.size, level, ahead, &mut out)?;
-        } else {
-            let mut enc = DeflateEncoder::new(&mut out, Compression::new(level));
-            let n = copy(content, &mut enc)?;
-            if n != header.size {
+        } else if let Some(ahead) = big_ahead {
+            // A big file of this size was deflated ahead: read it whole to
+            // find out whether it is the same content.
+            let mut input = Vec::new();
+            let n = content
+                .take(header.size + 1)
+                .read_to_end(&mut input)
+                .context("Reading the file content")?;
+            if n as u64 != header.size {
                 bail!(
-                    "the file content has {n} bytes, its metadata says {}",
+                    "the file content has {n} or more bytes, its metadata says {}",
                     header.size
                 );
             }
-            enc.finish().context("Finishing the deflate stream")?;
+            match ahead.lookup(&input, level) {
+                Some(deflated) => out
+                    .write_all(&deflated)
+                    .context("Writing the compressed content")?,
+                None => deflate_streaming(&mut &input[..], header.size, level, &mut out)?,
+            }
+        } else {
+            deflate_streaming(content, header.size, level, &mut out)?;
         }
     }
     out.flush().context("Flushing the object")?;
     Ok(out.count)
+}
+
+/// `content` (exactly `size` bytes) as one raw deflate stream by zlib-ng
+/// at `level`: the way files over [`WHOLE_BUFFER_MAX`] are compressed.
+fn deflate_streaming(
+    content: &mut dyn Read,
+    size: u64,
+    level: u32,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let mut enc = DeflateEncoder::new(out, Compression::new(level));
+    let n = copy(content, &mut enc)?;
+    if n != size {
+        bail!("the file content has {n} bytes, its metadata says {size}");
+    }
+    enc.finish().context("Finishing the deflate stream")?;
+    Ok(())
+}
+
+/// A big file's content (over [`WHOLE_BUFFER_MAX`]) as the deflate stream
+/// [`write_filez`] writes for it.
+pub(crate) fn deflate_big_to_vec(input: &[u8], level: u32) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    deflate_streaming(&mut &input[..], input.len() as u64, level, &mut out)?;
+    Ok(out)
 }
 
 /// Files up to this size are read whole and compressed by libdeflate (two

@@ -542,7 +542,7 @@ fn parse_id_lines(text: &str) -> BTreeMap<String, u32> {
 }
 
 /// Put one package's files into `root` from its cache entry. Returns its
-/// regular files of at most 16 MiB (relative paths) for the deflate-ahead
+/// regular files of at most 64 MiB (relative paths) for the deflate-ahead
 /// sink; adds the linked ones to `linked`.
 fn checkout_package(
     root: &Path,
@@ -645,7 +645,7 @@ fn checkout_package(
                         }
                     }
                 }
-                if cached.size > 0 && cached.size <= 16 << 20 {
+                if cached.size > 0 && cached.size <= 64 << 20 {
                     if let Ok(rel) = dest.strip_prefix(root) {
                         regular.push(rel.to_path_buf());
                     }

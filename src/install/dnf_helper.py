@@ -353,8 +353,8 @@ class TransactionCallback:
 RPMDB_DIR = "usr/share/rpm"
 
 # Regular files up to this size are reported (the caller compresses bigger
-# ones its own way).
-REPORT_MAX_SIZE = 16 << 20
+# ones its own way; BIG_MAX in src/export/ahead.rs).
+REPORT_MAX_SIZE = 64 << 20
 
 # The reply stream (set by main()); events go there too, before the reply.
 REPLIES = None
