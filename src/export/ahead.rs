@@ -286,9 +286,10 @@ fn deflate_one(
 }
 
 /// At most this much compressed data is kept in memory (corpus-medium needs
-/// 111 MB and fits; corpus-large needs 419 MB and spills the rest, so the
-/// one-shot's peak RSS stays well under 512 MiB).
-const BUDGET_MAX: u64 = 256 << 20;
+/// 111 MB and fits; corpus-large needs 419 MB and spills the rest). With
+/// 256 MiB, large's one-shot peaked at 413 MiB once files up to [`BIG_MAX`]
+/// were taken (their buffers come on top).
+const BUDGET_MAX: u64 = 128 << 20;
 
 /// At most this much goes to the spill file (a bound on the disk it takes
 /// while the compose runs).
