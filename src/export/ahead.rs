@@ -34,7 +34,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use sha2::{Digest, Sha256};
 
 use super::filez::{deflate_big_to_vec, deflate_to_vec, WHOLE_BUFFER_MAX};
@@ -206,12 +206,19 @@ impl AheadWorker {
     /// `spill_dir` (when given), so the thread goes on using the idle core
     /// through the rest of the install and the post-processing.
     pub fn start(level: u32, spill_dir: Option<&Path>) -> Result<AheadWorker> {
-        let spill = match spill_dir {
-            Some(dir) => Some(tempfile::tempfile_in(dir).with_context(|| {
-                format!("Creating a file for deflated contents in {}", dir.display())
-            })?),
-            None => None,
-        };
+        // Only time is at stake: without a spill file the worker stops at
+        // the memory budget, as it did before there was one.
+        let spill = spill_dir.and_then(|dir| match tempfile::tempfile_in(dir) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!(
+                    "note: no scratch file for deflating ahead in {} ({e}); \
+                     the export compresses what does not fit in memory",
+                    dir.display()
+                );
+                None
+            }
+        });
         let ahead = Arc::new(DeflatedAhead::new(level, spill));
         let budget = memory_budget();
         let feed = {
@@ -489,6 +496,11 @@ mod tests {
         }
         assert_eq!(ahead.reused(), 3);
         assert!(ahead.stored_bytes() > 0);
+
+        // A spill directory that cannot take a file: no spill, no error.
+        let worker = AheadWorker::start(6, Some(&dir.path().join("missing"))).unwrap();
+        assert!(worker.ahead.spill.lock().unwrap().is_none());
+        drop(worker);
 
         let no_spill = DeflatedAhead::new(6, None);
         let key: [u8; 32] = Sha256::digest(&contents[0]).into();

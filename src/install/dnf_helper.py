@@ -706,7 +706,11 @@ def plan_cached_install(root, pkgs, req):
         for i, f in enumerate(rpm.files(hdr)):
             if skip[i] or f.fflags & rpm.RPMFILE_GHOST:
                 continue
-            caps = file_caps_xattr(root, f.caps) if f.caps else ""
+            try:
+                caps = file_caps_xattr(root, f.caps) if f.caps else ""
+            except (Failure, OSError) as e:
+                PLANNED.clear()
+                return {"blocked": "%s: file capabilities of %s: %s" % (nevra, f.name, e)}
             files.append([f.name, f.mode, f.user, f.group, f.linkto, f.fflags, caps])
         scripts = [kind for kind in INSTALL_SCRIPTLETS if has_scriptlet(hdr, kind)]
         if trans_file_triggers_in(hdr):
