@@ -24,8 +24,12 @@
 //! core idle too); it runs at nice 10 so it takes CPU from nobody but the
 //! idle core.
 //!
-//! Not for: files over [`super::filez::WHOLE_BUFFER_MAX`] (the export streams
-//! those), symlinks and metadata (cheap), non-archive destinations.
+//! Files over [`super::filez::WHOLE_BUFFER_MAX`] (up to [`BIG_MAX`]) are
+//! deflated the way the export streams them (zlib-ng), so that reusing
+//! their stream gives the same bytes.
+//!
+//! Not for: files over [`BIG_MAX`] (the export streams those), symlinks and
+//! metadata (cheap), non-archive destinations.
 
 use std::collections::HashMap;
 use std::io::Read;

@@ -7,7 +7,7 @@
 # with {"error": "...", "class": "..."}. An install
 # request with "report_files" also gets, before its reply, one line
 # {"event": {"kind": "installed", "files": [...]}} per package as rpm finishes
-# it: the package's regular files (sizes 1 byte to 16 MiB), for the caller to
+# it: the package's regular files (sizes 1 byte to 64 MiB), for the caller to
 # start compressing them while rpm goes on.
 #
 # Why the Python API rather than the dnf CLI: the CLI cannot depsolve without
