@@ -644,6 +644,77 @@ fn selinux_labels_from_the_rootfs_policy() {
     ostree(&repo_path, &["fsck"]);
 }
 
+/// The minimal policy of [`selinux_labels_from_the_rootfs_policy`], with a
+/// rule for each kind of path (directories, files, symlinks).
+fn write_test_policy(rootfs: &Path) {
+    let policy = rootfs.join("usr/etc/selinux");
+    write(
+        &policy.join("config"),
+        "SELINUX=enforcing\nSELINUXTYPE=test\n",
+        0o644,
+    );
+    write(
+        &policy.join("test/policy/policy.33"),
+        "not a real policy\n",
+        0o644,
+    );
+    write(
+        &policy.join("test/contexts/files/file_contexts"),
+        "/.*\tsystem_u:object_r:default_t:s0\n/\tsystem_u:object_r:root_t:s0\n\
+         /usr(/.*)?\tsystem_u:object_r:usr_t:s0\n/usr/bin(/.*)?\tsystem_u:object_r:bin_t:s0\n\
+         /usr/bin/.*\t-l\tsystem_u:object_r:bin_link_t:s0\n/usr/etc(/.*)?\tsystem_u:object_r:etc_t:s0\n",
+        0o644,
+    );
+}
+
+/// With an SELinux policy, the parallel writer labels every file, symlink
+/// and directory as libostree's walk does: the same commit, into an archive
+/// repository and consumed into a bare-user one.
+#[test]
+fn selinux_labels_from_the_parallel_writer_match_libostree() {
+    let tmp = tmpdir();
+    for mode in ["archive", "bare-user"] {
+        let rootfs = tmp.path().join(format!("rootfs-{mode}"));
+        build_rootfs(&rootfs);
+        write_test_policy(&rootfs);
+        std::os::unix::fs::symlink("hello", rootfs.join("usr/bin/hello-link")).unwrap();
+        let reference_root = tmp.path().join(format!("reference-{mode}"));
+        run_ok(
+            Command::new("cp")
+                .arg("-a")
+                .arg(&rootfs)
+                .arg(&reference_root),
+        );
+        let reference_path = tmp.path().join(format!("reference-repo-{mode}"));
+        let reference = init_repo(&reference_path, mode);
+        let mut ropts = options(&reference_root);
+        ropts.selinux = true;
+        ropts.writer = commit::TreeWriter::Libostree;
+        let expected = commit_rootfs(&reference, &ropts).unwrap();
+        assert!(expected.selinux_labeled);
+
+        let repo_path = tmp.path().join(format!("repo-{mode}"));
+        let repo = init_repo(&repo_path, mode);
+        let mut opts = options(&rootfs);
+        opts.selinux = true;
+        opts.writer = commit::TreeWriter::Parallel(2);
+        opts.consume = mode == "bare-user";
+        let got = commit_rootfs(&repo, &opts).unwrap();
+        assert!(got.selinux_labeled);
+        assert_eq!(
+            ostree(&repo_path, &["ls", "-R", "-X", REF]),
+            ostree(&reference_path, &["ls", "-R", "-X", REF]),
+            "{mode}"
+        );
+        assert_eq!(got.checksum, expected.checksum, "{mode}");
+        let link = ostree(&repo_path, &["ls", "-X", REF, "/usr/bin/hello-link"]);
+        assert!(link.contains("bin_link_t"), "{link}");
+        let root = ostree(&repo_path, &["ls", "-X", "-d", REF, "/"]);
+        assert!(root.contains("root_t"), "{root}");
+        ostree(&repo_path, &["fsck"]);
+    }
+}
+
 #[test]
 fn recommit_of_bare_user_checkout_keeps_recorded_ownership() {
     let tmp = tmpdir();

@@ -14,9 +14,12 @@
 //! [`super::write`]) and the same kept xattrs, so the commit checksum is the
 //! same (the integration tests compare both writers on the same trees).
 //!
-//! Not used (the caller keeps libostree's walk) when SELinux labeling or a
-//! devino cache is asked for, or when the walk finds something this writer
-//! does not reproduce (a symlink whose recorded mode is not 0777).
+//! With an SELinux policy, each path gets the label libostree would give it
+//! (asked on the walking thread, appended after the kept xattrs).
+//!
+//! Not used (the caller keeps libostree's walk) when a devino cache is asked
+//! for, or when the walk finds something this writer does not reproduce (a
+//! symlink whose recorded mode is not 0777).
 //! Fifos, sockets and device nodes are skipped with a note, as in the
 //! libostree path.
 
@@ -72,6 +75,8 @@ enum Node {
 struct Dir {
     path: PathBuf,
     owner: Owner,
+    /// The SELinux label the policy gives it, if labeling.
+    label: Option<String>,
     children: BTreeMap<String, Node>,
 }
 
@@ -91,6 +96,8 @@ enum Kind {
 struct Job {
     path: PathBuf,
     owner: Owner,
+    /// The SELinux label the policy gives it, if labeling.
+    label: Option<String>,
     kind: Kind,
 }
 
@@ -112,6 +119,7 @@ pub(super) fn write_tree(
     threads: usize,
     consume: bool,
     known: Option<&KnownContents>,
+    sepolicy: Option<&ostree::SePolicy>,
 ) -> Result<std::result::Result<Written, Declined>> {
     let started = std::time::Instant::now();
     let mut jobs = Vec::new();
@@ -119,15 +127,17 @@ pub(super) fn write_tree(
     let root_meta = std::fs::symlink_metadata(rootfs)
         .with_context(|| format!("Reading {}", rootfs.display()))?;
     let root_owner = effective_owner(rootfs, &root_meta)?;
-    let mut root = Dir {
-        path: rootfs.to_path_buf(),
-        owner: root_owner,
-        children: BTreeMap::new(),
-    };
     let mut walker = Walker {
         jobs: &mut jobs,
         skipped: &mut skipped,
         known,
+        sepolicy,
+    };
+    let mut root = Dir {
+        path: rootfs.to_path_buf(),
+        owner: root_owner,
+        label: walker.label("/", root_owner.mode)?,
+        children: BTreeMap::new(),
     };
     if let Err(declined) = walker.walk(&mut root, "")? {
         return Ok(Err(declined));
@@ -185,6 +195,19 @@ pub(super) fn write_tree(
     Ok(Ok((mtree, skipped, stats)))
 }
 
+/// The xattrs committed for `path`: the kept ones (never a label of its
+/// own), then the policy's label with its NUL, appended last as libostree's
+/// `get_final_xattrs` does.
+fn final_xattrs(path: &Path, label: Option<&str>) -> Result<Vec<super::xattrs::Xattr>> {
+    let mut list = kept_xattrs(path)?;
+    if let Some(label) = label {
+        let mut value = label.as_bytes().to_vec();
+        value.push(0);
+        list.push((b"security.selinux".to_vec(), value));
+    }
+    Ok(list)
+}
+
 /// Ownership and mode after the `user.ostreemeta` override (see the commit
 /// filter in [`super::write`]).
 fn effective_owner(path: &Path, meta: &std::fs::Metadata) -> Result<Owner> {
@@ -209,9 +232,22 @@ struct Walker<'a> {
     jobs: &'a mut Vec<Job>,
     skipped: &'a mut Vec<String>,
     known: Option<&'a KnownContents>,
+    sepolicy: Option<&'a ostree::SePolicy>,
 }
 
 impl Walker<'_> {
+    /// The label of `commit_path` (`/usr/bin/x`) with `mode`, as libostree's
+    /// commit asks the policy for it (after the ownership override).
+    fn label(&self, commit_path: &str, mode: u32) -> Result<Option<String>> {
+        let Some(policy) = self.sepolicy else {
+            return Ok(None);
+        };
+        let label = policy
+            .label(commit_path, mode, gio::Cancellable::NONE)
+            .with_context(|| format!("Looking up the SELinux label of {commit_path}"))?;
+        Ok(label.map(|l| l.to_string()))
+    }
+
     fn walk(&mut self, dir: &mut Dir, rel: &str) -> Result<std::result::Result<(), Declined>> {
         let entries = std::fs::read_dir(&dir.path)
             .with_context(|| format!("Reading {}", dir.path.display()))?;
@@ -234,10 +270,12 @@ impl Walker<'_> {
                 continue;
             }
             let owner = effective_owner(&path, &meta)?;
+            let label = self.label(&commit_path, owner.mode)?;
             if ft.is_dir() {
                 let mut sub = Dir {
                     path,
                     owner,
+                    label,
                     children: BTreeMap::new(),
                 };
                 if let Err(d) = self.walk(&mut sub, &commit_path)? {
@@ -276,7 +314,12 @@ impl Walker<'_> {
                 }
             };
             dir.children.insert(name, Node::File(self.jobs.len()));
-            self.jobs.push(Job { path, owner, kind });
+            self.jobs.push(Job {
+                path,
+                owner,
+                label,
+                kind,
+            });
         }
         Ok(Ok(()))
     }
@@ -468,7 +511,7 @@ enum Stored {
 /// file is checksummed first (see [`regular_file_checksum`]), so a file
 /// the repository already has is never copied: on a rebuild most are.
 fn write_one(repo: &Repo, job: &Job, adopter: Option<&Adopter>) -> Result<(String, Stored)> {
-    let xattrs = xattrs_to_variant(&kept_xattrs(&job.path)?);
+    let xattrs = xattrs_to_variant(&final_xattrs(&job.path, job.label.as_deref())?);
     match &job.kind {
         Kind::Symlink { target } => {
             let target = target
@@ -554,7 +597,7 @@ fn dir_objects(
     checksums: &[String],
     objects: &mut MetadataObjects,
 ) -> Result<(String, String)> {
-    let xattrs = xattrs_to_variant(&kept_xattrs(&dir.path)?);
+    let xattrs = xattrs_to_variant(&final_xattrs(&dir.path, dir.label.as_deref())?);
     let meta = objects.add(
         ostree::ObjectType::DirMeta,
         dirtree::dirmeta(dir.owner.uid, dir.owner.gid, dir.owner.mode, &xattrs),

@@ -82,8 +82,8 @@ pub struct CommitOptions {
 /// give the same commit checksum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TreeWriter {
-    /// The parallel writer when it applies (no SELinux labeling, no devino
-    /// cache, a tree it reproduces exactly), else libostree's walk.
+    /// The parallel writer when it applies (no devino cache, a tree it
+    /// reproduces exactly; SELinux labels included), else libostree's walk.
     #[default]
     Auto,
     /// libostree's single-threaded `write_dfd_to_mtree`.
@@ -335,13 +335,20 @@ fn write_tree(
 ) -> Result<(RepoFile, Vec<String>, ContentStats)> {
     let threads = match opts.writer {
         TreeWriter::Libostree => None,
-        _ if sepolicy.is_some() || opts.devino_cache.is_some() => None,
+        _ if opts.devino_cache.is_some() => None,
         TreeWriter::Auto => Some(super::parallel::default_threads()),
         TreeWriter::Parallel(n) => Some(n.max(1)),
     };
     if let Some(threads) = threads {
         let known = opts.known_contents.as_deref();
-        match super::parallel::write_tree(repo, &opts.rootfs, threads, opts.consume, known)? {
+        match super::parallel::write_tree(
+            repo,
+            &opts.rootfs,
+            threads,
+            opts.consume,
+            known,
+            sepolicy,
+        )? {
             Ok((mtree, skipped, content)) => {
                 return Ok((write_root(repo, &mtree)?, skipped, content));
             }
