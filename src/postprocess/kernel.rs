@@ -737,6 +737,46 @@ fn run_dracut(
     Ok(out)
 }
 
+/// dracut's working directory in the tree (see [`process_kernel`]).
+const DRACUT_TMPDIR: &str = "ostree-composer-dracut";
+
+/// A directory of fixed name in the tree, removed when dropped (also on
+/// failure).
+struct ScratchDir {
+    path: Option<std::path::PathBuf>,
+}
+
+impl ScratchDir {
+    fn create(root_path: &Path, name: &str) -> Result<ScratchDir> {
+        let path = root_path.join(name);
+        std::fs::create_dir(&path).with_context(|| {
+            format!(
+                "Creating /{name} in the tree for dracut (a package or a postprocess step must \
+                 not create it)"
+            )
+        })?;
+        Ok(ScratchDir { path: Some(path) })
+    }
+
+    fn remove(mut self) -> Result<()> {
+        match self.path.take() {
+            Some(p) => std::fs::remove_dir_all(&p)
+                .with_context(|| format!("Removing dracut's temporary directory {}", p.display())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            if let Err(e) = std::fs::remove_dir_all(&p) {
+                eprintln!("warning: removing {}: {e}", p.display());
+            }
+        }
+    }
+}
+
 fn hardlink_replace(root: &Dir, src: &str, dest: &str) -> Result<()> {
     root.remove_file_optional(dest)
         .with_context(|| format!("Removing old {dest}"))?;
@@ -879,15 +919,12 @@ pub fn process_kernel(root_path: &Path, opts: &KernelOptions) -> Result<KernelRe
             InitramfsSource::None
         }
     } else {
-        let tmp = tempfile::Builder::new()
-            .prefix("ostree-composer-dracut.")
-            .tempdir_in(root_path)
-            .context("Creating a temporary directory for dracut in the tree")?;
-        let tmpdir_name = tmp
-            .path()
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .context("temporary directory has no name")?;
+        // A fixed name: dracut records its arguments, --tmpdir included, in
+        // the image (usr/lib/dracut/build-parameter.txt), so a random name
+        // made every initramfs, and every commit, different. The root is
+        // this compose's own.
+        let tmp = ScratchDir::create(root_path, DRACUT_TMPDIR)?;
+        let tmpdir_name = DRACUT_TMPDIR.to_string();
         let built = run_dracut(root, root_path, &kver, opts, &tmpdir_name)?;
         // Append the device-node cpio, then move into place (0644).
         {
@@ -902,8 +939,7 @@ pub fn process_kernel(root_path: &Path, opts: &KernelOptions) -> Result<KernelRe
             .with_context(|| format!("chmod {built}"))?;
         root.rename(&built, root, &modules_initramfs)
             .with_context(|| format!("Moving the initramfs to {modules_initramfs}"))?;
-        tmp.close()
-            .context("Removing dracut's temporary directory")?;
+        tmp.remove()?;
         InitramfsSource::Dracut
     };
 
@@ -1168,5 +1204,26 @@ mod tests {
         compress_with_zstd(&img).unwrap();
         assert!(std::fs::read(&img).unwrap() == packed);
         assert!(!dir.path().join("initramfs.img.zst").exists());
+    }
+
+    #[test]
+    fn dracut_scratch_dir_has_a_fixed_name_and_goes_away() {
+        let root = tempfile::tempdir().unwrap();
+        let d = ScratchDir::create(root.path(), DRACUT_TMPDIR).unwrap();
+        std::fs::write(root.path().join(DRACUT_TMPDIR).join("x"), "x").unwrap();
+        // A second one (or one the tree ships) is an error, not a reuse.
+        let e = ScratchDir::create(root.path(), DRACUT_TMPDIR)
+            .err()
+            .unwrap();
+        assert!(
+            format!("{e:#}").contains("/ostree-composer-dracut"),
+            "{e:#}"
+        );
+        d.remove().unwrap();
+        assert!(!root.path().join(DRACUT_TMPDIR).exists());
+        // Dropped on a failure path: removed too.
+        let d = ScratchDir::create(root.path(), DRACUT_TMPDIR).unwrap();
+        drop(d);
+        assert!(!root.path().join(DRACUT_TMPDIR).exists());
     }
 }
