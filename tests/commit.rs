@@ -601,24 +601,7 @@ fn selinux_labels_from_the_rootfs_policy() {
     let tmp = tmpdir();
     let rootfs = tmp.path().join("rootfs");
     build_rootfs(&rootfs);
-    // A minimal policy: libostree checksums policy/policy.N and labels with
-    // the textual file_contexts (libselinux does not validate the contexts).
-    let policy = rootfs.join("usr/etc/selinux");
-    write(
-        &policy.join("config"),
-        "SELINUX=enforcing\nSELINUXTYPE=test\n",
-        0o644,
-    );
-    write(
-        &policy.join("test/policy/policy.33"),
-        "not a real policy\n",
-        0o644,
-    );
-    write(
-        &policy.join("test/contexts/files/file_contexts"),
-        "/.*\tsystem_u:object_r:default_t:s0\n/usr/bin(/.*)?\tsystem_u:object_r:bin_t:s0\n",
-        0o644,
-    );
+    write_test_policy(&rootfs);
     let repo_path = tmp.path().join("repo");
     let repo = init_repo(&repo_path, "archive");
     let mut opts = options(&rootfs);
@@ -631,10 +614,9 @@ fn selinux_labels_from_the_rootfs_policy() {
         "{su}"
     );
     let passwd = ostree(&repo_path, &["ls", "-X", REF, "/usr/etc/passwd"]);
-    assert!(
-        passwd.contains("system_u:object_r:default_t:s0"),
-        "{passwd}"
-    );
+    assert!(passwd.contains("system_u:object_r:etc_t:s0"), "{passwd}");
+    let var = ostree(&repo_path, &["ls", "-X", "-d", REF, "/var"]);
+    assert!(var.contains("system_u:object_r:default_t:s0"), "{var}");
     // File capabilities survive next to the label.
     let ping = ostree(&repo_path, &["ls", "-X", REF, "/usr/bin/ping"]);
     assert!(
@@ -644,8 +626,9 @@ fn selinux_labels_from_the_rootfs_policy() {
     ostree(&repo_path, &["fsck"]);
 }
 
-/// The minimal policy of [`selinux_labels_from_the_rootfs_policy`], with a
-/// rule for each kind of path (directories, files, symlinks).
+/// A minimal policy: libostree checksums policy/policy.N and labels with the
+/// textual file_contexts (libselinux does not validate the contexts). A rule
+/// for each kind of path (directories, files, symlinks).
 fn write_test_policy(rootfs: &Path) {
     let policy = rootfs.join("usr/etc/selinux");
     write(
