@@ -56,14 +56,6 @@ enum Stored {
     },
 }
 
-/// Streams past the memory budget: appended to one unlinked file (the page
-/// cache holds it while there is room; the process's memory does not).
-#[derive(Debug)]
-struct Spill {
-    file: std::fs::File,
-    len: u64,
-}
-
 /// Content streams deflated ahead, by SHA-256 of the content.
 #[derive(Debug)]
 pub struct DeflatedAhead {
@@ -71,7 +63,12 @@ pub struct DeflatedAhead {
     streams: Mutex<HashMap<[u8; 32], Stored>>,
     /// Sum of the lengths of the streams kept in memory.
     stored_bytes: AtomicU64,
-    spill: Mutex<Option<Spill>>,
+    /// Streams past the memory budget: appended to one unlinked file (the
+    /// page cache holds it while there is room; the process's memory does
+    /// not). Only the worker thread appends; reads are positioned.
+    spill: Option<std::fs::File>,
+    /// How much of `spill` is written.
+    spilled_bytes: AtomicU64,
     /// Sizes of the big files (over [`WHOLE_BUFFER_MAX`]) stored: the export
     /// reads such a file whole only when one of its size is here.
     big_sizes: Mutex<std::collections::HashSet<u64>>,
@@ -86,7 +83,8 @@ impl DeflatedAhead {
             level,
             streams: Mutex::new(HashMap::new()),
             stored_bytes: AtomicU64::new(0),
-            spill: Mutex::new(spill.map(|file| Spill { file, len: 0 })),
+            spill,
+            spilled_bytes: AtomicU64::new(0),
             big_sizes: Mutex::new(std::collections::HashSet::new()),
             reused: AtomicU64::new(0),
             offered: AtomicU64::new(0),
@@ -112,12 +110,11 @@ impl DeflatedAhead {
 
     fn read_spilled(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
-        let spill = self.spill.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(spill) = spill.as_ref() else {
+        let Some(spill) = &self.spill else {
             return Err(std::io::ErrorKind::NotFound.into());
         };
         let mut buf = vec![0u8; len];
-        spill.file.read_exact_at(&mut buf, offset)?;
+        spill.read_exact_at(&mut buf, offset)?;
         Ok(buf)
     }
 
@@ -141,13 +138,7 @@ impl DeflatedAhead {
 
     /// The stored streams' total size (in memory and spilled).
     pub(crate) fn stored_bytes(&self) -> u64 {
-        let spilled = self
-            .spill
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map_or(0, |s| s.len);
-        self.stored_bytes.load(Ordering::Relaxed) + spilled
+        self.stored_bytes.load(Ordering::Relaxed) + self.spilled_bytes.load(Ordering::Relaxed)
     }
 
     /// How many streams are stored.
@@ -160,7 +151,8 @@ impl DeflatedAhead {
     }
 
     /// Keep `stream` in memory while under `budget`, else in the spill file
-    /// while it is under [`SPILL_MAX`]; false when there is no room left.
+    /// while it is under [`SPILL_MAX`]; false when there is no room left
+    /// (the worker then stops: nothing is inserted after a false).
     fn insert(&self, key: [u8; 32], stream: Vec<u8>, budget: u64) -> bool {
         if self.stored_bytes.load(Ordering::Relaxed) < budget {
             self.stored_bytes
@@ -168,19 +160,17 @@ impl DeflatedAhead {
             self.lock().insert(key, Stored::Memory(stream.into()));
             return true;
         }
-        let mut spill = self.spill.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(s) = spill.as_mut().filter(|s| s.len < SPILL_MAX) else {
+        use std::os::unix::fs::FileExt;
+        let Some(spill) = &self.spill else {
             return false;
         };
-        use std::os::unix::fs::FileExt;
-        let offset = s.len;
-        if s.file.write_all_at(&stream, offset).is_err() {
-            // A full disk: keep what is there, take nothing more.
-            s.len = SPILL_MAX;
+        let offset = self.spilled_bytes.load(Ordering::Relaxed);
+        // A full disk: keep what is there, take nothing more.
+        if offset >= SPILL_MAX || spill.write_all_at(&stream, offset).is_err() {
             return false;
         }
-        s.len += stream.len() as u64;
-        drop(spill);
+        self.spilled_bytes
+            .store(offset + stream.len() as u64, Ordering::Relaxed);
         self.lock().insert(
             key,
             Stored::Spilled {
@@ -348,8 +338,8 @@ fn read_regular(root: &OwnedFd, path: &Path, buf: &mut Vec<u8>) -> Result<()> {
 
 /// Files up to this size are deflated ahead (bigger ones only by the
 /// export, streamed; the export reads a file of a size found here whole,
-/// so this also bounds that buffer).
-const BIG_MAX: u64 = 64 << 20;
+/// so this also bounds that buffer): what the installer reports.
+const BIG_MAX: u64 = crate::install::REPORTED_FILE_MAX;
 
 #[cfg(test)]
 mod tests {
@@ -503,7 +493,7 @@ mod tests {
 
         // A spill directory that cannot take a file: no spill, no error.
         let worker = AheadWorker::start(6, Some(&dir.path().join("missing"))).unwrap();
-        assert!(worker.ahead.spill.lock().unwrap().is_none());
+        assert!(worker.ahead.spill.is_none());
         drop(worker);
 
         let no_spill = DeflatedAhead::new(6, None);

@@ -112,23 +112,13 @@ pub(crate) fn write_filez<W: Write>(
         .context("Writing the file header")?;
     if !header.is_symlink() {
         let content = content.context("a regular file object needs its content")?;
-        let big_ahead = ahead.filter(|a| a.has_big_of_size(header.size));
         if header.size <= WHOLE_BUFFER_MAX {
             deflate_whole(content, header.size, level, ahead, &mut out)?;
-        } else if let Some(ahead) = big_ahead {
+        } else if let Some(ahead) = ahead.filter(|a| a.has_big_of_size(header.size)) {
             // A big file of this size was deflated ahead: read it whole to
             // find out whether it is the same content.
             let mut input = Vec::new();
-            let n = content
-                .take(header.size + 1)
-                .read_to_end(&mut input)
-                .context("Reading the file content")?;
-            if n as u64 != header.size {
-                bail!(
-                    "the file content has {n} or more bytes, its metadata says {}",
-                    header.size
-                );
-            }
+            read_exactly(content, header.size, &mut input)?;
             match ahead.lookup(&input, level) {
                 Some(deflated) => out
                     .write_all(&deflated)
@@ -168,6 +158,20 @@ pub(crate) fn deflate_big_to_vec(input: &[u8], level: u32) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Read all of `content` into `buf` (cleared first), failing unless it is
+/// exactly `size` bytes (the size the object's header says).
+fn read_exactly(content: &mut dyn Read, size: u64, buf: &mut Vec<u8>) -> Result<()> {
+    buf.clear();
+    let n = content
+        .take(size + 1)
+        .read_to_end(buf)
+        .context("Reading the file content")?;
+    if n as u64 != size {
+        bail!("the file content has {n} or more bytes, its metadata says {size}");
+    }
+    Ok(())
+}
+
 /// Files up to this size are read whole and compressed by libdeflate (two
 /// buffers of this size per compressing thread at most).
 pub(crate) const WHOLE_BUFFER_MAX: u64 = 16 << 20;
@@ -187,14 +191,7 @@ fn deflate_whole(
         let state = &mut *guard;
         // The buffers are kept between objects: fresh ones for every file
         // cost a page fault per page (large allocations are fresh mappings).
-        state.input.clear();
-        let n = content
-            .take(size + 1)
-            .read_to_end(&mut state.input)
-            .context("Reading the file content")?;
-        if n as u64 != size {
-            bail!("the file content has {n} or more bytes, its metadata says {size}");
-        }
+        read_exactly(content, size, &mut state.input)?;
         if let Some(deflated) = ahead.and_then(|a| a.lookup(&state.input, level)) {
             return out
                 .write_all(&deflated)

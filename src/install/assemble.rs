@@ -645,7 +645,7 @@ fn checkout_package(
                         }
                     }
                 }
-                if cached.size > 0 && cached.size <= 64 << 20 {
+                if cached.size > 0 && cached.size <= super::REPORTED_FILE_MAX {
                     if let Ok(rel) = dest.strip_prefix(root) {
                         regular.push(rel.to_path_buf());
                     }

@@ -353,7 +353,7 @@ class TransactionCallback:
 RPMDB_DIR = "usr/share/rpm"
 
 # Regular files up to this size are reported (the caller compresses bigger
-# ones its own way; BIG_MAX in src/export/ahead.rs).
+# ones its own way; REPORTED_FILE_MAX in src/install/mod.rs).
 REPORT_MAX_SIZE = 64 << 20
 
 # The reply stream (set by main()); events go there too, before the reply.

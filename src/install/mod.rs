@@ -399,6 +399,10 @@ impl assemble::ScriptletRunner for HelperScriptlets<'_> {
 #[derive(Clone)]
 pub struct InstalledFilesSink(Arc<FilesCallback>);
 
+/// Regular files up to this size are reported to an [`InstalledFilesSink`]
+/// (the dnf helper's `REPORT_MAX_SIZE` is the same bound).
+pub const REPORTED_FILE_MAX: u64 = 64 << 20;
+
 /// The callback behind an [`InstalledFilesSink`]: install root, relative paths.
 type FilesCallback = dyn Fn(&Path, Vec<PathBuf>) + Send + Sync;
 

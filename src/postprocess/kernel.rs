@@ -389,9 +389,9 @@ pub fn compress_with_zstd(file: &Path) -> Result<()> {
         .context("Enabling zstd worker threads")?;
     std::io::copy(&mut input, &mut enc)
         .with_context(|| format!("Compressing {} with zstd", file.display()))?;
+    // No fsync: the image is part of the root, which the commit makes durable.
     enc.finish()
         .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
-        .and_then(|f| f.sync_all().map(|_| f))
         .with_context(|| format!("Writing {}", out_path.display()))?;
     std::fs::rename(&out_path, file)
         .with_context(|| format!("Moving {} to {}", out_path.display(), file.display()))
@@ -635,13 +635,7 @@ fn clean_scratch_dirs(root: &Dir, before: &[(String, Vec<std::ffi::OsString>)]) 
 
 /// Build the initramfs with the tree's dracut; returns the path of the image
 /// relative to the root (inside a temporary directory the caller removes).
-fn run_dracut(
-    root: &Dir,
-    root_path: &Path,
-    kver: &str,
-    opts: &KernelOptions,
-    tmpdir_name: &str,
-) -> Result<String> {
+fn run_dracut(root: &Dir, root_path: &Path, kver: &str, opts: &KernelOptions) -> Result<String> {
     let Some(dracut) = find_tool(root, &["usr/bin/dracut", "usr/sbin/dracut"])? else {
         bail!(crate::exit::invalid_input(
             "The tree has no dracut (/usr/bin/dracut) to build the initramfs: add `dracut` to `packages`, \
@@ -679,7 +673,7 @@ fn run_dracut(
         InitramfsCompression::InTree(cmd) => Some(*cmd),
         _ => None,
     };
-    let tmp_in_root = format!("/{tmpdir_name}");
+    let tmp_in_root = format!("/{DRACUT_TMPDIR}");
     let mut args = dracut_args(
         &tmp_in_root,
         kver,
@@ -714,7 +708,7 @@ fn run_dracut(
     let cleaned = clean_scratch_dirs(root, &before);
     run?;
     cleaned?;
-    let out = format!("{tmpdir_name}/initramfs.img");
+    let out = format!("{DRACUT_TMPDIR}/initramfs.img");
     if !exists(root, &out)? {
         bail!("dracut succeeded but wrote no {out}");
     }
@@ -924,8 +918,7 @@ pub fn process_kernel(root_path: &Path, opts: &KernelOptions) -> Result<KernelRe
         // made every initramfs, and every commit, different. The root is
         // this compose's own.
         let tmp = ScratchDir::create(root_path, DRACUT_TMPDIR)?;
-        let tmpdir_name = DRACUT_TMPDIR.to_string();
-        let built = run_dracut(root, root_path, &kver, opts, &tmpdir_name)?;
+        let built = run_dracut(root, root_path, &kver, opts)?;
         // Append the device-node cpio, then move into place (0644).
         {
             let mut f = std::fs::OpenOptions::new()
