@@ -442,6 +442,7 @@ fn kernel_no_initramfs_with_packaged_image_and_boot_location_new() {
             machineid_compat: true,
             no_initramfs: true,
             initramfs_args: None,
+            initramfs_cache: None,
         },
     )
     .unwrap();
@@ -488,6 +489,7 @@ fn kernel_modules_location_without_initramfs() {
             machineid_compat: false,
             no_initramfs: true,
             initramfs_args: None,
+            initramfs_cache: None,
         },
     )
     .unwrap();
@@ -839,6 +841,7 @@ fn end_to_end_on_a_dnf_installed_root() {
             machineid_compat: true,
             no_initramfs: true,
             initramfs_args: None,
+            initramfs_cache: None,
         },
         ..FinalOptions::default()
     };
@@ -934,6 +937,7 @@ fn real_dracut_on_a_given_tree() {
                 machineid_compat: true,
                 no_initramfs: false,
                 initramfs_args: None,
+                initramfs_cache: None,
             },
             ..FinalOptions::default()
         },

@@ -87,6 +87,7 @@ pub fn run_compose_tree(args: TreeArgs) -> Result<()> {
         repo,
         cachedir: args.cachedir.clone(),
         package_cache: args.cachedir.is_some() && !args.no_package_cache,
+        initramfs_cache: args.cachedir.is_some() && !args.no_initramfs_cache,
         force_nocache: args.force_nocache,
         cache_only: args.cache_only,
         dry_run: args.dry_run,

@@ -269,6 +269,7 @@ pub fn run(args: OneShotArgs) -> Result<()> {
         repo: build_repo_path.clone(),
         cachedir: Some(cache.path().to_path_buf()),
         package_cache: cache.outlives_run() && !args.no_package_cache,
+        initramfs_cache: cache.outlives_run() && !args.no_initramfs_cache,
         force_nocache: args.force_nocache,
         cache_only: args.cache_only,
         dry_run: args.dry_run,

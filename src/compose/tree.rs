@@ -65,6 +65,10 @@ pub struct TreeRequest {
     /// exact (see [`install::assemble`]); false: rpm installs every package.
     /// Only worth it when the cache directory outlives the run.
     pub package_cache: bool,
+    /// Reuse an initramfs built from the same inputs by an earlier compose
+    /// (see [`crate::postprocess::initramfs_cache`]); like the package
+    /// cache, only worth it when the cache directory outlives the run.
+    pub initramfs_cache: bool,
 }
 
 /// What the one-shot command knows about the last exported commit.
@@ -312,6 +316,12 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     let t = Instant::now();
     progress::phase("postprocess", "Post-processing the root");
     let rootfs = workdir.path().join("rootfs");
+    let initramfs_cache =
+        req.initramfs_cache
+            .then(|| crate::postprocess::kernel::InitramfsCacheOptions {
+                cachedir: cachedir.clone(),
+                known: assembled.as_ref().map(|a| std::sync::Arc::clone(&a.known)),
+            });
     let report = super::postprocess_run::run(
         &treefile,
         &rootfs_tmp,
@@ -319,6 +329,7 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
         version.as_deref(),
         &prev_passwd,
         req.source_date_epoch,
+        initramfs_cache,
     )?;
     progress::done("postprocess", "done", t.elapsed().as_secs_f64());
 

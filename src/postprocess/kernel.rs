@@ -24,7 +24,11 @@ use cap_std_ext::cap_std::fs::{Dir, Permissions, PermissionsExt};
 use cap_std_ext::dirext::CapStdExtDirExt;
 use sha2::{Digest, Sha256};
 
+use super::initramfs_cache::{self, Fingerprint, InitramfsCache, Lookup};
+use super::opentrace::Tracer;
 use super::passwd;
+use crate::commit::known::KnownContents;
+use std::os::unix::ffi::OsStrExt;
 
 pub use crate::treefile::BootLocation;
 
@@ -39,6 +43,18 @@ pub struct KernelOptions {
     pub no_initramfs: bool,
     /// `initramfs-args`; `None` means `--no-hostonly`.
     pub initramfs_args: Option<Vec<String>>,
+    /// Reuse initramfs images across composes (see
+    /// [`super::initramfs_cache`]).
+    pub initramfs_cache: Option<InitramfsCacheOptions>,
+}
+
+/// Where the initramfs cache is, and the checksums the installer knows.
+#[derive(Debug, Clone)]
+pub struct InitramfsCacheOptions {
+    pub cachedir: std::path::PathBuf,
+    /// Content checksums of files linked from the package cache: the
+    /// fingerprint takes them instead of reading those files.
+    pub known: Option<std::sync::Arc<KnownContents>>,
 }
 
 /// Where the initramfs of the result came from.
@@ -46,6 +62,9 @@ pub struct KernelOptions {
 pub enum InitramfsSource {
     /// Built by the tree's dracut.
     Dracut,
+    /// Built by the tree's dracut in an earlier compose from the same
+    /// inputs, and copied from the cache.
+    Reused,
     /// Shipped by a package (with `no-initramfs`).
     Packaged,
     /// None (with `no-initramfs` and no packaged one).
@@ -633,9 +652,15 @@ fn clean_scratch_dirs(root: &Dir, before: &[(String, Vec<std::ffi::OsString>)]) 
     Ok(())
 }
 
-/// Build the initramfs with the tree's dracut; returns the path of the image
-/// relative to the root (inside a temporary directory the caller removes).
-fn run_dracut(root: &Dir, root_path: &Path, kver: &str, opts: &KernelOptions) -> Result<String> {
+/// Build the initramfs with the tree's dracut (or reuse one it built from the
+/// same inputs); returns the path of the image relative to the root (inside
+/// a temporary directory the caller removes).
+fn run_dracut(
+    root: &Dir,
+    root_path: &Path,
+    kver: &str,
+    opts: &KernelOptions,
+) -> Result<(String, InitramfsSource)> {
     let Some(dracut) = find_tool(root, &["usr/bin/dracut", "usr/sbin/dracut"])? else {
         bail!(crate::exit::invalid_input(
             "The tree has no dracut (/usr/bin/dracut) to build the initramfs: add `dracut` to `packages`, \
@@ -693,22 +718,37 @@ fn run_dracut(root: &Dir, root_path: &Path, kver: &str, opts: &KernelOptions) ->
         _ => None,
     };
     eprintln!("Running dracut {}", args.join(" "));
+    let mut cmd = chroot_command(root_path, &dracut);
+    cmd.args(&args);
+    cmd.env("DRACUT_NO_XATTR", "1");
+    cmd.env("DRACUT_NO_MKNOD", "1");
+    cmd.env("TMPDIR", &tmp_in_root);
+    let out = format!("{DRACUT_TMPDIR}/initramfs.img");
+    let cache = match &opts.initramfs_cache {
+        Some(c) => Some((
+            InitramfsCache::new(&c.cachedir),
+            cache_inputs(&cmd, compress_here.as_ref())?,
+            c.known.as_deref(),
+        )),
+        None => None,
+    };
     let before = snapshot_scratch_dirs(root)?;
-    let run = with_shims(root, true, true, || {
-        let mut c = chroot_command(root_path, &dracut);
-        c.args(&args);
-        c.env("DRACUT_NO_XATTR", "1");
-        c.env("DRACUT_NO_MKNOD", "1");
-        c.env("TMPDIR", &tmp_in_root);
-        run_status(c, "dracut (in the tree)")
+    let run = with_shims(root, true, true, || match &cache {
+        Some((cache, inputs, known)) => {
+            run_dracut_cached(cmd, root_path, &out, cache, inputs, *known)
+        }
+        None => run_status(cmd, "dracut (in the tree)").map(|()| DracutRun::Built(None)),
     });
     // /var is already translated to tmpfiles.d and /run, /tmp are not
     // content: drop whatever dracut left there (bwrap would have had them
     // read-only or on tmpfs).
     let cleaned = clean_scratch_dirs(root, &before);
-    run?;
+    let run = run?;
     cleaned?;
-    let out = format!("{DRACUT_TMPDIR}/initramfs.img");
+    let fingerprint = match run {
+        DracutRun::Reused => return Ok((out, InitramfsSource::Reused)),
+        DracutRun::Built(f) => f,
+    };
     if !exists(root, &out)? {
         bail!("dracut succeeded but wrote no {out}");
     }
@@ -728,7 +768,142 @@ fn run_dracut(root: &Dir, root_path: &Path, kver: &str, opts: &KernelOptions) ->
         }
         _ => {}
     }
-    Ok(out)
+    if let (Some((cache, _, _)), Some(fingerprint)) = (&cache, fingerprint) {
+        match cache.store(&fingerprint, &root_path.join(&out)) {
+            Ok(()) => eprintln!(
+                "Initramfs cached for later composes ({} files dracut read)",
+                fingerprint.files.len()
+            ),
+            Err(e) => eprintln!("warning: not caching the initramfs: {e:#}"),
+        }
+    }
+    Ok((out, InitramfsSource::Dracut))
+}
+
+/// What [`run_dracut_cached`] did.
+enum DracutRun {
+    /// The image of an earlier run with the same inputs was copied.
+    Reused,
+    /// dracut ran; with what it depended on when that could be recorded.
+    Built(Option<Fingerprint>),
+}
+
+/// Paths of the tree that are not inputs of a dracut run: its own working
+/// directory and the `dev/null` stand-in it writes to.
+fn dracut_ignored_paths() -> Vec<std::path::PathBuf> {
+    vec![DRACUT_TMPDIR.into(), "dev/null".into()]
+}
+
+/// Reuse an image built from the same inputs, or run dracut and trace what
+/// it opens so that this run can be reused later (see
+/// [`super::initramfs_cache`]). Runs with the shims in place: they are part
+/// of what dracut sees. A cache that cannot be read or a trace that cannot
+/// be set up only costs the reuse.
+fn run_dracut_cached(
+    cmd: Command,
+    root_path: &Path,
+    out: &str,
+    cache: &InitramfsCache,
+    inputs: &str,
+    known: Option<&KnownContents>,
+) -> Result<DracutRun> {
+    let started = std::time::Instant::now();
+    let ignored = dracut_ignored_paths();
+    let listing = initramfs_cache::list_tree(root_path, &ignored)?;
+    match cache.lookup(root_path, inputs, &listing.shape, known) {
+        Ok(Lookup::Hit { entry, files }) => match cache.copy_image(&entry, &root_path.join(out)) {
+            Ok(()) => {
+                eprintln!(
+                    "Initramfs: reusing the image dracut built from the same inputs \
+                         ({files} files it read, and the tree's list of files, are unchanged; \
+                         checked in {:.2}s)",
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(DracutRun::Reused);
+            }
+            Err(e) => eprintln!("warning: {e:#}; running dracut"),
+        },
+        Ok(Lookup::Miss(why)) => eprintln!("Initramfs: building ({why})"),
+        Err(e) => eprintln!("warning: reading the initramfs cache: {e:#}; running dracut"),
+    }
+    let tracer = match Tracer::start(root_path, &listing.dirs, &ignored) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("note: the initramfs will not be cached: {e:#}");
+            None
+        }
+    };
+    run_status(cmd, "dracut (in the tree)")?;
+    let Some(tracer) = tracer else {
+        return Ok(DracutRun::Built(None));
+    };
+    let trace = tracer.finish()?;
+    if !trace.is_complete_and_unchanged() {
+        let why = if trace.overflowed {
+            "events were lost".to_string()
+        } else {
+            format!(
+                "dracut changed {} paths in the tree, e.g. /{}",
+                trace.changes,
+                trace
+                    .changed
+                    .first()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            )
+        };
+        eprintln!("note: the initramfs will not be cached: {why}");
+        return Ok(DracutRun::Built(None));
+    }
+    let started = std::time::Instant::now();
+    let paths: Vec<_> = trace.opened.into_iter().collect();
+    let files = initramfs_cache::file_digests(root_path, &paths, known)?;
+    eprintln!(
+        "Initramfs: fingerprinted the {} files dracut read in {:.2}s",
+        files.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(DracutRun::Built(Some(Fingerprint {
+        inputs: inputs.to_string(),
+        shape: listing.shape,
+        files,
+    })))
+}
+
+/// What a dracut run depends on besides the tree: the command as run (less
+/// the chroot's path, which differs each compose), its environment, the
+/// compression done here, and the host kernel (dracut may ask `uname`).
+fn cache_inputs(cmd: &Command, compress_here: Option<&InitramfsCompression>) -> Result<String> {
+    let mut h = Sha256::new();
+    let mut field = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    field(b"ostree-composer initramfs inputs 1");
+    for a in cmd.get_args().skip(1) {
+        field(a.as_bytes());
+    }
+    for (k, v) in cmd.get_envs() {
+        field(k.as_bytes());
+        field(v.map(|v| v.as_bytes()).unwrap_or(b"<unset>"));
+    }
+    match compress_here {
+        Some(InitramfsCompression::Zstd) => {
+            field(b"zstd");
+            field(&zstd::zstd_safe::version_number().to_le_bytes());
+            field(&INITRAMFS_ZSTD_LEVEL.to_le_bytes());
+        }
+        Some(InitramfsCompression::HostPigz(pigz)) => {
+            field(b"host pigz");
+            let bin = std::fs::read(pigz).with_context(|| format!("Reading {}", pigz.display()))?;
+            field(&Sha256::digest(&bin));
+        }
+        _ => field(b"none"),
+    }
+    let uname = rustix::system::uname();
+    field(uname.release().to_bytes());
+    field(uname.machine().to_bytes());
+    Ok(hex::encode(h.finalize()))
 }
 
 /// dracut's working directory in the tree (see [`process_kernel`]).
@@ -918,7 +1093,7 @@ pub fn process_kernel(root_path: &Path, opts: &KernelOptions) -> Result<KernelRe
         // made every initramfs, and every commit, different. The root is
         // this compose's own.
         let tmp = ScratchDir::create(root_path, DRACUT_TMPDIR)?;
-        let built = run_dracut(root, root_path, &kver, opts)?;
+        let (built, source) = run_dracut(root, root_path, &kver, opts)?;
         // Append the device-node cpio, then move into place (0644).
         {
             let mut f = std::fs::OpenOptions::new()
@@ -933,7 +1108,7 @@ pub fn process_kernel(root_path: &Path, opts: &KernelOptions) -> Result<KernelRe
         root.rename(&built, root, &modules_initramfs)
             .with_context(|| format!("Moving the initramfs to {modules_initramfs}"))?;
         tmp.remove()?;
-        InitramfsSource::Dracut
+        source
     };
 
     let hmac = format!("{moddir}/.vmlinuz.hmac");

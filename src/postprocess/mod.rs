@@ -3,9 +3,11 @@
 pub mod common;
 pub mod final_steps;
 pub mod fsutil;
+pub mod initramfs_cache;
 pub mod kernel;
 pub mod modes;
 pub mod nsswitch;
+pub mod opentrace;
 pub mod passwd;
 pub mod prepare_rootfs;
 pub mod rpmdb;

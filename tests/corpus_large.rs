@@ -1,0 +1,209 @@
+//! A bootable compose of `corpus-large` end to end: real Debian software with
+//! a real kernel and the real dracut (repackaged as RPMs by
+//! `../shared/bench/make-rpm-corpus`), so the kernel step runs as it does
+//! for users: depmod, dracut chrooted into the tree, the initramfs
+//! compressed here, and the initramfs cache across composes.
+//!
+//! Slow: the corpus build downloads ~300 MiB of .debs the first time (kept
+//! under /var/tmp/ostree-composer-corpus and reused), and each bootable
+//! compose takes 5-20 s. Skipped, with a message, only when ../shared is
+//! absent.
+mod common;
+
+use common::compose_fixture::{init_repo, ostree, ostree_ok, text};
+use common::composer_bin;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+const REF: &str = "corpus/x86_64/large";
+
+fn corpus_dir() -> PathBuf {
+    std::env::var_os("OSTREE_COMPOSER_CORPUS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/ostree-composer-corpus"))
+        .join("large")
+}
+
+fn build_corpus(shared: &Path, out: &Path) {
+    let t = Instant::now();
+    let st = Command::new(shared.join("bench/make-rpm-corpus"))
+        .arg("--list")
+        .arg(shared.join("bench/corpus-large.txt"))
+        .arg("--out")
+        .arg(out)
+        .status()
+        .expect("running make-rpm-corpus");
+    assert!(st.success(), "make-rpm-corpus failed");
+    eprintln!("corpus-large ready in {:.1}s", t.elapsed().as_secs_f64());
+}
+
+/// The generated manifest plus `extra`, in a directory of its own.
+fn manifest(corpus: &Path, dir: &Path, extra: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let generated = std::fs::read_to_string(corpus.join("manifest.yaml")).unwrap();
+    let path = dir.join("manifest.yaml");
+    std::fs::write(
+        &path,
+        format!("{generated}\nboot-location: modules\n{extra}"),
+    )
+    .unwrap();
+    std::fs::copy(corpus.join("corpus.repo"), dir.join("corpus.repo")).unwrap();
+    path
+}
+
+fn compose(repo: &Path, cache: &Path, manifest: &Path, extra: &[&str]) -> (Output, f64) {
+    let t = Instant::now();
+    let out = Command::new(composer_bin())
+        .args(["compose", "tree", "--force-nocache"])
+        .arg(format!("--repo={}", repo.display()))
+        .arg(format!("--cachedir={}", cache.display()))
+        .args(extra)
+        .arg(manifest)
+        .output()
+        .unwrap();
+    let wall = t.elapsed().as_secs_f64();
+    assert!(out.status.success(), "{}", text(&out));
+    (out, wall)
+}
+
+/// The kernel version and the initramfs content checksum of the commit.
+fn initramfs(repo: &Path) -> (String, String) {
+    let ls = ostree(repo, &["ls", REF, "/usr/lib/modules"]);
+    let kver = ls
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .find_map(|p| p.strip_prefix("/usr/lib/modules/"))
+        .expect("a kernel in usr/lib/modules")
+        .to_string();
+    let img = format!("/usr/lib/modules/{kver}/initramfs.img");
+    let line = ostree(repo, &["ls", "-C", REF, &img]);
+    let checksum = line.split_whitespace().nth(4).unwrap().to_string();
+    (kver, checksum)
+}
+
+#[test]
+fn bootable_compose_of_corpus_large_and_initramfs_reuse() {
+    let Some(shared) = common::shared_dir() else {
+        eprintln!("SKIPPED: ../shared is absent, corpus-large cannot be built");
+        return;
+    };
+    let corpus = corpus_dir();
+    build_corpus(&shared, &corpus);
+    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    let w = work.path();
+    let repo = w.join("repo");
+    init_repo(&repo, "bare-user");
+    let cache = w.join("cache");
+    let plain = manifest(&corpus, &w.join("m1"), "");
+
+    // 1. Cold: dracut runs, and its run is recorded.
+    let (out, wall) = compose(&repo, &cache, &plain, &[]);
+    let log = text(&out);
+    eprintln!("cold bootable compose: {wall:.1}s");
+    assert!(
+        log.contains("Initramfs: building (no initramfs was built before)"),
+        "{log}"
+    );
+    assert!(log.contains("Initramfs cached for later composes"), "{log}");
+    let (kver, built) = initramfs(&repo);
+    assert!(ostree_ok(&repo, &["fsck"]));
+    // A zstd frame (the kernel's config has CONFIG_RD_ZSTD) holding dracut's
+    // cpio with the ostree module, then the device-node cpio.
+    let img = Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args([
+            "cat",
+            REF,
+            &format!("/usr/lib/modules/{kver}/initramfs.img"),
+        ])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(&img[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
+    let mut cpio = Vec::new();
+    zstd::stream::read::Decoder::new(&img[..])
+        .unwrap()
+        .single_frame()
+        .read_to_end(&mut cpio)
+        .unwrap();
+    let cpio_file = w.join("initramfs.cpio");
+    std::fs::write(&cpio_file, &cpio).unwrap();
+    let list = Command::new("cpio")
+        .args(["-it", "--quiet", "-F"])
+        .arg(&cpio_file)
+        .output()
+        .unwrap();
+    assert!(list.status.success(), "{}", text(&list));
+    let names = String::from_utf8(list.stdout).unwrap();
+    for want in [
+        "init",
+        "usr/lib/ostree/ostree-prepare-root",
+        &format!("usr/lib/modules/{kver}/modules.dep"),
+    ] {
+        assert!(
+            names.lines().any(|l| l == want),
+            "{want} not in the initramfs"
+        );
+    }
+
+    // 2. A change dracut does not read: the image is reused, not rebuilt.
+    let unread = manifest(
+        &corpus,
+        &w.join("m2"),
+        "postprocess:\n  - |\n    #!/bin/sh\n    echo changed >> /usr/share/composer-note\n",
+    );
+    // The file exists in both composes (so the list of files is the same):
+    // the first run of this manifest adds it, and is a rebuild.
+    let (out, _) = compose(&repo, &cache, &unread, &[]);
+    assert!(
+        text(&out).contains("Initramfs: building ("),
+        "{}",
+        text(&out)
+    );
+    let unread2 = manifest(
+        &corpus,
+        &w.join("m3"),
+        "postprocess:\n  - |\n    #!/bin/sh\n    echo 'changed again' >> /usr/share/composer-note\n",
+    );
+    let (out, wall) = compose(&repo, &cache, &unread2, &[]);
+    let log = text(&out);
+    eprintln!("bootable compose reusing the initramfs: {wall:.1}s");
+    assert!(log.contains("Initramfs: reusing the image"), "{log}");
+    assert!(!log.contains("dracut: Executing"), "dracut ran: {log}");
+    let (_, reused) = initramfs(&repo);
+    assert_eq!(
+        ostree(&repo, &["cat", REF, "/usr/share/composer-note"]),
+        "changed again\n"
+    );
+
+    // 3. The same tree without the cache: dracut builds the same image.
+    let repo2 = w.join("repo2");
+    init_repo(&repo2, "bare-user");
+    let (out, _) = compose(&repo2, &cache, &unread2, &["--no-initramfs-cache"]);
+    assert!(text(&out).contains("dracut: Executing"), "{}", text(&out));
+    assert_eq!(
+        initramfs(&repo2).1,
+        reused,
+        "the reused image is what dracut builds"
+    );
+    assert_eq!(reused, built, "the change does not reach the initramfs");
+
+    // 4. A change in a file dracut reads: rebuilt, and named in the log.
+    let read = manifest(
+        &corpus,
+        &w.join("m4"),
+        "postprocess:\n  - |\n    #!/bin/sh\n    echo 'changed again' >> /usr/share/composer-note\n    \
+         echo '# edited' >> /etc/dracut.conf.d/ostree.conf\n",
+    );
+    let (out, _) = compose(&repo, &cache, &read, &[]);
+    let log = text(&out);
+    assert!(
+        log.contains(
+            "Initramfs: building (/usr/etc/dracut.conf.d/ostree.conf, which dracut read, differs)"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("dracut: Executing"), "{log}");
+}
