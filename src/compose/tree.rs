@@ -321,6 +321,7 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
             .then(|| crate::postprocess::kernel::InitramfsCacheOptions {
                 cachedir: cachedir.clone(),
                 known: assembled.as_ref().map(|a| std::sync::Arc::clone(&a.known)),
+                feed: req.installed_files.clone(),
             });
     let report = super::postprocess_run::run(
         &treefile,

@@ -33,7 +33,6 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,7 +41,7 @@ use anyhow::Result;
 use sha2::{Digest, Sha256};
 
 use super::filez::{deflate_big_to_vec, deflate_to_vec, WHOLE_BUFFER_MAX};
-use crate::install::filefeed::{open_regular, FileFeed, Next};
+use crate::install::filefeed::{FileFeed, Next};
 use crate::install::InstalledFilesSink;
 
 /// Where one deflated stream is kept.
@@ -219,12 +218,14 @@ impl AheadWorker {
             let ahead = ahead.clone();
             let mut buf = Vec::new();
             // nice 10: the thread takes CPU from nobody but the idle core.
-            FileFeed::start("deflate-ahead", 10, move |dir, path| {
-                match deflate_one(&ahead, dir, path, &mut buf, budget) {
+            FileFeed::start(
+                "deflate-ahead",
+                10,
+                move |file, meta, _path| match deflate_one(&ahead, file, meta, &mut buf, budget) {
                     true => Next::Continue,
                     false => Next::Stop,
-                }
-            })?
+                },
+            )?
         };
         Ok(AheadWorker { feed, ahead })
     }
@@ -250,12 +251,12 @@ impl AheadWorker {
 /// compresses it (or whatever replaced it) itself.
 fn deflate_one(
     ahead: &DeflatedAhead,
-    dir: &OwnedFd,
-    path: &Path,
+    file: std::fs::File,
+    meta: &std::fs::Metadata,
     buf: &mut Vec<u8>,
     budget: u64,
 ) -> bool {
-    if read_regular(dir, path, buf).is_err() {
+    if read_candidate(file, meta, buf).is_err() {
         return true;
     }
     let key: [u8; 32] = Sha256::digest(&buf[..]).into();
@@ -319,11 +320,9 @@ fn meminfo_available(meminfo: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Read `path` (relative to the directory `root`) into `buf` if it is a
-/// regular file of at most [`BIG_MAX`] bytes (never following a final
-/// symlink, never blocking on a FIFO).
-fn read_regular(root: &OwnedFd, path: &Path, buf: &mut Vec<u8>) -> Result<()> {
-    let (file, meta) = open_regular(root, path)?;
+/// Read the opened regular `file` into `buf` if it has at most [`BIG_MAX`]
+/// bytes.
+fn read_candidate(file: std::fs::File, meta: &std::fs::Metadata, buf: &mut Vec<u8>) -> Result<()> {
     if meta.len() == 0 || meta.len() > BIG_MAX {
         anyhow::bail!("not a candidate");
     }

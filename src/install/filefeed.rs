@@ -12,15 +12,22 @@
 //! top-level directory when it first sees it and queues the files relative
 //! to it, so files the thread has not reached yet stay reachable.
 //!
+//! The feed opens each file itself and hands the handler the open file. A
+//! step that traces which files of the root are opened (the initramfs cache
+//! watching dracut) asks the feed to be quiet: it opens the next files at
+//! once, before the trace starts, and then only works on those until the
+//! step is done ([`InstalledFilesSink::quiet_opens`]).
+//!
 //! Not for: deciding anything about the result. A handler only prepares
 //! work that the later step checks (by content hash, or by inode status)
 //! before it uses it; a file that cannot be opened is simply skipped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, Metadata};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
@@ -36,10 +43,43 @@ pub enum Next {
     Stop,
 }
 
-/// One package's files, each as (its top-level directory, opened when the
-/// installer reported the file; the rest of its path).
-struct Batch {
-    files: Vec<(Arc<OwnedFd>, PathBuf)>,
+/// One file: its top-level directory (opened when the installer reported
+/// the file) and the rest of its path.
+type Queued = (Arc<OwnedFd>, PathBuf);
+
+/// What the thread gets through its channel.
+enum Msg {
+    /// One package's files.
+    Batch(Vec<Queued>),
+    /// Look at [`Control`] (a quiet request).
+    Wake,
+    /// Stop.
+    End,
+}
+
+/// The quiet handshake between [`FileFeed::quiet`] and the thread.
+#[derive(Default)]
+struct ControlState {
+    /// Open up to this many queued files now, then say `ready`.
+    requested: Option<usize>,
+    ready: bool,
+    /// Open nothing more until this is false again.
+    quiet: bool,
+    /// The thread is gone.
+    finished: bool,
+}
+
+#[derive(Default)]
+struct Control {
+    state: Mutex<ControlState>,
+    changed: Condvar,
+}
+
+impl Control {
+    fn lock(&self) -> MutexGuard<'_, ControlState> {
+        // The state is plain flags: usable after a panic elsewhere.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The top-level directories of one install root, opened (`None`: could
@@ -48,43 +88,48 @@ type OpenedTops = HashMap<std::ffi::OsString, Option<Arc<OwnedFd>>>;
 
 /// What a sink keeps: where to send, and the root it last saw with its
 /// opened top-level directories.
-type SinkState = (
-    Option<mpsc::Sender<Option<Batch>>>,
-    Option<(PathBuf, OpenedTops)>,
-);
+type SinkState = (Option<mpsc::Sender<Msg>>, Option<(PathBuf, OpenedTops)>);
 
 /// The thread and the way to feed it.
 pub struct FileFeed {
-    sender: Option<mpsc::Sender<Option<Batch>>>,
+    sender: Option<mpsc::Sender<Msg>>,
     stop: Arc<AtomicBool>,
+    control: Arc<Control>,
     thread: Option<JoinHandle<()>>,
     offered: Arc<AtomicU64>,
 }
 
 impl FileFeed {
     /// Start the thread `name` at `nice` (only otherwise idle CPU: 10 or
-    /// more); `handle` gets each file as (its top-level directory, the rest
-    /// of its path).
+    /// more); `handle` gets each regular file opened (never following a
+    /// final symlink), with its status and its path below its top-level
+    /// directory. Files that cannot be opened, or are not regular, are
+    /// skipped.
     pub fn start(
         name: &str,
         nice: i32,
-        handle: impl FnMut(&OwnedFd, &Path) -> Next + Send + 'static,
+        handle: impl FnMut(File, &Metadata, &Path) -> Next + Send + 'static,
     ) -> Result<FileFeed> {
-        let (sender, receiver) = mpsc::channel::<Option<Batch>>();
+        let (sender, receiver) = mpsc::channel::<Msg>();
         let stop = Arc::new(AtomicBool::new(false));
+        let control = Arc::new(Control::default());
         let thread = {
             let stop = stop.clone();
+            let control = control.clone();
             std::thread::Builder::new()
                 .name(name.into())
                 .spawn(move || {
                     lower_priority(nice);
-                    run(&receiver, &stop, handle)
+                    run(&receiver, &stop, &control, handle);
+                    control.lock().finished = true;
+                    control.changed.notify_all();
                 })
                 .with_context(|| format!("Starting the {name} thread"))?
         };
         Ok(FileFeed {
             sender: Some(sender),
             stop,
+            control,
             thread: Some(thread),
             offered: Arc::new(AtomicU64::new(0)),
         })
@@ -97,7 +142,11 @@ impl FileFeed {
         // between batches.
         let state: Mutex<SinkState> = Mutex::new((self.sender.clone(), None));
         let offered = self.offered.clone();
-        InstalledFilesSink::new(move |root, files| {
+        let quiet = FeedQuiet {
+            control: self.control.clone(),
+            sender: Mutex::new(self.sender.clone()),
+        };
+        InstalledFilesSink::with_quiet(Arc::new(quiet), move |root, files| {
             offered.fetch_add(files.len() as u64, Ordering::Relaxed);
             let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
             let (sender, opened) = &mut *state;
@@ -127,7 +176,7 @@ impl FileFeed {
                 }
             }
             // The thread is gone only after stop_and_join(): nothing to do then.
-            let _ = sender.send(Some(Batch { files: batch }));
+            let _ = sender.send(Msg::Batch(batch));
         })
     }
 
@@ -140,10 +189,11 @@ impl FileFeed {
     pub fn stop_and_join(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         // Sinks may outlive the thread and keep the channel open: wake it
-        // with an explicit end.
+        // with an explicit end (and from a quiet wait).
         if let Some(s) = self.sender.take() {
-            let _ = s.send(None);
+            let _ = s.send(Msg::End);
         }
+        self.control.changed.notify_all();
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
                 // Only the time is lost: the later step does the work itself.
@@ -159,16 +209,146 @@ impl Drop for FileFeed {
     }
 }
 
+/// Hands a sink's holder a way to make the feed quiet.
+pub struct FeedQuiet {
+    control: Arc<Control>,
+    sender: Mutex<Option<mpsc::Sender<Msg>>>,
+}
+
+/// While this lives, the feed opens no file (see [`FeedQuiet::hold`]).
+pub struct QuietGuard {
+    control: Arc<Control>,
+}
+
+impl Drop for QuietGuard {
+    fn drop(&mut self) {
+        self.control.lock().quiet = false;
+        self.control.changed.notify_all();
+    }
+}
+
+impl FeedQuiet {
+    /// Make the feed open up to `max` of its queued files now and then no
+    /// more until the guard is dropped. Returns once those are open (or the
+    /// thread has ended); the thread goes on working on them meanwhile.
+    pub fn hold(&self, max: usize) -> QuietGuard {
+        let max = open_files_allowed(max);
+        {
+            let mut st = self.control.lock();
+            st.requested = Some(max);
+            st.ready = false;
+            st.quiet = true;
+        }
+        let sent = self
+            .sender
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|s| s.send(Msg::Wake).is_ok())
+            .unwrap_or(false);
+        let mut st = self.control.lock();
+        while sent && !st.ready && !st.finished {
+            st = self
+                .control
+                .changed
+                .wait(st)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        drop(st);
+        QuietGuard {
+            control: self.control.clone(),
+        }
+    }
+}
+
+/// How many files [`FeedQuiet::hold`] may keep open: `want`, or less when
+/// the open-files limit is lower than twice that and cannot be raised (the
+/// soft limit is raised towards the hard one, as the process may).
+fn open_files_allowed(want: usize) -> usize {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    const SPARE: u64 = 256;
+    let need = want as u64 * 2 + SPARE;
+    let mut lim = getrlimit(Resource::Nofile);
+    let soft = lim.current.unwrap_or(u64::MAX);
+    let hard = lim.maximum.unwrap_or(u64::MAX);
+    let soft = if soft < need && hard > soft {
+        lim.current = Some(need.min(hard));
+        match setrlimit(Resource::Nofile, lim) {
+            Ok(()) => need.min(hard),
+            Err(_) => soft,
+        }
+    } else {
+        soft
+    };
+    (soft.saturating_sub(SPARE) / 2).min(want as u64) as usize
+}
+
+/// The thread: files in the order reported; on a quiet request, open the
+/// next ones at once and work only on those until the quiet ends.
 fn run(
-    receiver: &mpsc::Receiver<Option<Batch>>,
+    receiver: &mpsc::Receiver<Msg>,
     stop: &AtomicBool,
-    mut handle: impl FnMut(&OwnedFd, &Path) -> Next,
+    control: &Control,
+    mut handle: impl FnMut(File, &Metadata, &Path) -> Next,
 ) {
-    while let Ok(Some(Batch { files })) = receiver.recv() {
-        for (dir, path) in files {
-            if stop.load(Ordering::Relaxed) || handle(&dir, &path) == Next::Stop {
+    let mut queue: VecDeque<Queued> = VecDeque::new();
+    let mut opened: VecDeque<(File, Metadata, PathBuf)> = VecDeque::new();
+    let mut ended = false;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut st = control.lock();
+        if let Some(max) = st.requested.take() {
+            drop(st);
+            while let Ok(msg) = receiver.try_recv() {
+                match msg {
+                    Msg::Batch(files) => queue.extend(files),
+                    Msg::Wake => {}
+                    Msg::End => ended = true,
+                }
+            }
+            while opened.len() < max {
+                let Some((dir, path)) = queue.pop_front() else {
+                    break;
+                };
+                if let Ok((file, meta)) = open_regular(&dir, &path) {
+                    opened.push_back((file, meta, path));
+                }
+            }
+            st = control.lock();
+            st.ready = true;
+            control.changed.notify_all();
+        }
+        let quiet = st.quiet;
+        if let Some((file, meta, path)) = opened.pop_front() {
+            drop(st);
+            if handle(file, &meta, &path) == Next::Stop {
                 return;
             }
+            continue;
+        }
+        if quiet {
+            // Nothing opened left: wait for the end of the quiet (or a stop).
+            let _st = control.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
+        drop(st);
+        if let Some((dir, path)) = queue.pop_front() {
+            if let Ok((file, meta)) = open_regular(&dir, &path) {
+                if handle(file, &meta, &path) == Next::Stop {
+                    return;
+                }
+            }
+            continue;
+        }
+        if ended {
+            return;
+        }
+        match receiver.recv() {
+            Ok(Msg::Batch(files)) => queue.extend(files),
+            Ok(Msg::Wake) => {}
+            Ok(Msg::End) | Err(_) => return,
         }
     }
 }
@@ -234,18 +414,14 @@ mod tests {
         let mut feed = {
             let seen = seen.clone();
             let mut waited = false;
-            FileFeed::start("test-feed", 10, move |dir, path| {
+            FileFeed::start("test-feed", 10, move |_file, meta, path| {
                 if !waited {
                     moved_rx.lock().unwrap().recv().unwrap();
                     waited = true;
                 }
-                let kind = match open_regular(dir, path) {
-                    Ok(_) => "file",
-                    Err(_) => "skipped",
-                };
                 seen.lock()
                     .unwrap()
-                    .push(format!("{} {kind}", path.display()));
+                    .push(format!("{} {}", path.display(), meta.len()));
                 Next::Continue
             })
             .unwrap()
@@ -265,19 +441,12 @@ mod tests {
         std::fs::rename(old_root.join("usr"), new_root.join("usr")).unwrap();
         moved_tx.send(()).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while seen.lock().unwrap().len() < 4 && std::time::Instant::now() < deadline {
+        while seen.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         feed.stop_and_join();
-        assert_eq!(
-            *seen.lock().unwrap(),
-            [
-                "lib/x file",
-                "lib/link skipped",
-                "lib/missing skipped",
-                "lib/y file"
-            ]
-        );
+        // The symlink and the missing file are skipped.
+        assert_eq!(*seen.lock().unwrap(), ["lib/x 1", "lib/y 1"]);
         assert_eq!(feed.offered(), 6);
         // A send after the stop is ignored, not a panic.
         sink.send(&new_root, vec![PathBuf::from("usr/lib/x")]);
@@ -290,13 +459,16 @@ mod tests {
         let count = Arc::new(AtomicU64::new(0));
         let mut feed = {
             let count = count.clone();
-            FileFeed::start("test-feed", 10, move |_, _| {
+            FileFeed::start("test-feed", 10, move |_, _, _| {
                 count.fetch_add(1, Ordering::Relaxed);
                 Next::Stop
             })
             .unwrap()
         };
         let files: Vec<PathBuf> = (0..5).map(|i| PathBuf::from(format!("d/{i}"))).collect();
+        for f in &files {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
         feed.sink().send(dir.path(), files);
         // The thread returns after the first file: join waits for that.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -305,5 +477,76 @@ mod tests {
         }
         feed.stop_and_join();
         assert_eq!(count.load(Ordering::Relaxed), 1);
+    }
+
+    fn wait_for(what: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !what() {
+            assert!(std::time::Instant::now() < deadline, "timed out");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
+    /// While quiet, the feed opens no file of the root (an inotify trace
+    /// sees nothing) and works only on what it opened when asked; then it
+    /// goes on with the rest.
+    #[test]
+    fn a_quiet_feed_opens_nothing_until_the_quiet_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("d")).unwrap();
+        let files: Vec<PathBuf> = (0..10).map(|i| PathBuf::from(format!("d/{i}"))).collect();
+        for f in &files {
+            std::fs::write(root.join(f), "x").unwrap();
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (gate_tx, gate_rx) = mpsc::channel::<()>();
+        let feed = {
+            let seen = seen.clone();
+            let gate_rx = Mutex::new(gate_rx);
+            FileFeed::start("test-feed", 0, move |_, _, path| {
+                if seen.lock().unwrap().is_empty() {
+                    gate_rx.lock().unwrap().recv().unwrap();
+                }
+                seen.lock().unwrap().push(path.to_path_buf());
+                Next::Continue
+            })
+            .unwrap()
+        };
+        let sink = feed.sink();
+        sink.send(root, files.clone());
+        // The thread is in the handler for the first file; ask for quiet.
+        let asking = {
+            let sink = sink.clone();
+            std::thread::spawn(move || sink.quiet_opens(3).unwrap())
+        };
+        wait_for(|| feed.control.lock().requested.is_some());
+        gate_tx.send(()).unwrap();
+        let guard = asking.join().unwrap();
+
+        let tracer = crate::postprocess::opentrace::Tracer::start(
+            root,
+            &[PathBuf::new(), PathBuf::from("d")],
+            &[],
+        )
+        .unwrap();
+        wait_for(|| seen.lock().unwrap().len() == 4);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            4,
+            "1 in hand and 3 opened ahead"
+        );
+        let trace = tracer.finish().unwrap();
+        assert!(trace.opened.is_empty(), "{trace:?}");
+
+        drop(guard);
+        wait_for(|| seen.lock().unwrap().len() == 10);
+        let names: Vec<_> = seen.lock().unwrap().clone();
+        let want: Vec<_> = files
+            .iter()
+            .map(|f| f.strip_prefix("d").unwrap().to_path_buf())
+            .collect();
+        assert_eq!(names, want, "in order, none lost");
     }
 }

@@ -397,7 +397,10 @@ impl assemble::ScriptletRunner for HelperScriptlets<'_> {
 /// that package. Called on the installing thread: it should only hand the
 /// list on.
 #[derive(Clone)]
-pub struct InstalledFilesSink(Arc<FilesCallback>);
+pub struct InstalledFilesSink {
+    callback: Arc<FilesCallback>,
+    quiet: Option<Arc<filefeed::FeedQuiet>>,
+}
 
 /// Regular files up to this size are reported to an [`InstalledFilesSink`]
 /// (the dnf helper's `REPORT_MAX_SIZE` is the same bound).
@@ -408,11 +411,33 @@ type FilesCallback = dyn Fn(&Path, Vec<PathBuf>) + Send + Sync;
 
 impl InstalledFilesSink {
     pub fn new(f: impl Fn(&Path, Vec<PathBuf>) + Send + Sync + 'static) -> InstalledFilesSink {
-        InstalledFilesSink(Arc::new(f))
+        InstalledFilesSink {
+            callback: Arc::new(f),
+            quiet: None,
+        }
+    }
+
+    /// A sink whose receiver can be made quiet ([`Self::quiet_opens`]).
+    pub fn with_quiet(
+        quiet: Arc<filefeed::FeedQuiet>,
+        f: impl Fn(&Path, Vec<PathBuf>) + Send + Sync + 'static,
+    ) -> InstalledFilesSink {
+        InstalledFilesSink {
+            callback: Arc::new(f),
+            quiet: Some(quiet),
+        }
     }
 
     pub(crate) fn send(&self, root: &Path, files: Vec<PathBuf>) {
-        (self.0)(root, files)
+        (self.callback)(root, files)
+    }
+
+    /// Until the guard is dropped, whatever reads the reported files opens
+    /// none of them: it opens up to `max` right now and works on those
+    /// (see [`filefeed`]). `None`: this sink's receiver never opens files
+    /// later.
+    pub fn quiet_opens(&self, max: usize) -> Option<filefeed::QuietGuard> {
+        self.quiet.as_ref().map(|q| q.hold(max))
     }
 }
 
