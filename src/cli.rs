@@ -130,8 +130,8 @@ pub struct TreeArgs {
     /// --cachedir (the cache assembles the same root much faster on reruns).
     #[arg(long)]
     pub no_package_cache: bool,
-    /// Always run dracut, never reusing an initramfs that an earlier compose with --cachedir
-    /// built from the same inputs.
+    /// Always run depmod and dracut, never reusing the module index and initramfs that an
+    /// earlier compose with --cachedir made from the same inputs.
     #[arg(long)]
     pub no_initramfs_cache: bool,
     /// Root filesystem used to configure dnf (not supported yet).
@@ -281,8 +281,8 @@ pub struct OneShotArgs {
     /// cache directory (the cache assembles the same root much faster on reruns).
     #[arg(long)]
     pub no_package_cache: bool,
-    /// Always run dracut, never reusing an initramfs that an earlier compose built from the
-    /// same inputs (kept in the cache directory).
+    /// Always run depmod and dracut, never reusing the module index and initramfs that an
+    /// earlier compose made from the same inputs (kept in the cache directory).
     #[arg(long)]
     pub no_initramfs_cache: bool,
     /// Also write/push an OCI image: oci:DIR[:TAG], oci-archive:FILE, docker://REGISTRY/NAME:TAG (repeatable).

@@ -103,7 +103,15 @@ fn bootable_compose_of_corpus_large_and_initramfs_reuse() {
     let log = text(&out);
     eprintln!("cold bootable compose: {wall:.1}s");
     assert!(
-        log.contains("Initramfs: building (no initramfs was built before)"),
+        log.contains("Initramfs: building (dracut did not run before)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Kernel modules: running depmod (depmod did not run before)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Kernel modules: index cached for later composes"),
         "{log}"
     );
     assert!(log.contains("Initramfs cached for later composes"), "{log}");
@@ -172,6 +180,10 @@ fn bootable_compose_of_corpus_large_and_initramfs_reuse() {
     eprintln!("bootable compose reusing the initramfs: {wall:.1}s");
     assert!(log.contains("Initramfs: reusing the image"), "{log}");
     assert!(!log.contains("dracut: Executing"), "dracut ran: {log}");
+    assert!(
+        log.contains("Kernel modules: reusing the index depmod wrote"),
+        "{log}"
+    );
     let (_, reused) = initramfs(&repo);
     assert_eq!(
         ostree(&repo, &["cat", REF, "/usr/share/composer-note"]),

@@ -442,7 +442,7 @@ fn kernel_no_initramfs_with_packaged_image_and_boot_location_new() {
             machineid_compat: true,
             no_initramfs: true,
             initramfs_args: None,
-            initramfs_cache: None,
+            run_cache: None,
         },
     )
     .unwrap();
@@ -489,7 +489,7 @@ fn kernel_modules_location_without_initramfs() {
             machineid_compat: false,
             no_initramfs: true,
             initramfs_args: None,
-            initramfs_cache: None,
+            run_cache: None,
         },
     )
     .unwrap();
@@ -593,7 +593,7 @@ fn depmod_prefers_the_trees_own_via_chroot() {
     // /lib is already -> usr/lib; add /lib64 -> usr/lib64 for the loader.
     symlink("usr/lib64", r.join("lib64")).unwrap();
     assert!(copy_with_libs(r, kmod, "usr/sbin/depmod"));
-    let dep = kernel::run_depmod(&open(r), r, kver).unwrap();
+    let dep = kernel::run_depmod(&open(r), r, kver, None).unwrap();
     assert_eq!(dep, DepmodTool::Target);
     assert!(r
         .join(format!("usr/lib/modules/{kver}/modules.dep"))
@@ -841,7 +841,7 @@ fn end_to_end_on_a_dnf_installed_root() {
             machineid_compat: true,
             no_initramfs: true,
             initramfs_args: None,
-            initramfs_cache: None,
+            run_cache: None,
         },
         ..FinalOptions::default()
     };
@@ -937,7 +937,7 @@ fn real_dracut_on_a_given_tree() {
                 machineid_compat: true,
                 no_initramfs: false,
                 initramfs_args: None,
-                initramfs_cache: None,
+                run_cache: None,
             },
             ..FinalOptions::default()
         },

@@ -163,7 +163,7 @@ pub fn run(
     version: Option<&str>,
     previous: &PreviousPasswd,
     source_date_epoch: Option<u64>,
-    initramfs_cache: Option<kernel::InitramfsCacheOptions>,
+    run_cache: Option<kernel::RunCacheOptions>,
 ) -> Result<PostprocessReport> {
     let c = &treefile.config;
     // remove-from-packages: rpm-ostree filters at package checkout, before
@@ -232,7 +232,7 @@ pub fn run(
                 machineid_compat: c.machineid_compat(),
                 no_initramfs: c.no_initramfs(),
                 initramfs_args: c.initramfs_args.clone(),
-                initramfs_cache,
+                run_cache,
             },
             finalize_d: treefile
                 .externals

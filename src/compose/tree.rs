@@ -66,7 +66,7 @@ pub struct TreeRequest {
     /// Only worth it when the cache directory outlives the run.
     pub package_cache: bool,
     /// Reuse an initramfs built from the same inputs by an earlier compose
-    /// (see [`crate::postprocess::initramfs_cache`]); like the package
+    /// (see [`crate::postprocess::runcache`]); like the package
     /// cache, only worth it when the cache directory outlives the run.
     pub initramfs_cache: bool,
 }
@@ -316,13 +316,13 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     let t = Instant::now();
     progress::phase("postprocess", "Post-processing the root");
     let rootfs = workdir.path().join("rootfs");
-    let initramfs_cache =
-        req.initramfs_cache
-            .then(|| crate::postprocess::kernel::InitramfsCacheOptions {
-                cachedir: cachedir.clone(),
-                known: assembled.as_ref().map(|a| std::sync::Arc::clone(&a.known)),
-                feed: req.installed_files.clone(),
-            });
+    let run_cache = req
+        .initramfs_cache
+        .then(|| crate::postprocess::kernel::RunCacheOptions {
+            cachedir: cachedir.clone(),
+            known: assembled.as_ref().map(|a| std::sync::Arc::clone(&a.known)),
+            feed: req.installed_files.clone(),
+        });
     let report = super::postprocess_run::run(
         &treefile,
         &rootfs_tmp,
@@ -330,7 +330,7 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
         version.as_deref(),
         &prev_passwd,
         req.source_date_epoch,
-        initramfs_cache,
+        run_cache,
     )?;
     progress::done("postprocess", "done", t.elapsed().as_secs_f64());
 

@@ -24,11 +24,8 @@ use cap_std_ext::cap_std::fs::{Dir, Permissions, PermissionsExt};
 use cap_std_ext::dirext::CapStdExtDirExt;
 use sha2::{Digest, Sha256};
 
-use super::initramfs_cache::{self, Fingerprint, InitramfsCache, Lookup};
-use super::opentrace::Tracer;
+use super::cached_run::{self, DracutRun};
 use super::passwd;
-use crate::commit::known::KnownContents;
-use std::os::unix::ffi::OsStrExt;
 
 pub use crate::treefile::BootLocation;
 
@@ -43,27 +40,12 @@ pub struct KernelOptions {
     pub no_initramfs: bool,
     /// `initramfs-args`; `None` means `--no-hostonly`.
     pub initramfs_args: Option<Vec<String>>,
-    /// Reuse initramfs images across composes (see
-    /// [`super::initramfs_cache`]).
-    pub initramfs_cache: Option<InitramfsCacheOptions>,
+    /// Reuse what depmod and dracut made in an earlier compose from the
+    /// same inputs (see [`super::runcache`]).
+    pub run_cache: Option<RunCacheOptions>,
 }
 
-/// Where the initramfs cache is, and the checksums the installer knows.
-#[derive(Debug, Clone)]
-pub struct InitramfsCacheOptions {
-    pub cachedir: std::path::PathBuf,
-    /// Content checksums of files linked from the package cache: the
-    /// fingerprint takes them instead of reading those files.
-    pub known: Option<std::sync::Arc<KnownContents>>,
-    /// A background reader of the installed files, kept from opening any
-    /// while dracut is traced (its opens would count as dracut's).
-    pub feed: Option<crate::install::InstalledFilesSink>,
-}
-
-/// At most this many installed files the background reader opens before a
-/// traced dracut run, to work on during it (about what it gets through in
-/// the 4-5 s dracut takes on corpus-large).
-const FEED_OPENED_DURING_DRACUT: usize = 8192;
+pub use super::cached_run::RunCacheOptions;
 
 /// Where the initramfs of the result came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -571,7 +553,7 @@ fn chroot_command(root_path: &Path, program: &str) -> Command {
     c
 }
 
-fn run_status(mut cmd: Command, what: &str) -> Result<()> {
+pub(super) fn run_status(mut cmd: Command, what: &str) -> Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("Spawning {what} ({cmd:?})"))?;
@@ -582,15 +564,28 @@ fn run_status(mut cmd: Command, what: &str) -> Result<()> {
 }
 
 /// Run `depmod -a KVER` for the tree: the tree's own depmod chrooted if it
-/// has one, else the host's with `-b ROOT`. Checks that `modules.dep` exists
-/// afterwards.
-pub fn run_depmod(root: &Dir, root_path: &Path, kver: &str) -> Result<DepmodTool> {
+/// has one (or the index it wrote in an earlier compose from the same inputs,
+/// with `cache`), else the host's with `-b ROOT`. Checks that `modules.dep`
+/// exists afterwards.
+pub fn run_depmod(
+    root: &Dir,
+    root_path: &Path,
+    kver: &str,
+    cache: Option<&RunCacheOptions>,
+) -> Result<DepmodTool> {
     let target = find_tool(root, &["usr/sbin/depmod", "usr/bin/depmod", "sbin/depmod"])?;
     let tool = with_shims(root, true, false, || {
         if let Some(depmod) = &target {
             let mut c = chroot_command(root_path, depmod);
             c.args(["-a", kver]);
-            run_status(c, "depmod (in the tree)")?;
+            match cache {
+                Some(opts) => {
+                    let moddir = Path::new(MODULES).join(kver);
+                    let ignored = ["dev/null".into()];
+                    cached_run::depmod(c, root_path, &moddir, &ignored, opts)?;
+                }
+                None => run_status(c, "depmod (in the tree)")?,
+            }
             Ok(DepmodTool::Target)
         } else {
             let mut c = Command::new("depmod");
@@ -732,20 +727,21 @@ fn run_dracut(
     cmd.env("DRACUT_NO_MKNOD", "1");
     cmd.env("TMPDIR", &tmp_in_root);
     let out = format!("{DRACUT_TMPDIR}/initramfs.img");
-    let cache = match &opts.initramfs_cache {
-        Some(c) => Some((
-            InitramfsCache::new(&c.cachedir),
-            cache_inputs(&cmd, compress_here.as_ref())?,
-            (c.known.as_deref(), c.feed.as_ref()),
+    let inputs = match &opts.run_cache {
+        Some(_) => Some(cached_run::command_inputs(
+            &cmd,
+            &compression_inputs(compress_here.as_ref())?,
         )),
         None => None,
     };
     let before = snapshot_scratch_dirs(root)?;
-    let run = with_shims(root, true, true, || match &cache {
-        Some((cache, inputs, (known, feed))) => {
-            run_dracut_cached(cmd, root_path, &out, cache, inputs, *known, *feed)
+    let run = with_shims(root, true, true, || match (&opts.run_cache, &inputs) {
+        (Some(cache), Some(inputs)) => {
+            let ignored = [DRACUT_TMPDIR.into(), "dev/null".into()];
+            let out_dir = root_path.join(DRACUT_TMPDIR);
+            cached_run::dracut(cmd, root_path, &out_dir, &ignored, inputs, cache)
         }
-        None => run_status(cmd, "dracut (in the tree)").map(|()| DracutRun::Built(None)),
+        _ => run_status(cmd, "dracut (in the tree)").map(|()| DracutRun::Built(None)),
     });
     // /var is already translated to tmpfiles.d and /run, /tmp are not
     // content: drop whatever dracut left there (bwrap would have had them
@@ -776,145 +772,27 @@ fn run_dracut(
         }
         _ => {}
     }
-    if let (Some((cache, _, _)), Some(fingerprint)) = (&cache, fingerprint) {
-        match cache.store(&fingerprint, &root_path.join(&out)) {
-            Ok(()) => eprintln!(
-                "Initramfs cached for later composes ({} files dracut read)",
-                fingerprint.files.len()
-            ),
-            Err(e) => eprintln!("warning: not caching the initramfs: {e:#}"),
-        }
+    if let (Some(cache), Some(fingerprint)) = (&opts.run_cache, fingerprint) {
+        cached_run::store_initramfs(cache, &fingerprint, &root_path.join(&out));
     }
     Ok((out, InitramfsSource::Dracut))
 }
 
-/// What [`run_dracut_cached`] did.
-enum DracutRun {
-    /// The image of an earlier run with the same inputs was copied.
-    Reused,
-    /// dracut ran; with what it depended on when that could be recorded.
-    Built(Option<Fingerprint>),
-}
-
-/// Paths of the tree that are not inputs of a dracut run: its own working
-/// directory and the `dev/null` stand-in it writes to.
-fn dracut_ignored_paths() -> Vec<std::path::PathBuf> {
-    vec![DRACUT_TMPDIR.into(), "dev/null".into()]
-}
-
-/// Reuse an image built from the same inputs, or run dracut and trace what
-/// it opens so that this run can be reused later (see
-/// [`super::initramfs_cache`]). Runs with the shims in place: they are part
-/// of what dracut sees. A cache that cannot be read or a trace that cannot
-/// be set up only costs the reuse.
-fn run_dracut_cached(
-    cmd: Command,
-    root_path: &Path,
-    out: &str,
-    cache: &InitramfsCache,
-    inputs: &str,
-    known: Option<&KnownContents>,
-    feed: Option<&crate::install::InstalledFilesSink>,
-) -> Result<DracutRun> {
-    let started = std::time::Instant::now();
-    let ignored = dracut_ignored_paths();
-    let listing = initramfs_cache::list_tree(root_path, &ignored)?;
-    match cache.lookup(root_path, inputs, &listing.shape, known) {
-        Ok(Lookup::Hit { entry, files }) => match cache.copy_image(&entry, &root_path.join(out)) {
-            Ok(()) => {
-                eprintln!(
-                    "Initramfs: reusing the image dracut built from the same inputs \
-                         ({files} files it read, and the tree's list of files, are unchanged; \
-                         checked in {:.2}s)",
-                    started.elapsed().as_secs_f64()
-                );
-                return Ok(DracutRun::Reused);
-            }
-            Err(e) => eprintln!("warning: {e:#}; running dracut"),
-        },
-        Ok(Lookup::Miss(why)) => eprintln!("Initramfs: building ({why})"),
-        Err(e) => eprintln!("warning: reading the initramfs cache: {e:#}; running dracut"),
-    }
-    let quiet = feed.and_then(|f| f.quiet_opens(FEED_OPENED_DURING_DRACUT));
-    let tracer = match Tracer::start(root_path, &listing.dirs, &ignored) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            eprintln!("note: the initramfs will not be cached: {e:#}");
-            None
-        }
-    };
-    run_status(cmd, "dracut (in the tree)")?;
-    let Some(tracer) = tracer else {
-        return Ok(DracutRun::Built(None));
-    };
-    let trace = tracer.finish()?;
-    drop(quiet);
-    if !trace.is_complete_and_unchanged() {
-        let why = if trace.overflowed {
-            "events were lost".to_string()
-        } else {
-            format!(
-                "dracut changed {} paths in the tree, e.g. /{}",
-                trace.changes,
-                trace
-                    .changed
-                    .first()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default()
-            )
-        };
-        eprintln!("note: the initramfs will not be cached: {why}");
-        return Ok(DracutRun::Built(None));
-    }
-    let started = std::time::Instant::now();
-    let paths: Vec<_> = trace.opened.into_iter().collect();
-    let files = initramfs_cache::file_digests(root_path, &paths, known)?;
-    eprintln!(
-        "Initramfs: fingerprinted the {} files dracut read in {:.2}s",
-        files.len(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(DracutRun::Built(Some(Fingerprint {
-        inputs: inputs.to_string(),
-        shape: listing.shape,
-        files,
-    })))
-}
-
-/// What a dracut run depends on besides the tree: the command as run (less
-/// the chroot's path, which differs each compose), its environment, the
-/// compression done here, and the host kernel (dracut may ask `uname`).
-fn cache_inputs(cmd: &Command, compress_here: Option<&InitramfsCompression>) -> Result<String> {
-    let mut h = Sha256::new();
-    let mut field = |b: &[u8]| {
-        h.update((b.len() as u64).to_le_bytes());
-        h.update(b);
-    };
-    field(b"ostree-composer initramfs inputs 1");
-    for a in cmd.get_args().skip(1) {
-        field(a.as_bytes());
-    }
-    for (k, v) in cmd.get_envs() {
-        field(k.as_bytes());
-        field(v.map(|v| v.as_bytes()).unwrap_or(b"<unset>"));
-    }
-    match compress_here {
-        Some(InitramfsCompression::Zstd) => {
-            field(b"zstd");
-            field(&zstd::zstd_safe::version_number().to_le_bytes());
-            field(&INITRAMFS_ZSTD_LEVEL.to_le_bytes());
-        }
+/// What the compression done here adds to dracut's inputs: the zstd library
+/// version and level, or the host pigz binary.
+fn compression_inputs(compress_here: Option<&InitramfsCompression>) -> Result<Vec<u8>> {
+    Ok(match compress_here {
+        Some(InitramfsCompression::Zstd) => format!(
+            "zstd {} level {INITRAMFS_ZSTD_LEVEL}",
+            zstd::zstd_safe::version_number()
+        )
+        .into_bytes(),
         Some(InitramfsCompression::HostPigz(pigz)) => {
-            field(b"host pigz");
             let bin = std::fs::read(pigz).with_context(|| format!("Reading {}", pigz.display()))?;
-            field(&Sha256::digest(&bin));
+            format!("host pigz {}", hex::encode(Sha256::digest(&bin))).into_bytes()
         }
-        _ => field(b"none"),
-    }
-    let uname = rustix::system::uname();
-    field(uname.release().to_bytes());
-    field(uname.machine().to_bytes());
-    Ok(hex::encode(h.finalize()))
+        _ => b"none".to_vec(),
+    })
 }
 
 /// dracut's working directory in the tree (see [`process_kernel`]).
@@ -1079,7 +957,7 @@ pub fn process_kernel(root_path: &Path, opts: &KernelOptions) -> Result<KernelRe
             .with_context(|| format!("Removing {}", loc.vmlinuz))?;
     }
 
-    let depmod = run_depmod(root, root_path, &kver)?;
+    let depmod = run_depmod(root, root_path, &kver, opts.run_cache.as_ref())?;
 
     if opts.machineid_compat {
         root.atomic_write_with_perms("usr/etc/machine-id", "", Permissions::from_mode(0o444))

@@ -36,24 +36,12 @@ pub struct OpenTrace {
     /// Regular files (and other non-directories) opened, relative to the
     /// root.
     pub opened: BTreeSet<PathBuf>,
-    /// The first few paths that were created, written, deleted, renamed or
-    /// had their attributes changed.
-    pub changed: Vec<PathBuf>,
-    /// How many change events there were.
-    pub changes: usize,
+    /// Paths that were created, written, deleted, renamed or had their
+    /// attributes changed.
+    pub changed: BTreeSet<PathBuf>,
     /// The kernel's event queue overflowed: events were lost.
     pub overflowed: bool,
 }
-
-impl OpenTrace {
-    /// Nothing was lost and nothing in the tree changed.
-    pub fn is_complete_and_unchanged(&self) -> bool {
-        !self.overflowed && self.changes == 0
-    }
-}
-
-/// How many changed paths [`OpenTrace::changed`] keeps.
-const CHANGED_KEPT: usize = 10;
 
 const CHANGE_EVENTS: ReadFlags = ReadFlags::MODIFY
     .union(ReadFlags::ATTRIB)
@@ -182,10 +170,7 @@ fn read_events(
                 continue;
             }
             if flags.intersects(CHANGE_EVENTS) {
-                trace.changes += 1;
-                if trace.changed.len() < CHANGED_KEPT && trace.changed.last() != Some(&path) {
-                    trace.changed.push(path.clone());
-                }
+                trace.changed.insert(path.clone());
             }
             if flags.contains(ReadFlags::OPEN) && !flags.contains(ReadFlags::ISDIR) {
                 trace.opened.insert(path);
@@ -254,13 +239,12 @@ mod tests {
         let trace = tracer.finish().unwrap();
         let opened: Vec<_> = trace.opened.iter().map(|p| p.to_str().unwrap()).collect();
         assert_eq!(opened, ["etc/read-me", "usr/bin/true"]);
-        assert!(trace.is_complete_and_unchanged(), "{trace:?}");
+        assert!(!trace.overflowed && trace.changed.is_empty(), "{trace:?}");
 
         let tracer = Tracer::start(root, &dirs_of(root), &[]).unwrap();
         std::fs::write(root.join("etc/new"), "y").unwrap();
         let trace = tracer.finish().unwrap();
-        assert!(!trace.is_complete_and_unchanged());
-        assert_eq!(trace.changed, [PathBuf::from("etc/new")]);
+        assert_eq!(trace.changed, [PathBuf::from("etc/new")].into());
         assert_eq!(trace.opened.len(), 1, "the write's open counts too");
     }
 

@@ -1,35 +1,38 @@
-//! Reuse of an initramfs that dracut built before from the same inputs.
+//! Reuse of what a program run in the tree made before from the same inputs:
+//! the initramfs dracut builds, the module index depmod writes.
 //!
 //! dracut is most of a bootable compose once packages come from the package
-//! cache (4-5 s of a 7.7 s re-run on the large corpus), and a re-run after
-//! changing a package that does not go into the initramfs (almost any
-//! package) builds the same image again. The image is kept in
-//! `CACHEDIR/initramfs/v1/` with a record of what the run depended on, and
-//! reused when all of that is the same:
+//! cache (4-5 s of a 7.7 s re-run on the large corpus), depmod another
+//! second (it reads every kernel module), and a re-run after changing a
+//! package that goes neither into the initramfs nor into the kernel (almost
+//! any package) makes the same outputs again. The outputs are kept in
+//! `CACHEDIR/KIND/v1/` with a record of what the run depended on, and reused
+//! when all of that is the same:
 //!
-//! - **inputs**: dracut's arguments and environment, the compression done
-//!   here, the host's kernel release and machine;
+//! - **inputs**: the program's arguments and environment, what is done
+//!   here with the output (the initramfs compression), the host's kernel
+//!   release and machine;
 //! - **shape** of the tree: every path with its type, mode, owner, symlink
 //!   target and whether it is empty. dracut decides much by looking for
 //!   files (`require_binaries`, `[ -e ]`, `[ -s ]`) without opening them,
 //!   and inotify does not see those lookups; so any file added or removed
 //!   anywhere counts as a change;
-//! - **content** of every file dracut opened ([`super::opentrace`]): its
-//!   OSTree content checksum (known from the package cache for files linked
-//!   from it, else computed) and its mtime. dracut `--reproducible` sets
-//!   the mtime of everything newer than its own `dracut-functions.sh` to
-//!   that file's, so only older mtimes can reach the image; newer ones count
-//!   as "new" (files made during the compose, such as the staged passwd,
-//!   have a new mtime every time).
+//! - **content** of every file the program opened ([`super::opentrace`]):
+//!   its OSTree content checksum (known from the package cache for files
+//!   linked from it, else computed) and its mtime. For dracut only older
+//!   mtimes count: `--reproducible` sets the mtime of everything newer than
+//!   its own `dracut-functions.sh` to that file's, so a newer one counts as
+//!   "new" (files made during the compose, such as the staged passwd, have
+//!   a new mtime every time; see [`dracut_mtimes`]).
 //!
-//! A run is recorded only when the trace is complete and dracut changed
-//! nothing in the tree. The trace may hold more than dracut read (anything
-//! else opening files of the tree meanwhile counts), which only makes a
-//! reuse rarer.
+//! A run is recorded only when the trace is complete and the program
+//! changed nothing in the tree but its outputs. The trace may hold more than
+//! the program read (anything else opening files of the tree meanwhile
+//! counts), which only makes a reuse rarer.
 //!
-//! Not for: deciding whether dracut must run for other reasons; a tree
+//! Not for: deciding whether a program must run for other reasons; a tree
 //! whose `os-release` changes on every compose (an automatic version) gets
-//! a new image every time, as it should, since dracut copies it.
+//! a new initramfs every time, as it should, since dracut copies it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -47,13 +50,14 @@ use crate::commit::checksum::ContentHasher;
 use crate::commit::known::KnownContents;
 
 /// Bump when the meaning of a record changes.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
-/// How many images the cache keeps (each about 40 MB).
+/// How many records of one kind the cache keeps (an initramfs is about
+/// 40 MB).
 const KEPT_ENTRIES: usize = 3;
 
 /// dracut `--reproducible` gives everything newer than this file its mtime.
-pub const DRACUT_MTIME_REFERENCE: &str = "usr/lib/dracut/dracut-functions.sh";
+const DRACUT_MTIME_REFERENCE: &str = "usr/lib/dracut/dracut-functions.sh";
 
 /// The tree as dracut sees it without opening files.
 #[derive(Debug, Clone)]
@@ -117,13 +121,26 @@ pub fn list_tree(root: &Path, ignored: &[PathBuf]) -> Result<TreeListing> {
     })
 }
 
-/// One opened file as the record keeps it: `CHECKSUM@MTIME` (or `@new`),
+/// How much of an opened file's mtime can reach the program's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mtimes {
+    /// None of it (depmod writes no timestamps).
+    Ignored,
+    /// Only mtimes up to this one; newer ones all count as "new" (dracut
+    /// `--reproducible`, see [`dracut_mtimes`]).
+    UpTo((i64, i64)),
+    /// All of it.
+    Exact,
+}
+
+/// One opened file as the record keeps it: `CHECKSUM@MTIME` (`@new` past
+/// the [`Mtimes`] bound, `CHECKSUM` alone when mtimes are ignored),
 /// `missing`, or `type:MODE` for what is not a regular file.
 fn file_digest(
     root: &Path,
     rel: &Path,
     known: Option<&KnownContents>,
-    mtime_reference: Option<(i64, i64)>,
+    mtimes: Mtimes,
 ) -> Result<String> {
     let abs = root.join(rel);
     let meta = match std::fs::symlink_metadata(&abs) {
@@ -144,18 +161,21 @@ fn file_digest(
         }
     };
     let mtime = (meta.mtime(), meta.mtime_nsec());
-    Ok(match mtime_reference {
-        Some(r) if mtime > r => format!("{checksum}@new"),
+    Ok(match mtimes {
+        Mtimes::Ignored => checksum,
+        Mtimes::UpTo(r) if mtime > r => format!("{checksum}@new"),
         _ => format!("{checksum}@{}.{:09}", mtime.0, mtime.1),
     })
 }
 
-/// The mtime of [`DRACUT_MTIME_REFERENCE`] in the tree, if it has one.
-fn mtime_reference(root: &Path) -> Option<(i64, i64)> {
+/// What of the mtimes reaches dracut's output: those up to its
+/// `dracut-functions.sh`'s (all, if the tree has no such file).
+pub fn dracut_mtimes(root: &Path) -> Mtimes {
     std::fs::symlink_metadata(root.join(DRACUT_MTIME_REFERENCE))
         .ok()
         .filter(|m| m.is_file())
-        .map(|m| (m.mtime(), m.mtime_nsec()))
+        .map(|m| Mtimes::UpTo((m.mtime(), m.mtime_nsec())))
+        .unwrap_or(Mtimes::Exact)
 }
 
 /// Digests of `paths` (relative to `root`), on one thread per core.
@@ -163,8 +183,8 @@ pub fn file_digests(
     root: &Path,
     paths: &[PathBuf],
     known: Option<&KnownContents>,
+    mtimes: Mtimes,
 ) -> Result<BTreeMap<PathBuf, String>> {
-    let reference = mtime_reference(root);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -175,7 +195,7 @@ pub fn file_digests(
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|p| Ok((p.clone(), file_digest(root, p, known, reference)?)))
+                        .map(|p| Ok((p.clone(), file_digest(root, p, known, mtimes)?)))
                         .collect()
                 })
             })
@@ -195,7 +215,7 @@ pub fn file_digests(
     Ok(out)
 }
 
-/// What a record says; `entry.json` next to `initramfs.img`.
+/// What a record says; `entry.json` next to the outputs (in `out/`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 struct Record {
     format: u32,
@@ -203,7 +223,14 @@ struct Record {
     shape: String,
     /// Opened path -> [`file_digest`].
     files: BTreeMap<String, String>,
-    image_sha256: String,
+    /// Output file name -> its content.
+    outputs: BTreeMap<String, Output>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct Output {
+    sha256: String,
+    mode: u32,
 }
 
 /// A run worth recording: what it depended on.
@@ -214,7 +241,7 @@ pub struct Fingerprint {
     pub files: BTreeMap<PathBuf, String>,
 }
 
-/// The outcome of [`InitramfsCache::lookup`].
+/// The outcome of [`RunCache::lookup`].
 #[derive(Debug)]
 pub enum Lookup {
     /// This entry was built from the same inputs.
@@ -223,15 +250,18 @@ pub enum Lookup {
     Miss(String),
 }
 
-/// Images and their records in `CACHEDIR/initramfs/v1`.
-pub struct InitramfsCache {
+/// Outputs of one program and their records in `CACHEDIR/KIND/v1`.
+pub struct RunCache {
     dir: PathBuf,
+    /// The program's name, for the log.
+    program: &'static str,
 }
 
-impl InitramfsCache {
-    pub fn new(cachedir: &Path) -> InitramfsCache {
-        InitramfsCache {
-            dir: cachedir.join("initramfs/v1"),
+impl RunCache {
+    pub fn new(cachedir: &Path, kind: &str, program: &'static str) -> RunCache {
+        RunCache {
+            dir: cachedir.join(kind).join("v1"),
+            program,
         }
     }
 
@@ -266,12 +296,12 @@ impl InitramfsCache {
         inputs: &str,
         shape: &str,
         known: Option<&KnownContents>,
+        mtimes: Mtimes,
     ) -> Result<Lookup> {
         let records = self.records()?;
         if records.is_empty() {
-            return Ok(Lookup::Miss("no initramfs was built before".into()));
+            return Ok(Lookup::Miss(format!("{} did not run before", self.program)));
         }
-        let reference = mtime_reference(root);
         let mut memo: HashMap<String, String> = HashMap::new();
         let (mut same_inputs, mut same_shape) = (0, 0);
         let mut first_difference: Option<String> = None;
@@ -285,7 +315,7 @@ impl InitramfsCache {
                 }) {
                 Ok(r) => r,
                 Err(e) => {
-                    eprintln!("warning: ignoring the initramfs cache entry: {e:#}");
+                    eprintln!("warning: ignoring the {} cache entry: {e:#}", self.program);
                     continue;
                 }
             };
@@ -300,7 +330,7 @@ impl InitramfsCache {
             let mut differs = None;
             for (path, digest) in &record.files {
                 if !memo.contains_key(path) {
-                    let d = file_digest(root, Path::new(path), known, reference)?;
+                    let d = file_digest(root, Path::new(path), known, mtimes)?;
                     memo.insert(path.clone(), d);
                 }
                 if memo[path] != *digest {
@@ -320,49 +350,48 @@ impl InitramfsCache {
                 }
             }
         }
+        let program = self.program;
         Ok(Lookup::Miss(
             match (same_inputs, same_shape, first_difference) {
-                (0, _, _) => "dracut's arguments or environment differ from earlier builds".into(),
+                (0, _, _) => {
+                    format!("{program}'s arguments or environment differ from earlier runs")
+                }
                 (_, 0, _) => "the tree's files differ in their list, type, mode, owner, \
                           symlink targets or emptiness"
                     .into(),
-                (_, _, Some(p)) => format!("/{p}, which dracut read, differs"),
-                _ => "no earlier build matches".into(),
+                (_, _, Some(p)) => format!("/{p}, which {program} read, differs"),
+                _ => "no earlier run matches".into(),
             },
         ))
     }
 
-    /// Copy the image of a hit to `dest`, checking it is the image recorded.
-    pub fn copy_image(&self, entry: &Path, dest: &Path) -> Result<()> {
+    /// Copy the outputs of a hit into `dest_dir` (each replaced whole),
+    /// checking each is the file recorded. A damaged record is removed.
+    pub fn restore(&self, entry: &Path, dest_dir: &Path) -> Result<Vec<String>> {
         let json = entry.join("entry.json");
         let record: Record = serde_json::from_slice(
             &std::fs::read(&json).with_context(|| format!("Reading {}", json.display()))?,
         )
         .with_context(|| format!("Parsing {}", json.display()))?;
-        let src = entry.join("initramfs.img");
-        let mut input = File::open(&src).with_context(|| format!("Opening {}", src.display()))?;
-        let mut out = File::create(dest).with_context(|| format!("Creating {}", dest.display()))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = input
-                .read(&mut buf)
-                .with_context(|| format!("Reading {}", src.display()))?;
-            if n == 0 {
-                break;
+        for (name, output) in &record.outputs {
+            let src = entry.join("out").join(name);
+            let dest = dest_dir.join(name);
+            let tmp = dest_dir.join(format!(".{name}.restoring"));
+            let sha256 = copy_hashing(&src, &tmp, output.mode)?;
+            if sha256 != output.sha256 {
+                std::fs::remove_file(&tmp)
+                    .with_context(|| format!("Removing {}", tmp.display()))?;
+                if let Err(e) = std::fs::remove_dir_all(entry) {
+                    eprintln!("warning: removing {}: {e}", entry.display());
+                }
+                bail!(
+                    "the cached {} is damaged (its checksum differs from the record); \
+                     it was removed",
+                    src.display()
+                );
             }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n])
-                .with_context(|| format!("Writing {}", dest.display()))?;
-        }
-        if hex::encode(hasher.finalize()) != record.image_sha256 {
-            std::fs::remove_file(dest).with_context(|| format!("Removing {}", dest.display()))?;
-            let _ = std::fs::remove_dir_all(entry);
-            bail!(
-                "the cached initramfs {} is damaged (its checksum differs from the record); \
-                 it was removed",
-                src.display()
-            );
+            std::fs::rename(&tmp, &dest)
+                .with_context(|| format!("Moving {} to {}", tmp.display(), dest.display()))?;
         }
         // Most recently used: kept longest.
         File::options()
@@ -370,17 +399,21 @@ impl InitramfsCache {
             .open(&json)
             .and_then(|f| f.set_modified(SystemTime::now()))
             .with_context(|| format!("Touching {}", json.display()))?;
-        Ok(())
+        Ok(record.outputs.into_keys().collect())
     }
 
-    /// Record `image` as built from `fingerprint`; drop the oldest records
-    /// beyond [`KEPT_ENTRIES`]. Written to a temporary directory and renamed
-    /// into place, so a record is whole or absent.
-    pub fn store(&self, fingerprint: &Fingerprint, image: &Path) -> Result<()> {
+    /// Record `outputs` (name, file) as made from `fingerprint`; drop the
+    /// oldest records beyond [`KEPT_ENTRIES`]. Written to a temporary
+    /// directory and renamed into place, so a record is whole or absent.
+    pub fn store(&self, fingerprint: &Fingerprint, outputs: &[(String, PathBuf)]) -> Result<()> {
         let mut files = BTreeMap::new();
         for (p, d) in &fingerprint.files {
             let Some(s) = p.to_str() else {
-                bail!("dracut read {}, a path that is not UTF-8", p.display());
+                bail!(
+                    "{} read {}, a path that is not UTF-8",
+                    self.program,
+                    p.display()
+                );
             };
             files.insert(s.to_string(), d.clone());
         }
@@ -391,36 +424,26 @@ impl InitramfsCache {
             .prefix("tmp.")
             .tempdir_in(&self.dir)
             .with_context(|| format!("Creating a directory in {}", self.dir.display()))?;
-        let mut hasher = Sha256::new();
-        {
-            let mut input =
-                File::open(image).with_context(|| format!("Opening {}", image.display()))?;
-            let dest = tmp.path().join("initramfs.img");
-            let mut out =
-                File::create(&dest).with_context(|| format!("Creating {}", dest.display()))?;
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = input
-                    .read(&mut buf)
-                    .with_context(|| format!("Reading {}", image.display()))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                out.write_all(&buf[..n])
-                    .with_context(|| format!("Writing {}", dest.display()))?;
-            }
+        let out_dir = tmp.path().join("out");
+        std::fs::create_dir(&out_dir).with_context(|| format!("Creating {}", out_dir.display()))?;
+        let mut recorded = BTreeMap::new();
+        for (name, src) in outputs {
+            let mode = std::fs::metadata(src)
+                .with_context(|| format!("Querying {}", src.display()))?
+                .mode()
+                & 0o7777;
+            let sha256 = copy_hashing(src, &out_dir.join(name), mode)?;
+            recorded.insert(name.clone(), Output { sha256, mode });
         }
         let record = Record {
             format: FORMAT,
             inputs: fingerprint.inputs.clone(),
             shape: fingerprint.shape.clone(),
             files,
-            image_sha256: hex::encode(hasher.finalize()),
+            outputs: recorded,
         };
-        let json = serde_json::to_vec(&record).context("Serializing the initramfs record")?;
-        std::fs::write(tmp.path().join("entry.json"), &json)
-            .context("Writing the initramfs record")?;
+        let json = serde_json::to_vec(&record).context("Serializing the record")?;
+        std::fs::write(tmp.path().join("entry.json"), &json).context("Writing the record")?;
         let id = hex::encode(Sha256::digest(&json));
         let dest = self.dir.join(&id[..32]);
         if dest.exists() {
@@ -428,7 +451,9 @@ impl InitramfsCache {
         }
         let tmp = tmp.keep();
         if let Err(e) = std::fs::rename(&tmp, &dest) {
-            let _ = std::fs::remove_dir_all(&tmp);
+            if let Err(e2) = std::fs::remove_dir_all(&tmp) {
+                eprintln!("warning: removing {}: {e2}", tmp.display());
+            }
             return Err(e).with_context(|| format!("Moving the record to {}", dest.display()));
         }
         for (old, _) in self.records()?.into_iter().skip(KEPT_ENTRIES) {
@@ -457,6 +482,33 @@ impl InitramfsCache {
             }
         }
     }
+}
+
+/// Copy `src` to a new file `dest` with `mode`; the hex SHA-256 of the bytes.
+fn copy_hashing(src: &Path, dest: &Path, mode: u32) -> Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut input = File::open(src).with_context(|| format!("Opening {}", src.display()))?;
+    let mut out = File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(dest)
+        .with_context(|| format!("Creating {}", dest.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = input
+            .read(&mut buf)
+            .with_context(|| format!("Reading {}", src.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])
+            .with_context(|| format!("Writing {}", dest.display()))?;
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 #[cfg(test)]
@@ -543,23 +595,31 @@ mod tests {
             PathBuf::from("usr/gone"),
             PathBuf::from("usr/bin"),
         ];
-        let d = file_digests(r, &paths, None).unwrap();
+        let d = file_digests(r, &paths, None, dracut_mtimes(r)).unwrap();
         let conf = &d[&paths[0]];
         assert!(conf.ends_with("@500.000000000"), "{conf}");
         assert_eq!(conf.len(), 64 + "@500.000000000".len());
         assert!(d[&paths[1]].ends_with("@new"), "newer than the reference");
+        let ignored = file_digests(r, &paths[..1], None, Mtimes::Ignored).unwrap();
+        assert_eq!(ignored[&paths[0]].len(), 64, "the checksum alone");
         assert_eq!(d[&paths[2]], "missing");
         assert!(d[&paths[3]].starts_with("type:40"), "{}", d[&paths[3]]);
 
         // A newer mtime that stays newer is the same digest; an older one is not.
         set_mtime("usr/bin/tool", 3000);
-        assert_eq!(file_digests(r, &paths, None).unwrap(), d);
+        assert_eq!(file_digests(r, &paths, None, dracut_mtimes(r)).unwrap(), d);
         set_mtime("usr/lib/dracut/conf", 501);
-        assert_ne!(file_digests(r, &paths, None).unwrap()[&paths[0]], *conf);
+        assert_ne!(
+            file_digests(r, &paths, None, dracut_mtimes(r)).unwrap()[&paths[0]],
+            *conf
+        );
         set_mtime("usr/lib/dracut/conf", 500);
         std::fs::write(r.join("usr/lib/dracut/conf"), "read by dracuT").unwrap();
         set_mtime("usr/lib/dracut/conf", 500);
-        assert_ne!(file_digests(r, &paths, None).unwrap()[&paths[0]], *conf);
+        assert_ne!(
+            file_digests(r, &paths, None, dracut_mtimes(r)).unwrap()[&paths[0]],
+            *conf
+        );
     }
 
     #[test]
@@ -567,11 +627,11 @@ mod tests {
         let t = tree();
         let r = t.path();
         let p = [PathBuf::from("usr/bin/tool")];
-        let computed = file_digests(r, &p, None).unwrap();
+        let computed = file_digests(r, &p, None, Mtimes::Exact).unwrap();
         let mut known = KnownContents::default();
         let meta = std::fs::metadata(r.join("usr/bin/tool")).unwrap();
         known.insert(&meta, "c".repeat(64));
-        let d = file_digests(r, &p, Some(&known)).unwrap();
+        let d = file_digests(r, &p, Some(&known), Mtimes::Exact).unwrap();
         assert!(d[&p[0]].starts_with(&"c".repeat(64)), "{d:?}");
         // Touched since: read again.
         std::fs::set_permissions(
@@ -582,7 +642,10 @@ mod tests {
         crate::commit::known::wait_until_clock_past((0, 0));
         let meta2 = std::fs::metadata(r.join("usr/bin/tool")).unwrap();
         if meta2.ctime() != meta.ctime() || meta2.ctime_nsec() != meta.ctime_nsec() {
-            assert_eq!(file_digests(r, &p, Some(&known)).unwrap(), computed);
+            assert_eq!(
+                file_digests(r, &p, Some(&known), Mtimes::Exact).unwrap(),
+                computed
+            );
         }
     }
 
@@ -591,8 +654,12 @@ mod tests {
         Fingerprint {
             inputs: inputs.into(),
             shape: shape(r),
-            files: file_digests(r, &paths, None).unwrap(),
+            files: file_digests(r, &paths, None, Mtimes::Exact).unwrap(),
         }
+    }
+
+    fn outputs(img: &Path) -> Vec<(String, PathBuf)> {
+        vec![("initramfs.img".to_string(), img.to_path_buf())]
     }
 
     #[test]
@@ -600,39 +667,68 @@ mod tests {
         let t = tree();
         let r = t.path();
         let c = tempfile::tempdir().unwrap();
-        let cache = InitramfsCache::new(c.path());
+        let cache = RunCache::new(c.path(), "initramfs", "dracut");
         let miss = |l: Lookup| match l {
             Lookup::Miss(why) => why,
             Lookup::Hit { .. } => panic!("unexpected hit"),
         };
-        let why = miss(cache.lookup(r, "in", &shape(r), None).unwrap());
-        assert!(why.contains("no initramfs was built before"), "{why}");
+        let why = miss(
+            cache
+                .lookup(r, "in", &shape(r), None, Mtimes::Exact)
+                .unwrap(),
+        );
+        assert!(why.contains("dracut did not run before"), "{why}");
 
         let img = r.join("scratch/initramfs.img");
         std::fs::write(&img, "IMAGE").unwrap();
-        cache.store(&fingerprint(r, "in"), &img).unwrap();
+        cache.store(&fingerprint(r, "in"), &outputs(&img)).unwrap();
 
-        let Lookup::Hit { entry, files } = cache.lookup(r, "in", &shape(r), None).unwrap() else {
+        let Lookup::Hit { entry, files } = cache
+            .lookup(r, "in", &shape(r), None, Mtimes::Exact)
+            .unwrap()
+        else {
             panic!("expected a hit");
         };
         assert_eq!(files, 1);
-        let out = r.join("scratch/copy.img");
-        cache.copy_image(&entry, &out).unwrap();
-        assert_eq!(std::fs::read(&out).unwrap(), b"IMAGE");
+        let restored = tempfile::tempdir().unwrap();
+        let out = restored.path();
+        std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(cache.restore(&entry, out).unwrap(), ["initramfs.img"]);
+        assert_eq!(std::fs::read(out.join("initramfs.img")).unwrap(), b"IMAGE");
+        let mode = std::fs::metadata(out.join("initramfs.img")).unwrap().mode();
+        assert_eq!(
+            mode & 0o7777,
+            0o644,
+            "the mode recorded, not the source's now"
+        );
 
-        let why = miss(cache.lookup(r, "other", &shape(r), None).unwrap());
+        let why = miss(
+            cache
+                .lookup(r, "other", &shape(r), None, Mtimes::Exact)
+                .unwrap(),
+        );
         assert!(why.contains("arguments or environment"), "{why}");
         std::fs::write(r.join("usr/bin/tool"), "unread content changes nothing").unwrap();
         assert!(matches!(
-            cache.lookup(r, "in", &shape(r), None).unwrap(),
+            cache
+                .lookup(r, "in", &shape(r), None, Mtimes::Exact)
+                .unwrap(),
             Lookup::Hit { .. }
         ));
         std::fs::write(r.join("usr/bin/added"), "x").unwrap();
-        let why = miss(cache.lookup(r, "in", &shape(r), None).unwrap());
+        let why = miss(
+            cache
+                .lookup(r, "in", &shape(r), None, Mtimes::Exact)
+                .unwrap(),
+        );
         assert!(why.contains("list, type, mode"), "{why}");
         std::fs::remove_file(r.join("usr/bin/added")).unwrap();
         std::fs::write(r.join("usr/lib/dracut/conf"), "changed").unwrap();
-        let why = miss(cache.lookup(r, "in", &shape(r), None).unwrap());
+        let why = miss(
+            cache
+                .lookup(r, "in", &shape(r), None, Mtimes::Exact)
+                .unwrap(),
+        );
         assert!(
             why.contains("/usr/lib/dracut/conf, which dracut read, differs"),
             "{why}"
@@ -644,18 +740,26 @@ mod tests {
         let t = tree();
         let r = t.path();
         let c = tempfile::tempdir().unwrap();
-        let cache = InitramfsCache::new(c.path());
+        let cache = RunCache::new(c.path(), "initramfs", "dracut");
         let img = r.join("scratch/initramfs.img");
         std::fs::write(&img, "IMAGE").unwrap();
-        cache.store(&fingerprint(r, "in"), &img).unwrap();
-        let Lookup::Hit { entry, .. } = cache.lookup(r, "in", &shape(r), None).unwrap() else {
+        cache.store(&fingerprint(r, "in"), &outputs(&img)).unwrap();
+        let Lookup::Hit { entry, .. } = cache
+            .lookup(r, "in", &shape(r), None, Mtimes::Exact)
+            .unwrap()
+        else {
             panic!("expected a hit");
         };
-        std::fs::write(entry.join("initramfs.img"), "IMAGF").unwrap();
-        let out = r.join("scratch/copy.img");
-        let e = cache.copy_image(&entry, &out).unwrap_err();
+        std::fs::write(entry.join("out/initramfs.img"), "IMAGF").unwrap();
+        let out = r.join("restored");
+        std::fs::create_dir(&out).unwrap();
+        let e = cache.restore(&entry, &out).unwrap_err();
         assert!(format!("{e:#}").contains("is damaged"), "{e:#}");
-        assert!(!out.exists());
+        assert_eq!(
+            std::fs::read_dir(&out).unwrap().count(),
+            0,
+            "nothing left behind"
+        );
         assert!(!entry.exists());
     }
 
@@ -664,12 +768,12 @@ mod tests {
         let t = tree();
         let r = t.path();
         let c = tempfile::tempdir().unwrap();
-        let cache = InitramfsCache::new(c.path());
+        let cache = RunCache::new(c.path(), "initramfs", "dracut");
         let img = r.join("scratch/initramfs.img");
         std::fs::write(&img, "IMAGE").unwrap();
         for i in 0..KEPT_ENTRIES + 2 {
             cache
-                .store(&fingerprint(r, &format!("in{i}")), &img)
+                .store(&fingerprint(r, &format!("in{i}")), &outputs(&img))
                 .unwrap();
             // Distinct mtimes for the order.
             std::thread::sleep(Duration::from_millis(20));
@@ -677,11 +781,15 @@ mod tests {
         assert_eq!(cache.records().unwrap().len(), KEPT_ENTRIES);
         let newest = format!("in{}", KEPT_ENTRIES + 1);
         assert!(matches!(
-            cache.lookup(r, &newest, &shape(r), None).unwrap(),
+            cache
+                .lookup(r, &newest, &shape(r), None, Mtimes::Exact)
+                .unwrap(),
             Lookup::Hit { .. }
         ));
         assert!(matches!(
-            cache.lookup(r, "in0", &shape(r), None).unwrap(),
+            cache
+                .lookup(r, "in0", &shape(r), None, Mtimes::Exact)
+                .unwrap(),
             Lookup::Miss(_)
         ));
     }
