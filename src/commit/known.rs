@@ -61,6 +61,14 @@ impl KnownContents {
         }
     }
 
+    /// Add `other`'s entries (they describe other inodes, or the same
+    /// inode in the same status and so the same content).
+    pub fn extend_from(&mut self, other: &KnownContents) {
+        for (k, v) in &other.by_inode {
+            self.by_inode.insert(*k, v.clone());
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.by_inode.len()
     }

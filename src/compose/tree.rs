@@ -9,6 +9,7 @@
 use super::composejson::ComposeJson;
 use super::inputhash::{input_hash, HashedPackage};
 use super::metadata;
+use crate::commit::known::KnownContents;
 use crate::commit::{self as ostree_commit, CommitInfo};
 use crate::install::{self, InstallRequest, Resolution};
 use crate::progress;
@@ -321,8 +322,10 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
         .then(|| crate::postprocess::kernel::RunCacheOptions {
             cachedir: cachedir.clone(),
             known: assembled.as_ref().map(|a| std::sync::Arc::clone(&a.known)),
+            learned: Default::default(),
             feed: req.installed_files.clone(),
         });
+    let learned = run_cache.as_ref().map(|o| o.learned.clone());
     let report = super::postprocess_run::run(
         &treefile,
         &rootfs_tmp,
@@ -368,7 +371,10 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     commit_opts.selinux = treefile.config.selinux();
     commit_opts.consume = true;
     commit_opts.gpg_key = treefile.config.gpg_key.clone();
-    commit_opts.known_contents = assembled.as_ref().map(|a| a.known.clone());
+    commit_opts.known_contents = known_for_commit(
+        assembled.as_ref().map(|a| a.known.as_ref()),
+        learned.as_deref(),
+    );
     let result = ostree_commit::commit_rootfs(&repo, &commit_opts)?;
     if let Some(assembled) = assembled {
         assembled.release()?;
@@ -478,6 +484,25 @@ fn previous_passwd(previous: &Previous) -> Result<crate::postprocess::passwd::Pr
         out.lib_group = text("/usr/lib/group")?;
     }
     Ok(out)
+}
+
+/// The checksums the commit may take: the package cache's, and those the
+/// run cache computed while fingerprinting depmod's and dracut's inputs.
+fn known_for_commit(
+    assembled: Option<&KnownContents>,
+    learned: Option<&std::sync::Mutex<KnownContents>>,
+) -> Option<std::sync::Arc<KnownContents>> {
+    let learned = learned.map(|l| l.lock().unwrap_or_else(|e| e.into_inner()));
+    match (assembled, learned.as_deref()) {
+        (None, None) => None,
+        (a, l) => {
+            let mut all = KnownContents::default();
+            for k in [a, l].into_iter().flatten() {
+                all.extend_from(k);
+            }
+            Some(std::sync::Arc::new(all))
+        }
+    }
 }
 
 fn install_request(treefile: &Treefile, req: &TreeRequest, cachedir: &Path) -> InstallRequest {

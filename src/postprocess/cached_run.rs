@@ -22,7 +22,7 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::opentrace::{OpenTrace, Tracer};
-use super::runcache::{self, Fingerprint, Lookup, Mtimes, RunCache, TreeListing};
+use super::runcache::{self, Checksums, Fingerprint, Lookup, Mtimes, RunCache, TreeListing};
 use crate::commit::known::KnownContents;
 use crate::install::InstalledFilesSink;
 
@@ -33,6 +33,9 @@ pub struct RunCacheOptions {
     /// Content checksums of files linked from the package cache: the
     /// fingerprint takes them instead of reading those files.
     pub known: Option<std::sync::Arc<KnownContents>>,
+    /// Checksums the fingerprints computed (for the next one, and for the
+    /// commit).
+    pub learned: std::sync::Arc<std::sync::Mutex<KnownContents>>,
     /// A background reader of the installed files, kept from opening any
     /// while a program is traced (its opens would count as the program's).
     pub feed: Option<InstalledFilesSink>,
@@ -42,6 +45,13 @@ pub struct RunCacheOptions {
 /// traced run, to work on during it (about what it gets through in the
 /// 4-5 s dracut takes on corpus-large).
 const FEED_OPENED_DURING_A_RUN: usize = 8192;
+
+fn checksums(opts: &RunCacheOptions) -> Checksums<'_> {
+    Checksums {
+        known: opts.known.as_deref(),
+        learned: &opts.learned,
+    }
+}
 
 /// What the program's run depends on besides the tree: the command as run
 /// (less the chroot's path, which differs each compose), its environment,
@@ -81,8 +91,7 @@ fn reuse(
     mtimes: Mtimes,
     dest_dir: &Path,
 ) -> std::result::Result<usize, String> {
-    let known = opts.known.as_deref();
-    match cache.lookup(root, inputs, &listing.shape, known, mtimes) {
+    match cache.lookup(root, inputs, &listing.shape, checksums(opts), mtimes) {
         Ok(Lookup::Hit { entry, files }) => match cache.restore(&entry, dest_dir) {
             Ok(_) => Ok(files),
             Err(e) => Err(format!("{e:#}")),
@@ -134,7 +143,7 @@ fn fingerprint(
         .into_iter()
         .filter(|p| !outputs.contains(p))
         .collect();
-    let files = runcache::file_digests(root, &paths, opts.known.as_deref(), mtimes)?;
+    let files = runcache::file_digests(root, &paths, checksums(opts), mtimes)?;
     Ok(Fingerprint {
         inputs: inputs.to_string(),
         shape: listing.shape,
@@ -156,11 +165,13 @@ pub fn initramfs_cache(opts: &RunCacheOptions) -> RunCache {
     RunCache::new(&opts.cachedir, "initramfs", "dracut")
 }
 
-/// Run dracut (`cmd`, writing `out_dir/initramfs.img`), or put the image of
-/// an earlier run with the same `inputs` there. `ignored`: its working
+/// Run dracut (`cmd`, writing `out_dir/initramfs.img`, announced with
+/// `running`), or put the image of an earlier run with the same `inputs`
+/// there. `ignored`: its working
 /// directory and the shims it writes to.
 pub fn dracut(
     cmd: Command,
+    running: &str,
     root: &Path,
     out_dir: &Path,
     ignored: &[PathBuf],
@@ -182,6 +193,7 @@ pub fn dracut(
         }
         Err(why) => eprintln!("Initramfs: building ({why})"),
     }
+    eprintln!("{running}");
     let Some(trace) = run_traced(cmd, "dracut (in the tree)", root, &listing, ignored, opts)?
     else {
         return Ok(DracutRun::Built(None));
@@ -279,6 +291,7 @@ pub fn depmod(
             return Ok(false);
         }
     };
+    let started = Instant::now();
     let out_paths: BTreeSet<PathBuf> = outputs.iter().map(|n| moddir.join(n)).collect();
     let f = fingerprint(
         root,
@@ -292,8 +305,10 @@ pub fn depmod(
     let files: Vec<(String, PathBuf)> = outputs.iter().map(|n| (n.clone(), dest.join(n))).collect();
     match cache.store(&f, &files) {
         Ok(()) => eprintln!(
-            "Kernel modules: index cached for later composes ({} files depmod read)",
-            f.files.len()
+            "Kernel modules: index cached for later composes ({} files depmod read, \
+             fingerprinted in {:.2}s)",
+            f.files.len(),
+            started.elapsed().as_secs_f64()
         ),
         Err(e) => eprintln!("warning: not caching the module index: {e:#}"),
     }

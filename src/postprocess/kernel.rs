@@ -720,7 +720,6 @@ fn run_dracut(
         }
         _ => None,
     };
-    eprintln!("Running dracut {}", args.join(" "));
     let mut cmd = chroot_command(root_path, &dracut);
     cmd.args(&args);
     cmd.env("DRACUT_NO_XATTR", "1");
@@ -739,9 +738,13 @@ fn run_dracut(
         (Some(cache), Some(inputs)) => {
             let ignored = [DRACUT_TMPDIR.into(), "dev/null".into()];
             let out_dir = root_path.join(DRACUT_TMPDIR);
-            cached_run::dracut(cmd, root_path, &out_dir, &ignored, inputs, cache)
+            let running = format!("Running dracut {}", args.join(" "));
+            cached_run::dracut(cmd, &running, root_path, &out_dir, &ignored, inputs, cache)
         }
-        _ => run_status(cmd, "dracut (in the tree)").map(|()| DracutRun::Built(None)),
+        _ => {
+            eprintln!("Running dracut {}", args.join(" "));
+            run_status(cmd, "dracut (in the tree)").map(|()| DracutRun::Built(None))
+        }
     });
     // /var is already translated to tmpfiles.d and /run, /tmp are not
     // content: drop whatever dracut left there (bwrap would have had them

@@ -40,6 +40,7 @@ use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
@@ -133,15 +134,49 @@ pub enum Mtimes {
     Exact,
 }
 
+/// Where the content checksums of files come from: known ahead (the package
+/// cache), learned earlier in this compose, or computed here (and then
+/// learned, so that the next fingerprint and the commit take them).
+#[derive(Clone, Copy)]
+pub struct Checksums<'a> {
+    pub known: Option<&'a KnownContents>,
+    pub learned: &'a Mutex<KnownContents>,
+}
+
+impl Checksums<'_> {
+    /// The OSTree content checksum (own owner and mode, no xattrs) of the
+    /// regular file `abs` whose status is `meta`.
+    fn of(&self, abs: &Path, meta: &std::fs::Metadata) -> Result<String> {
+        if let Some(c) = self.known.and_then(|k| k.checksum_for(meta)) {
+            return Ok(c.to_string());
+        }
+        let learned = |f: &dyn Fn(&mut KnownContents) -> Option<String>| {
+            f(&mut self.learned.lock().unwrap_or_else(|e| e.into_inner()))
+        };
+        if let Some(c) = learned(&|k| k.checksum_for(meta).map(str::to_string)) {
+            return Ok(c);
+        }
+        let mut f = File::open(abs).with_context(|| format!("Opening {}", abs.display()))?;
+        let mut h = ContentHasher::without_xattrs((meta.uid(), meta.gid(), meta.mode()))?;
+        std::io::copy(&mut f, &mut h).with_context(|| format!("Reading {}", abs.display()))?;
+        let checksum = h.finish();
+        // Only a status older than the clock tick identifies the content: a
+        // write within the same tick would not change the ctime.
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+        if (now.tv_sec, now.tv_nsec) > (meta.ctime(), meta.ctime_nsec()) {
+            learned(&|k| {
+                k.insert(meta, checksum.clone());
+                None
+            });
+        }
+        Ok(checksum)
+    }
+}
+
 /// One opened file as the record keeps it: `CHECKSUM@MTIME` (`@new` past
 /// the [`Mtimes`] bound, `CHECKSUM` alone when mtimes are ignored),
 /// `missing`, or `type:MODE` for what is not a regular file.
-fn file_digest(
-    root: &Path,
-    rel: &Path,
-    known: Option<&KnownContents>,
-    mtimes: Mtimes,
-) -> Result<String> {
+fn file_digest(root: &Path, rel: &Path, checksums: Checksums, mtimes: Mtimes) -> Result<String> {
     let abs = root.join(rel);
     let meta = match std::fs::symlink_metadata(&abs) {
         Ok(m) => m,
@@ -151,15 +186,7 @@ fn file_digest(
     if !meta.is_file() {
         return Ok(format!("type:{:o}", meta.mode()));
     }
-    let checksum = match known.and_then(|k| k.checksum_for(&meta)) {
-        Some(c) => c.to_string(),
-        None => {
-            let mut f = File::open(&abs).with_context(|| format!("Opening {}", abs.display()))?;
-            let mut h = ContentHasher::without_xattrs((meta.uid(), meta.gid(), meta.mode()))?;
-            std::io::copy(&mut f, &mut h).with_context(|| format!("Reading {}", abs.display()))?;
-            h.finish()
-        }
-    };
+    let checksum = checksums.of(&abs, &meta)?;
     let mtime = (meta.mtime(), meta.mtime_nsec());
     Ok(match mtimes {
         Mtimes::Ignored => checksum,
@@ -182,7 +209,7 @@ pub fn dracut_mtimes(root: &Path) -> Mtimes {
 pub fn file_digests(
     root: &Path,
     paths: &[PathBuf],
-    known: Option<&KnownContents>,
+    checksums: Checksums,
     mtimes: Mtimes,
 ) -> Result<BTreeMap<PathBuf, String>> {
     let threads = std::thread::available_parallelism()
@@ -195,7 +222,7 @@ pub fn file_digests(
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|p| Ok((p.clone(), file_digest(root, p, known, mtimes)?)))
+                        .map(|p| Ok((p.clone(), file_digest(root, p, checksums, mtimes)?)))
                         .collect()
                 })
             })
@@ -295,7 +322,7 @@ impl RunCache {
         root: &Path,
         inputs: &str,
         shape: &str,
-        known: Option<&KnownContents>,
+        checksums: Checksums,
         mtimes: Mtimes,
     ) -> Result<Lookup> {
         let records = self.records()?;
@@ -330,7 +357,7 @@ impl RunCache {
             let mut differs = None;
             for (path, digest) in &record.files {
                 if !memo.contains_key(path) {
-                    let d = file_digest(root, Path::new(path), known, mtimes)?;
+                    let d = file_digest(root, Path::new(path), checksums, mtimes)?;
                     memo.insert(path.clone(), d);
                 }
                 if memo[path] != *digest {
@@ -516,6 +543,14 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// Nothing known ahead, a fresh memo each time (leaked: a test's worth).
+    fn none() -> Checksums<'static> {
+        Checksums {
+            known: None,
+            learned: Box::leak(Box::default()),
+        }
+    }
+
     fn tree() -> tempfile::TempDir {
         let t = tempfile::tempdir().unwrap();
         let r = t.path();
@@ -595,29 +630,32 @@ mod tests {
             PathBuf::from("usr/gone"),
             PathBuf::from("usr/bin"),
         ];
-        let d = file_digests(r, &paths, None, dracut_mtimes(r)).unwrap();
+        let d = file_digests(r, &paths, none(), dracut_mtimes(r)).unwrap();
         let conf = &d[&paths[0]];
         assert!(conf.ends_with("@500.000000000"), "{conf}");
         assert_eq!(conf.len(), 64 + "@500.000000000".len());
         assert!(d[&paths[1]].ends_with("@new"), "newer than the reference");
-        let ignored = file_digests(r, &paths[..1], None, Mtimes::Ignored).unwrap();
+        let ignored = file_digests(r, &paths[..1], none(), Mtimes::Ignored).unwrap();
         assert_eq!(ignored[&paths[0]].len(), 64, "the checksum alone");
         assert_eq!(d[&paths[2]], "missing");
         assert!(d[&paths[3]].starts_with("type:40"), "{}", d[&paths[3]]);
 
         // A newer mtime that stays newer is the same digest; an older one is not.
         set_mtime("usr/bin/tool", 3000);
-        assert_eq!(file_digests(r, &paths, None, dracut_mtimes(r)).unwrap(), d);
+        assert_eq!(
+            file_digests(r, &paths, none(), dracut_mtimes(r)).unwrap(),
+            d
+        );
         set_mtime("usr/lib/dracut/conf", 501);
         assert_ne!(
-            file_digests(r, &paths, None, dracut_mtimes(r)).unwrap()[&paths[0]],
+            file_digests(r, &paths, none(), dracut_mtimes(r)).unwrap()[&paths[0]],
             *conf
         );
         set_mtime("usr/lib/dracut/conf", 500);
         std::fs::write(r.join("usr/lib/dracut/conf"), "read by dracuT").unwrap();
         set_mtime("usr/lib/dracut/conf", 500);
         assert_ne!(
-            file_digests(r, &paths, None, dracut_mtimes(r)).unwrap()[&paths[0]],
+            file_digests(r, &paths, none(), dracut_mtimes(r)).unwrap()[&paths[0]],
             *conf
         );
     }
@@ -627,11 +665,16 @@ mod tests {
         let t = tree();
         let r = t.path();
         let p = [PathBuf::from("usr/bin/tool")];
-        let computed = file_digests(r, &p, None, Mtimes::Exact).unwrap();
+        let computed = file_digests(r, &p, none(), Mtimes::Exact).unwrap();
         let mut known = KnownContents::default();
         let meta = std::fs::metadata(r.join("usr/bin/tool")).unwrap();
         known.insert(&meta, "c".repeat(64));
-        let d = file_digests(r, &p, Some(&known), Mtimes::Exact).unwrap();
+        let learned = Mutex::default();
+        let with_known = Checksums {
+            known: Some(&known),
+            learned: &learned,
+        };
+        let d = file_digests(r, &p, with_known, Mtimes::Exact).unwrap();
         assert!(d[&p[0]].starts_with(&"c".repeat(64)), "{d:?}");
         // Touched since: read again.
         std::fs::set_permissions(
@@ -643,7 +686,7 @@ mod tests {
         let meta2 = std::fs::metadata(r.join("usr/bin/tool")).unwrap();
         if meta2.ctime() != meta.ctime() || meta2.ctime_nsec() != meta.ctime_nsec() {
             assert_eq!(
-                file_digests(r, &p, Some(&known), Mtimes::Exact).unwrap(),
+                file_digests(r, &p, with_known, Mtimes::Exact).unwrap(),
                 computed
             );
         }
@@ -654,7 +697,7 @@ mod tests {
         Fingerprint {
             inputs: inputs.into(),
             shape: shape(r),
-            files: file_digests(r, &paths, None, Mtimes::Exact).unwrap(),
+            files: file_digests(r, &paths, none(), Mtimes::Exact).unwrap(),
         }
     }
 
@@ -674,7 +717,7 @@ mod tests {
         };
         let why = miss(
             cache
-                .lookup(r, "in", &shape(r), None, Mtimes::Exact)
+                .lookup(r, "in", &shape(r), none(), Mtimes::Exact)
                 .unwrap(),
         );
         assert!(why.contains("dracut did not run before"), "{why}");
@@ -684,7 +727,7 @@ mod tests {
         cache.store(&fingerprint(r, "in"), &outputs(&img)).unwrap();
 
         let Lookup::Hit { entry, files } = cache
-            .lookup(r, "in", &shape(r), None, Mtimes::Exact)
+            .lookup(r, "in", &shape(r), none(), Mtimes::Exact)
             .unwrap()
         else {
             panic!("expected a hit");
@@ -704,21 +747,21 @@ mod tests {
 
         let why = miss(
             cache
-                .lookup(r, "other", &shape(r), None, Mtimes::Exact)
+                .lookup(r, "other", &shape(r), none(), Mtimes::Exact)
                 .unwrap(),
         );
         assert!(why.contains("arguments or environment"), "{why}");
         std::fs::write(r.join("usr/bin/tool"), "unread content changes nothing").unwrap();
         assert!(matches!(
             cache
-                .lookup(r, "in", &shape(r), None, Mtimes::Exact)
+                .lookup(r, "in", &shape(r), none(), Mtimes::Exact)
                 .unwrap(),
             Lookup::Hit { .. }
         ));
         std::fs::write(r.join("usr/bin/added"), "x").unwrap();
         let why = miss(
             cache
-                .lookup(r, "in", &shape(r), None, Mtimes::Exact)
+                .lookup(r, "in", &shape(r), none(), Mtimes::Exact)
                 .unwrap(),
         );
         assert!(why.contains("list, type, mode"), "{why}");
@@ -726,7 +769,7 @@ mod tests {
         std::fs::write(r.join("usr/lib/dracut/conf"), "changed").unwrap();
         let why = miss(
             cache
-                .lookup(r, "in", &shape(r), None, Mtimes::Exact)
+                .lookup(r, "in", &shape(r), none(), Mtimes::Exact)
                 .unwrap(),
         );
         assert!(
@@ -745,7 +788,7 @@ mod tests {
         std::fs::write(&img, "IMAGE").unwrap();
         cache.store(&fingerprint(r, "in"), &outputs(&img)).unwrap();
         let Lookup::Hit { entry, .. } = cache
-            .lookup(r, "in", &shape(r), None, Mtimes::Exact)
+            .lookup(r, "in", &shape(r), none(), Mtimes::Exact)
             .unwrap()
         else {
             panic!("expected a hit");
@@ -782,13 +825,13 @@ mod tests {
         let newest = format!("in{}", KEPT_ENTRIES + 1);
         assert!(matches!(
             cache
-                .lookup(r, &newest, &shape(r), None, Mtimes::Exact)
+                .lookup(r, &newest, &shape(r), none(), Mtimes::Exact)
                 .unwrap(),
             Lookup::Hit { .. }
         ));
         assert!(matches!(
             cache
-                .lookup(r, "in0", &shape(r), None, Mtimes::Exact)
+                .lookup(r, "in0", &shape(r), none(), Mtimes::Exact)
                 .unwrap(),
             Lookup::Miss(_)
         ));
