@@ -19,26 +19,6 @@ use std::time::Instant;
 
 const REF: &str = "corpus/x86_64/large";
 
-fn corpus_dir() -> PathBuf {
-    std::env::var_os("OSTREE_COMPOSER_CORPUS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp/ostree-composer-corpus"))
-        .join("large")
-}
-
-fn build_corpus(shared: &Path, out: &Path) {
-    let t = Instant::now();
-    let st = Command::new(shared.join("bench/make-rpm-corpus"))
-        .arg("--list")
-        .arg(shared.join("bench/corpus-large.txt"))
-        .arg("--out")
-        .arg(out)
-        .status()
-        .expect("running make-rpm-corpus");
-    assert!(st.success(), "make-rpm-corpus failed");
-    eprintln!("corpus-large ready in {:.1}s", t.elapsed().as_secs_f64());
-}
-
 /// The generated manifest plus `extra`, in a directory of its own.
 fn manifest(corpus: &Path, dir: &Path, extra: &str) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
@@ -89,8 +69,7 @@ fn bootable_compose_of_corpus_large_and_initramfs_reuse() {
         eprintln!("SKIPPED: ../shared is absent, corpus-large cannot be built");
         return;
     };
-    let corpus = corpus_dir();
-    build_corpus(&shared, &corpus);
+    let corpus = common::build_corpus(&shared, "large");
     let work = tempfile::tempdir_in("/var/tmp").unwrap();
     let w = work.path();
     let repo = w.join("repo");

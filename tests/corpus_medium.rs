@@ -9,31 +9,10 @@ mod common;
 
 use common::compose_fixture::{init_repo, ostree, ostree_ok, text};
 use common::composer_bin;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 const REF: &str = "corpus/x86_64/medium";
-
-fn corpus_dir() -> PathBuf {
-    std::env::var_os("OSTREE_COMPOSER_CORPUS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp/ostree-composer-corpus"))
-        .join("medium")
-}
-
-fn build_corpus(shared: &Path, out: &Path) {
-    let t = Instant::now();
-    let st = Command::new(shared.join("bench/make-rpm-corpus"))
-        .arg("--list")
-        .arg(shared.join("bench/corpus-medium.txt"))
-        .arg("--out")
-        .arg(out)
-        .status()
-        .expect("running make-rpm-corpus");
-    assert!(st.success(), "make-rpm-corpus failed");
-    eprintln!("corpus-medium ready in {:.1}s", t.elapsed().as_secs_f64());
-}
 
 #[test]
 fn compose_corpus_medium() {
@@ -41,8 +20,7 @@ fn compose_corpus_medium() {
         eprintln!("SKIPPED: ../shared is absent, corpus-medium cannot be built");
         return;
     };
-    let corpus = corpus_dir();
-    build_corpus(&shared, &corpus);
+    let corpus = common::build_corpus(&shared, "medium");
     // Our copy of the generated manifest: no kernel in this tier.
     let work = tempfile::tempdir_in("/var/tmp").unwrap();
     let manifest_dir = work.path().join("manifest");

@@ -701,6 +701,16 @@ mod tests {
         }
     }
 
+    /// An empty initramfs cache (in the returned directory) and an image in
+    /// the tree's scratch directory.
+    fn image_cache(r: &Path) -> (tempfile::TempDir, RunCache, PathBuf) {
+        let c = tempfile::tempdir().unwrap();
+        let cache = RunCache::new(c.path(), "initramfs", "dracut");
+        let img = r.join("scratch/initramfs.img");
+        std::fs::write(&img, "IMAGE").unwrap();
+        (c, cache, img)
+    }
+
     fn outputs(img: &Path) -> Vec<(String, PathBuf)> {
         vec![("initramfs.img".to_string(), img.to_path_buf())]
     }
@@ -709,8 +719,7 @@ mod tests {
     fn a_stored_image_is_found_again_only_for_the_same_inputs() {
         let t = tree();
         let r = t.path();
-        let c = tempfile::tempdir().unwrap();
-        let cache = RunCache::new(c.path(), "initramfs", "dracut");
+        let (_c, cache, img) = image_cache(r);
         let miss = |l: Lookup| match l {
             Lookup::Miss(why) => why,
             Lookup::Hit { .. } => panic!("unexpected hit"),
@@ -722,8 +731,6 @@ mod tests {
         );
         assert!(why.contains("dracut did not run before"), "{why}");
 
-        let img = r.join("scratch/initramfs.img");
-        std::fs::write(&img, "IMAGE").unwrap();
         cache.store(&fingerprint(r, "in"), &outputs(&img)).unwrap();
 
         let Lookup::Hit { entry, files } = cache
@@ -782,10 +789,7 @@ mod tests {
     fn a_damaged_image_is_refused_and_removed() {
         let t = tree();
         let r = t.path();
-        let c = tempfile::tempdir().unwrap();
-        let cache = RunCache::new(c.path(), "initramfs", "dracut");
-        let img = r.join("scratch/initramfs.img");
-        std::fs::write(&img, "IMAGE").unwrap();
+        let (_c, cache, img) = image_cache(r);
         cache.store(&fingerprint(r, "in"), &outputs(&img)).unwrap();
         let Lookup::Hit { entry, .. } = cache
             .lookup(r, "in", &shape(r), none(), Mtimes::Exact)
@@ -794,12 +798,12 @@ mod tests {
             panic!("expected a hit");
         };
         std::fs::write(entry.join("out/initramfs.img"), "IMAGF").unwrap();
-        let out = r.join("restored");
-        std::fs::create_dir(&out).unwrap();
-        let e = cache.restore(&entry, &out).unwrap_err();
+        let restored = tempfile::tempdir().unwrap();
+        let out = restored.path();
+        let e = cache.restore(&entry, out).unwrap_err();
         assert!(format!("{e:#}").contains("is damaged"), "{e:#}");
         assert_eq!(
-            std::fs::read_dir(&out).unwrap().count(),
+            std::fs::read_dir(out).unwrap().count(),
             0,
             "nothing left behind"
         );
@@ -810,10 +814,7 @@ mod tests {
     fn only_the_newest_records_are_kept() {
         let t = tree();
         let r = t.path();
-        let c = tempfile::tempdir().unwrap();
-        let cache = RunCache::new(c.path(), "initramfs", "dracut");
-        let img = r.join("scratch/initramfs.img");
-        std::fs::write(&img, "IMAGE").unwrap();
+        let (_c, cache, img) = image_cache(r);
         for i in 0..KEPT_ENTRIES + 2 {
             cache
                 .store(&fingerprint(r, &format!("in{i}")), &outputs(&img))

@@ -33,3 +33,29 @@ pub fn run_ok(cmd: &mut std::process::Command) -> String {
 pub fn composer_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ostree-composer"))
 }
+
+/// Where `../shared/bench/make-rpm-corpus` builds corpus `tier` (medium,
+/// large) for the tests: kept between runs, since the first build downloads
+/// the .debs.
+pub fn corpus_dir(tier: &str) -> PathBuf {
+    std::env::var_os("OSTREE_COMPOSER_CORPUS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/ostree-composer-corpus"))
+        .join(tier)
+}
+
+/// Build (or bring up to date) corpus `tier` in [`corpus_dir`].
+pub fn build_corpus(shared: &std::path::Path, tier: &str) -> PathBuf {
+    let out = corpus_dir(tier);
+    let t = std::time::Instant::now();
+    let st = std::process::Command::new(shared.join("bench/make-rpm-corpus"))
+        .arg("--list")
+        .arg(shared.join(format!("bench/corpus-{tier}.txt")))
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("running make-rpm-corpus");
+    assert!(st.success(), "make-rpm-corpus failed");
+    eprintln!("corpus-{tier} ready in {:.1}s", t.elapsed().as_secs_f64());
+    out
+}
