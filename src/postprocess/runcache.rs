@@ -400,24 +400,39 @@ impl RunCache {
             &std::fs::read(&json).with_context(|| format!("Reading {}", json.display()))?,
         )
         .with_context(|| format!("Parsing {}", json.display()))?;
-        for (name, output) in &record.outputs {
-            let src = entry.join("out").join(name);
-            let dest = dest_dir.join(name);
-            let tmp = dest_dir.join(format!(".{name}.restoring"));
-            let sha256 = copy_hashing(&src, &tmp, output.mode)?;
-            if sha256 != output.sha256 {
-                std::fs::remove_file(&tmp)
-                    .with_context(|| format!("Removing {}", tmp.display()))?;
-                if let Err(e) = std::fs::remove_dir_all(entry) {
-                    eprintln!("warning: removing {}: {e}", entry.display());
+        // All copied and checked first, then renamed into place: a failure
+        // leaves `dest_dir` as it was (no temporary file ends up in a tree).
+        let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let copied = (|| -> Result<()> {
+            for (name, output) in &record.outputs {
+                let src = entry.join("out").join(name);
+                let tmp = dest_dir.join(format!(".{name}.restoring"));
+                staged.push((tmp.clone(), dest_dir.join(name)));
+                if copy_hashing(&src, &tmp, output.mode)? != output.sha256 {
+                    if let Err(e) = std::fs::remove_dir_all(entry) {
+                        eprintln!("warning: removing {}: {e}", entry.display());
+                    }
+                    bail!(
+                        "the cached {} is damaged (its checksum differs from the record); \
+                         it was removed",
+                        src.display()
+                    );
                 }
-                bail!(
-                    "the cached {} is damaged (its checksum differs from the record); \
-                     it was removed",
-                    src.display()
-                );
             }
-            std::fs::rename(&tmp, &dest)
+            Ok(())
+        })();
+        if let Err(e) = copied {
+            for (tmp, _) in &staged {
+                if let Err(e) = std::fs::remove_file(tmp) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        eprintln!("warning: removing {}: {e}", tmp.display());
+                    }
+                }
+            }
+            return Err(e);
+        }
+        for (tmp, dest) in &staged {
+            std::fs::rename(tmp, dest)
                 .with_context(|| format!("Moving {} to {}", tmp.display(), dest.display()))?;
         }
         // Most recently used: kept longest.
@@ -786,26 +801,38 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_image_is_refused_and_removed() {
+    fn a_damaged_output_is_refused_the_record_removed_and_nothing_replaced() {
         let t = tree();
         let r = t.path();
         let (_c, cache, img) = image_cache(r);
-        cache.store(&fingerprint(r, "in"), &outputs(&img)).unwrap();
+        let index = r.join("scratch/modules.dep");
+        std::fs::write(&index, "INDEX").unwrap();
+        let both = [
+            ("modules.dep".to_string(), index.clone()),
+            ("modules.dep.bin".to_string(), img.clone()),
+        ];
+        cache.store(&fingerprint(r, "in"), &both).unwrap();
         let Lookup::Hit { entry, .. } = cache
             .lookup(r, "in", &shape(r), none(), Mtimes::Exact)
             .unwrap()
         else {
             panic!("expected a hit");
         };
-        std::fs::write(entry.join("out/initramfs.img"), "IMAGF").unwrap();
+        std::fs::write(entry.join("out/modules.dep.bin"), "IMAGF").unwrap();
         let restored = tempfile::tempdir().unwrap();
         let out = restored.path();
+        std::fs::write(out.join("modules.dep"), "OLD").unwrap();
         let e = cache.restore(&entry, out).unwrap_err();
         assert!(format!("{e:#}").contains("is damaged"), "{e:#}");
+        let left: Vec<_> = std::fs::read_dir(out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["modules.dep"], "no temporary file left behind");
         assert_eq!(
-            std::fs::read_dir(out).unwrap().count(),
-            0,
-            "nothing left behind"
+            std::fs::read(out.join("modules.dep")).unwrap(),
+            b"OLD",
+            "the good output was not put in place alone"
         );
         assert!(!entry.exists());
     }
