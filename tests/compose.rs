@@ -96,6 +96,14 @@ fn compose_tree_end_to_end() {
     assert_eq!(j["ostree-version"], "1.0");
     assert_eq!(j["rpm-ostree-inputhash"], inputhash.trim_matches('\''));
     assert!(j["ostree-content-bytes-written"].as_u64().unwrap() > 0);
+    // Our addition: the kernel, with `no-initramfs` and the host's depmod.
+    assert_eq!(j["kernel"]["version"], KVER);
+    assert_eq!(j["kernel"]["module-index"], "written");
+    assert!(
+        ["packaged", "none"].contains(&j["kernel"]["initramfs"].as_str().unwrap()),
+        "{}",
+        j["kernel"]
+    );
 
     // The rpmdb in the commit is readable by rpm.
     let co = f.dir.join("checkout");

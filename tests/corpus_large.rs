@@ -78,7 +78,13 @@ fn bootable_compose_of_corpus_large_and_initramfs_reuse() {
     let plain = manifest(&corpus, &w.join("m1"), "");
 
     // 1. Cold: dracut runs, and its run is recorded.
-    let (out, wall) = compose(&repo, &cache, &plain, &[]);
+    let json = w.join("compose.json");
+    let json_arg = format!("--write-composejson-to={}", json.display());
+    let kernel_json = || -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        v["kernel"].clone()
+    };
+    let (out, wall) = compose(&repo, &cache, &plain, &[&json_arg]);
     let log = text(&out);
     eprintln!("cold bootable compose: {wall:.1}s");
     assert!(
@@ -95,6 +101,10 @@ fn bootable_compose_of_corpus_large_and_initramfs_reuse() {
     );
     assert!(log.contains("Initramfs cached for later composes"), "{log}");
     let (kver, built) = initramfs(&repo);
+    assert_eq!(
+        kernel_json(),
+        serde_json::json!({"version": kver, "initramfs": "built", "module-index": "written"})
+    );
     assert!(ostree_ok(&repo, &["fsck"]));
     // A zstd frame (the kernel's config has CONFIG_RD_ZSTD) holding dracut's
     // cpio with the ostree module, then the device-node cpio.
@@ -154,7 +164,7 @@ fn bootable_compose_of_corpus_large_and_initramfs_reuse() {
         &w.join("m3"),
         "postprocess:\n  - |\n    #!/bin/sh\n    echo 'changed again' >> /usr/share/composer-note\n",
     );
-    let (out, wall) = compose(&repo, &cache, &unread2, &[]);
+    let (out, wall) = compose(&repo, &cache, &unread2, &[&json_arg]);
     let log = text(&out);
     eprintln!("bootable compose reusing the initramfs: {wall:.1}s");
     assert!(log.contains("Initramfs: reusing the image"), "{log}");
@@ -164,6 +174,10 @@ fn bootable_compose_of_corpus_large_and_initramfs_reuse() {
         "{log}"
     );
     let (_, reused) = initramfs(&repo);
+    assert_eq!(
+        kernel_json(),
+        serde_json::json!({"version": kver, "initramfs": "reused", "module-index": "reused"})
+    );
     assert_eq!(
         ostree(&repo, &["cat", REF, "/usr/share/composer-note"]),
         "changed again\n"

@@ -40,12 +40,27 @@ pub struct ComposeJson {
     pub rpm_ostree_inputhash: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pkgdiff: Option<Vec<PkgDiffEntry>>,
+    /// Our addition: the kernel of a bootable tree, and where its module
+    /// index and initramfs came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelSummary>,
     /// Our addition: the archive repo the commit was exported to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exported_repo: Option<ExportedRepo>,
     /// Our addition: the OCI images written or pushed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<ImageOutput>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct KernelSummary {
+    pub version: String,
+    /// `built` (dracut ran), `reused` (restored from the run cache),
+    /// `packaged` (`no-initramfs` with a packaged one) or `none`.
+    pub initramfs: String,
+    /// `written` (depmod ran) or `reused` (restored from the run cache).
+    pub module_index: String,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]

@@ -24,6 +24,8 @@ use std::path::Path;
 pub struct PostprocessReport {
     /// The kernel version of a bootable tree.
     pub kernel_version: Option<String>,
+    /// What the compose JSON says of it.
+    pub kernel: Option<crate::compose::composejson::KernelSummary>,
 }
 
 /// §4.3a: put passwd/group into `rootfs_tmp/etc` before packages are installed,
@@ -258,6 +260,7 @@ pub fn run(
         ));
     }
     Ok(PostprocessReport {
-        kernel_version: final_report.kernel.map(|k| k.kver),
+        kernel_version: final_report.kernel.as_ref().map(|k| k.kver.clone()),
+        kernel: final_report.kernel.map(|k| k.summary()),
     })
 }

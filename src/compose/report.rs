@@ -52,6 +52,7 @@ pub fn compose_json(
         ostree_timestamp: Some(result.timestamp_string()),
         rpm_ostree_inputhash: Some(inputhash.to_string()),
         pkgdiff,
+        kernel: None,
         exported_repo: None,
         images: Vec::new(),
     })

@@ -397,7 +397,7 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
         super::composejson::write_atomic(path, result.checksum.as_bytes())
             .with_context(|| format!("Writing --write-commitid-to {}", path.display()))?;
     }
-    let composejson = super::report::compose_json(
+    let mut composejson = super::report::compose_json(
         &repo,
         &result,
         ref_moved.as_deref(),
@@ -406,6 +406,7 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
         parent.as_deref(),
         &installed,
     )?;
+    composejson.kernel = report.kernel.clone();
     if let Some(path) = &req.write_composejson_to {
         super::composejson::write_atomic(path, composejson.to_json_pretty().as_bytes())
             .with_context(|| format!("Writing --write-composejson-to {}", path.display()))?;

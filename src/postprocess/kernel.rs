@@ -68,6 +68,9 @@ pub enum DepmodTool {
     Target,
     /// The host's depmod with `-b ROOT`.
     Host,
+    /// The index the tree's depmod wrote in an earlier compose from the same
+    /// inputs, restored from the run cache.
+    Reused,
 }
 
 /// What [`process_kernel`] did.
@@ -79,6 +82,27 @@ pub struct KernelReport {
     pub bootcsum: String,
     pub initramfs: InitramfsSource,
     pub depmod: DepmodTool,
+}
+
+impl KernelReport {
+    /// What the compose JSON says of the kernel. Pure.
+    pub fn summary(&self) -> crate::compose::composejson::KernelSummary {
+        let initramfs = match self.initramfs {
+            InitramfsSource::Dracut => "built",
+            InitramfsSource::Reused => "reused",
+            InitramfsSource::Packaged => "packaged",
+            InitramfsSource::None => "none",
+        };
+        let module_index = match self.depmod {
+            DepmodTool::Reused => "reused",
+            DepmodTool::Target | DepmodTool::Host => "written",
+        };
+        crate::compose::composejson::KernelSummary {
+            version: self.kver.clone(),
+            initramfs: initramfs.into(),
+            module_index: module_index.into(),
+        }
+    }
 }
 
 /// Where the kernel was found (pure result of [`select_kernel`]).
@@ -582,7 +606,9 @@ pub fn run_depmod(
                 Some(opts) => {
                     let moddir = Path::new(MODULES).join(kver);
                     let ignored = ["dev/null".into()];
-                    cached_run::depmod(c, root_path, &moddir, &ignored, opts)?;
+                    if cached_run::depmod(c, root_path, &moddir, &ignored, opts)? {
+                        return Ok(DepmodTool::Reused);
+                    }
                 }
                 None => run_status(c, "depmod (in the tree)")?,
             }
