@@ -83,12 +83,18 @@ impl KnownContents {
 /// clock cannot be changed again without its ctime changing.
 pub fn wait_until_clock_past(ctime: (i64, i64)) {
     for _ in 0..1000 {
-        let now = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-        if (now.tv_sec, now.tv_nsec) > ctime {
+        if clock_is_past(ctime) {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
+}
+
+/// Whether the coarse filesystem clock is already past `ctime`: then a
+/// file with that ctime cannot be changed again without its ctime changing.
+pub fn clock_is_past(ctime: (i64, i64)) -> bool {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+    (now.tv_sec, now.tv_nsec) > ctime
 }
 
 #[cfg(test)]

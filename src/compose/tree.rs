@@ -66,9 +66,10 @@ pub struct TreeRequest {
     /// exact (see [`install::assemble`]); false: rpm installs every package.
     /// Only worth it when the cache directory outlives the run.
     pub package_cache: bool,
-    /// Reuse an initramfs built from the same inputs by an earlier compose
-    /// (see [`crate::postprocess::runcache`]); like the package
-    /// cache, only worth it when the cache directory outlives the run.
+    /// Reuse the module index and initramfs depmod and dracut made from the
+    /// same inputs in an earlier compose (see
+    /// [`crate::postprocess::runcache`]); like the package cache, only worth
+    /// it when the cache directory outlives the run.
     pub initramfs_cache: bool,
 }
 

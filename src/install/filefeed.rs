@@ -57,7 +57,7 @@ enum Msg {
     End,
 }
 
-/// The quiet handshake between [`FileFeed::quiet`] and the thread.
+/// The quiet handshake between [`FeedQuiet::hold`] and the thread.
 #[derive(Default)]
 struct ControlState {
     /// Open up to this many queued files now, then say `ready`.

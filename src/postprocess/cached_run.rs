@@ -86,12 +86,12 @@ fn reuse(
     cache: &RunCache,
     root: &Path,
     inputs: &str,
-    listing: &TreeListing,
+    shape: &str,
     opts: &RunCacheOptions,
     mtimes: Mtimes,
     dest_dir: &Path,
 ) -> std::result::Result<usize, String> {
-    match cache.lookup(root, inputs, &listing.shape, checksums(opts), mtimes) {
+    match cache.lookup(root, inputs, shape, checksums(opts), mtimes) {
         Ok(Lookup::Hit { entry, files }) => match cache.restore(&entry, dest_dir) {
             Ok(_) => Ok(files),
             Err(e) => Err(format!("{e:#}")),
@@ -166,23 +166,25 @@ pub fn initramfs_cache(opts: &RunCacheOptions) -> RunCache {
 }
 
 /// Run dracut (`cmd`, writing `out_dir/initramfs.img`, announced with
-/// `running`), or put the image of an earlier run with the same `inputs`
-/// there. `ignored`: its working
-/// directory and the shims it writes to.
+/// `running`), or put the image of an earlier run with the same inputs
+/// there. `extra`: what is done here with the image (see
+/// [`command_inputs`]); `ignored`: its working directory and the shims it
+/// writes to.
 pub fn dracut(
     cmd: Command,
     running: &str,
+    extra: &[u8],
     root: &Path,
     out_dir: &Path,
     ignored: &[PathBuf],
-    inputs: &str,
     opts: &RunCacheOptions,
 ) -> Result<DracutRun> {
     let started = Instant::now();
     let cache = initramfs_cache(opts);
+    let inputs = &command_inputs(&cmd, extra);
     let listing = runcache::list_tree(root, ignored)?;
     let mtimes = runcache::dracut_mtimes(root);
-    match reuse(&cache, root, inputs, &listing, opts, mtimes, out_dir) {
+    match reuse(&cache, root, inputs, &listing.shape, opts, mtimes, out_dir) {
         Ok(files) => {
             eprintln!(
                 "Initramfs: reusing the image dracut built from the same inputs ({files} files \
@@ -263,7 +265,7 @@ pub fn depmod(
         &cache,
         root,
         &inputs,
-        &listing,
+        &listing.shape,
         opts,
         Mtimes::Ignored,
         &dest,

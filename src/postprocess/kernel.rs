@@ -447,6 +447,10 @@ fn read_kernel_config(root: &Dir, kver: &str) -> Result<Option<String>> {
     Ok(None)
 }
 
+/// The stand-in for `/dev/null` the shims make: a regular file the tools
+/// write to, so never an input of their runs.
+const DEV_NULL: &str = "dev/null";
+
 /// Temporary changes that let tools run chrooted into the tree.
 struct ChrootShims {
     created: Vec<String>,
@@ -477,14 +481,14 @@ impl ChrootShims {
                 self.created.push(link.to_string());
             }
         }
-        if dev_null && !exists(root, "dev/null")? {
+        if dev_null && !exists(root, DEV_NULL)? {
             if !exists(root, "dev")? {
                 root.create_dir("dev").context("Creating dev")?;
                 self.created.push("dev".into());
             }
-            root.atomic_write_with_perms("dev/null", "", Permissions::from_mode(0o666))
+            root.atomic_write_with_perms(DEV_NULL, "", Permissions::from_mode(0o666))
                 .context("Creating temporary dev/null")?;
-            self.created.push("dev/null".into());
+            self.created.push(DEV_NULL.into());
         }
         if full_passwd {
             for (etc, lib, is_passwd) in [
@@ -605,7 +609,7 @@ pub fn run_depmod(
             match cache {
                 Some(opts) => {
                     let moddir = Path::new(MODULES).join(kver);
-                    let ignored = ["dev/null".into()];
+                    let ignored = [DEV_NULL.into()];
                     if cached_run::depmod(c, root_path, &moddir, &ignored, opts)? {
                         return Ok(DepmodTool::Reused);
                     }
@@ -752,23 +756,17 @@ fn run_dracut(
     cmd.env("DRACUT_NO_MKNOD", "1");
     cmd.env("TMPDIR", &tmp_in_root);
     let out = format!("{DRACUT_TMPDIR}/initramfs.img");
-    let inputs = match &opts.run_cache {
-        Some(_) => Some(cached_run::command_inputs(
-            &cmd,
-            &compression_inputs(compress_here.as_ref())?,
-        )),
-        None => None,
-    };
+    let running = format!("Running dracut {}", args.join(" "));
     let before = snapshot_scratch_dirs(root)?;
-    let run = with_shims(root, true, true, || match (&opts.run_cache, &inputs) {
-        (Some(cache), Some(inputs)) => {
-            let ignored = [DRACUT_TMPDIR.into(), "dev/null".into()];
+    let run = with_shims(root, true, true, || match &opts.run_cache {
+        Some(cache) => {
+            let extra = compression_inputs(compress_here.as_ref())?;
+            let ignored = [DRACUT_TMPDIR.into(), DEV_NULL.into()];
             let out_dir = root_path.join(DRACUT_TMPDIR);
-            let running = format!("Running dracut {}", args.join(" "));
-            cached_run::dracut(cmd, &running, root_path, &out_dir, &ignored, inputs, cache)
+            cached_run::dracut(cmd, &running, &extra, root_path, &out_dir, &ignored, cache)
         }
-        _ => {
-            eprintln!("Running dracut {}", args.join(" "));
+        None => {
+            eprintln!("{running}");
             run_status(cmd, "dracut (in the tree)").map(|()| DracutRun::Built(None))
         }
     });

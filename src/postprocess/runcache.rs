@@ -57,10 +57,13 @@ const FORMAT: u32 = 2;
 /// 40 MB).
 const KEPT_ENTRIES: usize = 3;
 
+/// Name prefix of a record being written (see [`RunCache::store`]).
+const TMP_PREFIX: &str = "tmp.";
+
 /// dracut `--reproducible` gives everything newer than this file its mtime.
 const DRACUT_MTIME_REFERENCE: &str = "usr/lib/dracut/dracut-functions.sh";
 
-/// The tree as dracut sees it without opening files.
+/// The tree as a program sees it without opening files.
 #[derive(Debug, Clone)]
 pub struct TreeListing {
     /// Every directory (symlinks not followed), relative; `""` is the root.
@@ -150,10 +153,8 @@ impl Checksums<'_> {
         if let Some(c) = self.known.and_then(|k| k.checksum_for(meta)) {
             return Ok(c.to_string());
         }
-        let learned = |f: &dyn Fn(&mut KnownContents) -> Option<String>| {
-            f(&mut self.learned.lock().unwrap_or_else(|e| e.into_inner()))
-        };
-        if let Some(c) = learned(&|k| k.checksum_for(meta).map(str::to_string)) {
+        let learned = || self.learned.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = learned().checksum_for(meta).map(str::to_string) {
             return Ok(c);
         }
         let mut f = File::open(abs).with_context(|| format!("Opening {}", abs.display()))?;
@@ -162,12 +163,8 @@ impl Checksums<'_> {
         let checksum = h.finish();
         // Only a status older than the clock tick identifies the content: a
         // write within the same tick would not change the ctime.
-        let now = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-        if (now.tv_sec, now.tv_nsec) > (meta.ctime(), meta.ctime_nsec()) {
-            learned(&|k| {
-                k.insert(meta, checksum.clone());
-                None
-            });
+        if crate::commit::known::clock_is_past((meta.ctime(), meta.ctime_nsec())) {
+            learned().insert(meta, checksum.clone());
         }
         Ok(checksum)
     }
@@ -303,7 +300,7 @@ impl RunCache {
         for e in rd {
             let e = e.with_context(|| format!("Reading {}", self.dir.display()))?;
             let name = e.file_name();
-            if name.as_bytes().starts_with(b"tmp.") {
+            if name.as_bytes().starts_with(TMP_PREFIX.as_bytes()) {
                 continue;
             }
             let json = e.path().join("entry.json");
@@ -463,7 +460,7 @@ impl RunCache {
             .with_context(|| format!("Creating {}", self.dir.display()))?;
         self.remove_stale_temporaries();
         let tmp = tempfile::Builder::new()
-            .prefix("tmp.")
+            .prefix(TMP_PREFIX)
             .tempdir_in(&self.dir)
             .with_context(|| format!("Creating a directory in {}", self.dir.display()))?;
         let out_dir = tmp.path().join("out");
@@ -517,7 +514,7 @@ impl RunCache {
                 .ok()
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age > Duration::from_secs(3600));
-            if old && e.file_name().as_bytes().starts_with(b"tmp.") {
+            if old && e.file_name().as_bytes().starts_with(TMP_PREFIX.as_bytes()) {
                 if let Err(err) = std::fs::remove_dir_all(e.path()) {
                     eprintln!("warning: removing {}: {err}", e.path().display());
                 }
