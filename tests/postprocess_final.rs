@@ -443,6 +443,7 @@ fn kernel_no_initramfs_with_packaged_image_and_boot_location_new() {
             no_initramfs: true,
             initramfs_args: None,
             run_cache: None,
+            dracut_plain_copy: false,
         },
     )
     .unwrap();
@@ -490,6 +491,7 @@ fn kernel_modules_location_without_initramfs() {
             no_initramfs: true,
             initramfs_args: None,
             run_cache: None,
+            dracut_plain_copy: false,
         },
     )
     .unwrap();
@@ -842,6 +844,7 @@ fn end_to_end_on_a_dnf_installed_root() {
             no_initramfs: true,
             initramfs_args: None,
             run_cache: None,
+            dracut_plain_copy: false,
         },
         ..FinalOptions::default()
     };
@@ -938,6 +941,7 @@ fn real_dracut_on_a_given_tree() {
                 no_initramfs: false,
                 initramfs_args: None,
                 run_cache: None,
+                dracut_plain_copy: false,
             },
             ..FinalOptions::default()
         },

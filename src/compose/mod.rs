@@ -88,6 +88,7 @@ pub fn run_compose_tree(args: TreeArgs) -> Result<()> {
         cachedir: args.cachedir.clone(),
         package_cache: args.cachedir.is_some() && !args.no_package_cache,
         initramfs_cache: args.cachedir.is_some() && !args.no_initramfs_cache,
+        dracut_plain_copy: args.no_dracut_fast_copy,
         force_nocache: args.force_nocache,
         cache_only: args.cache_only,
         dry_run: args.dry_run,

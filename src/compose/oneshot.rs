@@ -270,6 +270,7 @@ pub fn run(args: OneShotArgs) -> Result<()> {
         cachedir: Some(cache.path().to_path_buf()),
         package_cache: cache.outlives_run() && !args.no_package_cache,
         initramfs_cache: cache.outlives_run() && !args.no_initramfs_cache,
+        dracut_plain_copy: args.no_dracut_fast_copy,
         force_nocache: args.force_nocache,
         cache_only: args.cache_only,
         dry_run: args.dry_run,

@@ -165,7 +165,7 @@ pub fn run(
     version: Option<&str>,
     previous: &PreviousPasswd,
     source_date_epoch: Option<u64>,
-    run_cache: Option<kernel::RunCacheOptions>,
+    tools: kernel::ToolRuns,
 ) -> Result<PostprocessReport> {
     let c = &treefile.config;
     // remove-from-packages: rpm-ostree filters at package checkout, before
@@ -234,7 +234,8 @@ pub fn run(
                 machineid_compat: c.machineid_compat(),
                 no_initramfs: c.no_initramfs(),
                 initramfs_args: c.initramfs_args.clone(),
-                run_cache,
+                run_cache: tools.run_cache,
+                dracut_plain_copy: tools.dracut_plain_copy,
             },
             finalize_d: treefile
                 .externals

@@ -71,6 +71,10 @@ pub struct TreeRequest {
     /// [`crate::postprocess::runcache`]); like the package cache, only worth
     /// it when the cache directory outlives the run.
     pub initramfs_cache: bool,
+    /// Let dracut-install fork `cp` for each file where the filesystem
+    /// cannot clone, instead of copying in the kernel (see
+    /// [`crate::postprocess::dracut_fastcopy`]).
+    pub dracut_plain_copy: bool,
 }
 
 /// What the one-shot command knows about the last exported commit.
@@ -334,7 +338,10 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
         version.as_deref(),
         &prev_passwd,
         req.source_date_epoch,
-        run_cache,
+        crate::postprocess::kernel::ToolRuns {
+            run_cache,
+            dracut_plain_copy: req.dracut_plain_copy,
+        },
     )?;
     progress::done("postprocess", "done", t.elapsed().as_secs_f64());
 

@@ -25,6 +25,7 @@ use cap_std_ext::dirext::CapStdExtDirExt;
 use sha2::{Digest, Sha256};
 
 use super::cached_run::{self, DracutRun};
+use super::dracut_fastcopy;
 use super::passwd;
 
 pub use crate::treefile::BootLocation;
@@ -43,9 +44,22 @@ pub struct KernelOptions {
     /// Reuse what depmod and dracut made in an earlier compose from the
     /// same inputs (see [`super::runcache`]).
     pub run_cache: Option<RunCacheOptions>,
+    /// Let dracut-install copy files with `cp` as it does where the
+    /// filesystem cannot clone, instead of in the kernel (see
+    /// [`super::dracut_fastcopy`]).
+    pub dracut_plain_copy: bool,
 }
 
 pub use super::cached_run::RunCacheOptions;
+
+/// How the kernel step runs the tree's depmod and dracut, from the command
+/// line rather than the treefile (the fields of [`KernelOptions`] of the
+/// same names).
+#[derive(Debug, Clone, Default)]
+pub struct ToolRuns {
+    pub run_cache: Option<RunCacheOptions>,
+    pub dracut_plain_copy: bool,
+}
 
 /// Where the initramfs of the result came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -755,12 +769,29 @@ fn run_dracut(
     cmd.env("DRACUT_NO_XATTR", "1");
     cmd.env("DRACUT_NO_MKNOD", "1");
     cmd.env("TMPDIR", &tmp_in_root);
+    let fast_copy = match opts.dracut_plain_copy {
+        true => None,
+        false => dracut_fastcopy::set_up(root, DRACUT_TMPDIR)?,
+    };
+    if let Some(f) = &fast_copy {
+        cmd.env("DRACUT_INSTALL", &f.dracut_install);
+    }
     let out = format!("{DRACUT_TMPDIR}/initramfs.img");
-    let running = format!("Running dracut {}", args.join(" "));
+    let running = format!(
+        "Running dracut {}{}",
+        args.join(" "),
+        match fast_copy {
+            Some(_) => " (dracut-install copies in the kernel, not with cp)",
+            None => "",
+        }
+    );
     let before = snapshot_scratch_dirs(root)?;
     let run = with_shims(root, true, true, || match &opts.run_cache {
         Some(cache) => {
-            let extra = compression_inputs(compress_here.as_ref())?;
+            let mut extra = compression_inputs(compress_here.as_ref())?;
+            if let Some(f) = &fast_copy {
+                extra.extend(format!(" fast copy {}", hex::encode(f.object_sha256)).bytes());
+            }
             let ignored = [DRACUT_TMPDIR.into(), DEV_NULL.into()];
             let out_dir = root_path.join(DRACUT_TMPDIR);
             cached_run::dracut(cmd, &running, &extra, root_path, &out_dir, &ignored, cache)

@@ -2,6 +2,7 @@
 //! One file per concern; each step is a small function with its own test.
 pub mod cached_run;
 pub mod common;
+pub mod dracut_fastcopy;
 pub mod final_steps;
 pub mod fsutil;
 pub mod kernel;
