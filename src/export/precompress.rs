@@ -46,6 +46,7 @@ use super::filez::{write_filez, FileHeader};
 use crate::commit::read::has_commit;
 use crate::commit::repo::open_repo;
 use crate::commit::staging::{create_subdir, loose_path, remove_stale, syncfs};
+use crate::oci::chunking::{root_dirtree, walk_tree, IO_THREADS};
 
 /// How many objects ahead of the workers the source files are read ahead.
 const PREFETCH_AHEAD: usize = 64;
@@ -138,25 +139,10 @@ pub(crate) fn precompress(
     let settings = WriteSettings::of(dest);
     let objects_dir = dest_path.join("objects");
 
-    let wanted = content_objects_to_copy(&src, dest, commit)?;
+    let wanted = content_objects_to_copy(src_path, &src, dest, commit)?;
     let total = wanted.len() as u64;
-    let mut todo: Vec<(u64, String)> = Vec::new();
-    for csum in wanted {
-        let dest_obj = loose_path(&objects_dir, &csum, "filez");
-        let present = dest_obj
-            .try_exists()
-            .with_context(|| format!("Looking up {}", dest_obj.display()))?;
-        if !present {
-            // Largest first, so no big file is left for the end on one core.
-            // Only the order depends on the size: an unreadable one counts as
-            // 0 and the worker reports the problem.
-            let size =
-                std::fs::symlink_metadata(loose_path(&src_path.join("objects"), &csum, "file"))
-                    .map(|m| m.len())
-                    .unwrap_or(0);
-            todo.push((size, csum));
-        }
-    }
+    let mut todo = missing_with_sizes(wanted, &src_path.join("objects"), &objects_dir)?;
+    // Largest first, so no big file is left for the end on one core.
     todo.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     let present = total - todo.len() as u64;
 
@@ -225,10 +211,64 @@ pub(crate) fn precompress(
     })
 }
 
+/// Those of `wanted` that `dest_objects` lacks, with the size of their
+/// source object in `src_objects` (0 if unreadable: only the order depends
+/// on it, and the worker reports the problem). Looked up on several
+/// threads: with a cold page cache each lookup waits for the disk.
+fn missing_with_sizes(
+    wanted: HashSet<String>,
+    src_objects: &Path,
+    dest_objects: &Path,
+) -> Result<Vec<(u64, String)>> {
+    let wanted: Vec<String> = wanted.into_iter().collect();
+    let per = wanted.len().div_ceil(IO_THREADS).max(1);
+    let parts: Vec<Result<Vec<(u64, String)>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = wanted
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || {
+                    let mut missing = Vec::new();
+                    for csum in part {
+                        let dest_obj = loose_path(dest_objects, csum, "filez");
+                        let present = dest_obj
+                            .try_exists()
+                            .with_context(|| format!("Looking up {}", dest_obj.display()))?;
+                        if !present {
+                            let size =
+                                std::fs::symlink_metadata(loose_path(src_objects, csum, "file"))
+                                    .map(|m| m.len())
+                                    .unwrap_or(0);
+                            missing.push((size, csum.clone()));
+                        }
+                    }
+                    Ok(missing)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("an object lookup thread panicked")))
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(wanted.len());
+    for part in parts {
+        out.extend(part?);
+    }
+    Ok(out)
+}
+
 /// The content objects of `commit` and of its ancestors that are complete in
-/// `src` and not complete in `dest` (a partial commit's objects may be
-/// missing).
-fn content_objects_to_copy(src: &Repo, dest: &Repo, commit: &str) -> Result<HashSet<String>> {
+/// `src` (at `src_path`) and not complete in `dest` (a partial commit's
+/// objects may be missing). The trees are read on several threads.
+fn content_objects_to_copy(
+    src_path: &Path,
+    src: &Repo,
+    dest: &Repo,
+    commit: &str,
+) -> Result<HashSet<String>> {
     let mut out = HashSet::new();
     let mut current = Some(commit.to_string());
     while let Some(c) = current {
@@ -239,15 +279,9 @@ fn content_objects_to_copy(src: &Repo, dest: &Repo, commit: &str) -> Result<Hash
             // The pull cannot copy this ancestor's tree either.
             break;
         }
-        let reachable = src
-            .traverse_commit(&c, 0, gio::Cancellable::NONE)
+        let tree = walk_tree(src_path, &root_dirtree(src, &c)?)
             .with_context(|| format!("Listing the objects of commit {c}"))?;
-        out.extend(
-            reachable
-                .into_iter()
-                .filter(|o| o.object_type() == ObjectType::File)
-                .map(|o| o.checksum().to_string()),
-        );
+        out.extend(tree.files.into_values());
         let v = src
             .load_variant(ObjectType::Commit, &c)
             .with_context(|| format!("Loading commit {c}"))?;
