@@ -330,7 +330,8 @@ pub enum Installed<'a> {
 /// at a low priority (the compose goes on meanwhile). Dropping it waits for
 /// the import and reports how it went.
 pub struct CacheFill {
-    thread: Option<std::thread::JoinHandle<Result<usize>>>,
+    /// Packages imported, and the CPU time the import took.
+    thread: Option<std::thread::JoinHandle<Result<(usize, std::time::Duration)>>>,
     started: std::time::Instant,
 }
 
@@ -348,7 +349,8 @@ impl CacheFill {
             // SAFETY: setpriority on this thread's own id; no memory is touched.
             let _ =
                 unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
-            cache.import_all(&missing, 1).map(|imported| imported.len())
+            let imported = cache.import_all(&missing, 1).map(|imported| imported.len());
+            imported.map(|n| (n, thread_cpu_time()))
         });
         CacheFill {
             thread: Some(thread),
@@ -368,13 +370,20 @@ impl Drop for CacheFill {
             .join()
             .unwrap_or_else(|_| Err(anyhow::anyhow!("the import thread panicked")));
         match outcome {
-            Ok(n) => eprintln!(
-                "Package cache: {n} packages imported in {:.1}s (for the next compose)",
-                self.started.elapsed().as_secs_f64()
+            Ok((n, cpu)) => eprintln!(
+                "Package cache: {n} packages imported in {:.1}s, {:.1}s of CPU (for the next compose)",
+                self.started.elapsed().as_secs_f64(),
+                cpu.as_secs_f64()
             ),
             Err(e) => eprintln!("warning: filling the package cache failed: {e:#}"),
         }
     }
+}
+
+/// The CPU time (user and system) the calling thread has used.
+fn thread_cpu_time() -> std::time::Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 /// Scriptlets run by the session's dnf helper.
