@@ -50,6 +50,37 @@ fn compose(repo: &Path, cache: &Path, manifest: &Path, extra: &[&str]) -> (Outpu
     (out, wall)
 }
 
+/// The paths in the commit's initramfs: a zstd frame (the kernel's config
+/// has CONFIG_RD_ZSTD) holding dracut's cpio, then the device-node cpio.
+fn initramfs_names(repo: &Path, kver: &str, scratch: &Path) -> String {
+    let img = Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args([
+            "cat",
+            REF,
+            &format!("/usr/lib/modules/{kver}/initramfs.img"),
+        ])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(&img[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
+    let mut cpio = Vec::new();
+    zstd::stream::read::Decoder::new(&img[..])
+        .unwrap()
+        .single_frame()
+        .read_to_end(&mut cpio)
+        .unwrap();
+    let cpio_file = scratch.join("initramfs.cpio");
+    std::fs::write(&cpio_file, &cpio).unwrap();
+    let list = Command::new("cpio")
+        .args(["-it", "--quiet", "-F"])
+        .arg(&cpio_file)
+        .output()
+        .unwrap();
+    assert!(list.status.success(), "{}", text(&list));
+    String::from_utf8(list.stdout).unwrap()
+}
+
 /// The kernel version and the initramfs content checksum of the commit.
 fn initramfs(repo: &Path) -> (String, String) {
     let ls = ostree(repo, &["ls", REF, "/usr/lib/modules"]);
@@ -111,34 +142,7 @@ fn bootable_compose_of_corpus_large_and_initramfs_reuse() {
         serde_json::json!({"version": kver, "initramfs": "built", "module-index": "written"})
     );
     assert!(ostree_ok(&repo, &["fsck"]));
-    // A zstd frame (the kernel's config has CONFIG_RD_ZSTD) holding dracut's
-    // cpio with the ostree module, then the device-node cpio.
-    let img = Command::new("ostree")
-        .arg(format!("--repo={}", repo.display()))
-        .args([
-            "cat",
-            REF,
-            &format!("/usr/lib/modules/{kver}/initramfs.img"),
-        ])
-        .output()
-        .unwrap()
-        .stdout;
-    assert_eq!(&img[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
-    let mut cpio = Vec::new();
-    zstd::stream::read::Decoder::new(&img[..])
-        .unwrap()
-        .single_frame()
-        .read_to_end(&mut cpio)
-        .unwrap();
-    let cpio_file = w.join("initramfs.cpio");
-    std::fs::write(&cpio_file, &cpio).unwrap();
-    let list = Command::new("cpio")
-        .args(["-it", "--quiet", "-F"])
-        .arg(&cpio_file)
-        .output()
-        .unwrap();
-    assert!(list.status.success(), "{}", text(&list));
-    let names = String::from_utf8(list.stdout).unwrap();
+    let names = initramfs_names(&repo, &kver, w);
     for want in [
         "init",
         "usr/lib/ostree/ostree-prepare-root",
@@ -223,4 +227,34 @@ fn bootable_compose_of_corpus_large_and_initramfs_reuse() {
         "{log}"
     );
     assert!(log.contains("dracut: Executing"), "{log}");
+
+    // 5. Modules listed in modules-load.d, which dracut's systemd module
+    // cannot read in the chroot (no /dev/fd): the compose adds those the
+    // kernel has files for, and names the others.
+    let listed = manifest(
+        &corpus,
+        &w.join("m5"),
+        "postprocess:\n  - |\n    #!/bin/sh\n    mkdir -p /usr/lib/modules-load.d\n    \
+         printf '# listed\\nbr_netfilter\\nno-such-module\\n' > /usr/lib/modules-load.d/t.conf\n",
+    );
+    let (out, _) = compose(&repo, &cache, &listed, &[]);
+    let log = text(&out);
+    assert!(log.contains("dracut: Executing"), "{log}");
+    assert!(
+        log.contains(
+            "lists (dracut cannot read the list without /dev/fd in this chroot): br_netfilter\n"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("(built in, or aliases), not added to the initramfs: no-such-module\n"),
+        "{log}"
+    );
+    let names = initramfs_names(&repo, &kver, w);
+    assert!(
+        names.lines().any(|l| l.starts_with(&format!(
+            "usr/lib/modules/{kver}/kernel/net/bridge/br_netfilter.ko"
+        ))),
+        "br_netfilter not in the initramfs"
+    );
 }

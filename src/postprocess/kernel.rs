@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 
 use super::cached_run::{self, DracutRun};
 use super::dracut_fastcopy;
+use super::modules_load;
 use super::passwd;
 
 pub use crate::treefile::BootLocation;
@@ -753,6 +754,7 @@ fn run_dracut(
         has_ostree_module,
         in_tree,
     );
+    add_listed_modules(root, kver, &mut args)?;
     // Compressed here: let dracut write a plain cpio.
     let compress_here = match compression {
         InitramfsCompression::Zstd | InitramfsCompression::HostPigz(_)
@@ -834,6 +836,46 @@ fn run_dracut(
         cached_run::store_initramfs(cache, &fingerprint, &root_path.join(&out));
     }
     Ok((out, InitramfsSource::Dracut))
+}
+
+/// Give dracut the modules `/usr/lib/modules-load.d` lists that the
+/// kernel has files for (`--add-drivers`, before `--kver KVER`), when the
+/// tree's dracut has the systemd module that would have read the list (see
+/// [`modules_load`]).
+fn add_listed_modules(root: &Dir, kver: &str, args: &mut Vec<String>) -> Result<()> {
+    if !exists(root, "usr/lib/dracut/modules.d/00systemd")?
+        || !exists(root, "usr/lib/systemd/systemd")?
+    {
+        return Ok(());
+    }
+    let listed = modules_load::read_listed(root)?;
+    if listed.is_empty() {
+        return Ok(());
+    }
+    let dep_path = format!("{MODULES}/{kver}/modules.dep");
+    let dep = root
+        .read_to_string_optional(&dep_path)
+        .with_context(|| format!("Reading {dep_path}"))?
+        .unwrap_or_default();
+    let (found, missing) =
+        modules_load::split_available(&listed, &modules_load::modules_with_files(&dep));
+    if !missing.is_empty() {
+        eprintln!(
+            "note: /{} lists modules kernel {kver} has no file for (built in, or aliases), not added to the initramfs: {}",
+            modules_load::MODULES_LOAD_D,
+            missing.join(" ")
+        );
+    }
+    if !found.is_empty() {
+        eprintln!(
+            "Initramfs: adding the modules /{} lists (dracut cannot read the list without /dev/fd in this chroot): {}",
+            modules_load::MODULES_LOAD_D,
+            found.join(" ")
+        );
+        let at = args.len() - 2; // before `--kver KVER`
+        args.splice(at..at, ["--add-drivers".to_string(), found.join(" ")]);
+    }
+    Ok(())
 }
 
 /// What the compression done here adds to dracut's inputs: the zstd library

@@ -7,6 +7,7 @@ pub mod final_steps;
 pub mod fsutil;
 pub mod kernel;
 pub mod modes;
+pub mod modules_load;
 pub mod nsswitch;
 pub mod opentrace;
 pub mod passwd;
