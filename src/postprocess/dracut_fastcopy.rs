@@ -75,7 +75,12 @@ pub fn set_up(root: &Dir, scratch: &str) -> Result<Option<FastCopy>> {
     let program = match root.open_optional(DRACUT_INSTALL) {
         Ok(Some(f)) => f,
         Ok(None) => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("Opening {DRACUT_INSTALL}")),
+        // E.g. an absolute symlink, which the tree's root does not resolve
+        // here (dracut, chrooted, would): only the speed-up is lost.
+        Err(e) => {
+            eprintln!("note: cannot open /{DRACUT_INSTALL} ({e}); dracut copies files with cp");
+            return Ok(None);
+        }
     };
     let is_elf = std::io::Read::read_exact(&mut &program, &mut header).is_ok();
     if !is_elf || !loads_into(OBJECT, &header) {
@@ -109,6 +114,7 @@ pub fn set_up(root: &Dir, scratch: &str) -> Result<Option<FastCopy>> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt as _;
+    use std::path::Path;
 
     fn header(class: u8, data: u8, machine: u16) -> Vec<u8> {
         let mut h = b"\x7fELF".to_vec();
@@ -184,6 +190,64 @@ print("LD_PRELOAD" in subprocess.run(["env"], capture_output=True, text=True).st
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(std::fs::read(&dst).unwrap(), content);
+    }
+
+    /// A tree whose dracut-install is the given file, and `env`.
+    fn tree_with(dracut_install: impl FnOnce(&Path)) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let lib = t.path().join("usr/lib/dracut");
+        std::fs::create_dir_all(&lib).unwrap();
+        std::fs::create_dir_all(t.path().join("usr/bin")).unwrap();
+        std::fs::write(t.path().join(ENV), "").unwrap();
+        std::fs::create_dir(t.path().join("scratch")).unwrap();
+        dracut_install(&lib.join("dracut-install"));
+        t
+    }
+
+    fn set_up_in(t: &tempfile::TempDir) -> Option<FastCopy> {
+        let root =
+            Dir::open_ambient_dir(t.path(), cap_std_ext::cap_std::ambient_authority()).unwrap();
+        set_up(&root, "scratch").unwrap()
+    }
+
+    #[test]
+    fn set_up_writes_the_object_only_for_a_program_of_this_machine() {
+        let own = tree_with(|p| {
+            std::fs::copy("/proc/self/exe", p).unwrap();
+        });
+        let f = set_up_in(&own).expect("preloads into a program of this machine");
+        assert_eq!(
+            f.dracut_install,
+            "/usr/bin/env LD_PRELOAD=/scratch/fastcopy.so /usr/lib/dracut/dracut-install"
+        );
+        assert_eq!(
+            std::fs::read(own.path().join("scratch").join(FILE_NAME)).unwrap(),
+            OBJECT
+        );
+        // A script, an absolute symlink (not resolvable outside the chroot)
+        // and no dracut-install at all: dracut runs as it comes.
+        let script = tree_with(|p| {
+            std::fs::write(
+                p,
+                "#!/bin/sh
+",
+            )
+            .unwrap()
+        });
+        assert_eq!(set_up_in(&script), None);
+        let absolute = tree_with(|p| std::os::unix::fs::symlink("/bin/true", p).unwrap());
+        assert_eq!(set_up_in(&absolute), None);
+        let none = tree_with(|_| {});
+        assert_eq!(set_up_in(&none), None);
+        for t in [script, absolute, none] {
+            assert!(!t.path().join("scratch").join(FILE_NAME).exists());
+        }
+        // No env: no preload either.
+        let no_env = tree_with(|p| {
+            std::fs::copy("/proc/self/exe", p).unwrap();
+        });
+        std::fs::remove_file(no_env.path().join(ENV)).unwrap();
+        assert_eq!(set_up_in(&no_env), None);
     }
 
     #[test]
