@@ -17,4 +17,5 @@ pub mod oci;
 pub mod postprocess;
 pub mod progress;
 pub mod repos;
+pub mod threads;
 pub mod treefile;

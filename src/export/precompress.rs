@@ -221,43 +221,22 @@ fn missing_with_sizes(
     dest_objects: &Path,
 ) -> Result<Vec<(u64, String)>> {
     let wanted: Vec<String> = wanted.into_iter().collect();
-    let per = wanted.len().div_ceil(IO_THREADS).max(1);
-    let parts: Vec<Result<Vec<(u64, String)>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = wanted
-            .chunks(per)
-            .map(|part| {
-                s.spawn(move || {
-                    let mut missing = Vec::new();
-                    for csum in part {
-                        let dest_obj = loose_path(dest_objects, csum, "filez");
-                        let present = dest_obj
-                            .try_exists()
-                            .with_context(|| format!("Looking up {}", dest_obj.display()))?;
-                        if !present {
-                            let size =
-                                std::fs::symlink_metadata(loose_path(src_objects, csum, "file"))
-                                    .map(|m| m.len())
-                                    .unwrap_or(0);
-                            missing.push((size, csum.clone()));
-                        }
-                    }
-                    Ok(missing)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("an object lookup thread panicked")))
-            })
-            .collect()
-    });
-    let mut out = Vec::with_capacity(wanted.len());
-    for part in parts {
-        out.extend(part?);
-    }
-    Ok(out)
+    crate::threads::map_chunks(&wanted, IO_THREADS, "an object lookup thread", |part| {
+        let mut missing = Vec::new();
+        for csum in part {
+            let dest_obj = loose_path(dest_objects, csum, "filez");
+            let present = dest_obj
+                .try_exists()
+                .with_context(|| format!("Looking up {}", dest_obj.display()))?;
+            if !present {
+                let size = std::fs::symlink_metadata(loose_path(src_objects, csum, "file"))
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+                missing.push((size, csum.clone()));
+            }
+        }
+        Ok(missing)
+    })
 }
 
 /// The content objects of `commit` and of its ancestors that are complete in

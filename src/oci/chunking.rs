@@ -285,38 +285,23 @@ pub fn object_sizes(repo_path: &Path, tree: &CommitTree) -> Result<HashMap<Strin
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let per = csums.len().div_ceil(IO_THREADS).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = csums
-            .chunks(per)
-            .map(|part| {
-                s.spawn(move || -> Result<Vec<(String, u64)>> {
-                    // libostree repo objects are not thread-safe: one per thread.
-                    let repo = ostree::Repo::new_for_path(repo_path);
-                    repo.open(gio::Cancellable::NONE)
-                        .with_context(|| format!("Opening {}", repo_path.display()))?;
-                    part.iter()
-                        .map(|c| {
-                            let (info, _) = repo
-                                .query_file(c, gio::Cancellable::NONE)
-                                .with_context(|| format!("Querying content object {c}"))?;
-                            let size = u64::try_from(info.size())
-                                .with_context(|| format!("Content object {c}: negative size"))?;
-                            Ok((c.to_string(), size))
-                        })
-                        .collect()
-                })
+    let sizes = crate::threads::map_chunks(&csums, IO_THREADS, "an object size reader", |part| {
+        // libostree repo objects are not thread-safe: one per thread.
+        let repo = ostree::Repo::new_for_path(repo_path);
+        repo.open(gio::Cancellable::NONE)
+            .with_context(|| format!("Opening {}", repo_path.display()))?;
+        part.iter()
+            .map(|c| {
+                let (info, _) = repo
+                    .query_file(c, gio::Cancellable::NONE)
+                    .with_context(|| format!("Querying content object {c}"))?;
+                let size = u64::try_from(info.size())
+                    .with_context(|| format!("Content object {c}: negative size"))?;
+                Ok((c.to_string(), size))
             })
-            .collect();
-        let mut out = HashMap::with_capacity(csums.len());
-        for h in handles {
-            let part = h
-                .join()
-                .map_err(|_| anyhow!("an object size reader panicked"))??;
-            out.extend(part);
-        }
-        Ok(out)
-    })
+            .collect()
+    })?;
+    Ok(sizes.into_iter().collect())
 }
 
 /// ostree-ext's `ObjectMetaSized::compute_sizes`, from sizes already read (see

@@ -212,31 +212,12 @@ pub fn file_digests(
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let chunk = paths.len().div_ceil(threads).max(1);
-    let parts: Vec<Result<Vec<(PathBuf, String)>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = paths
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|p| Ok((p.clone(), file_digest(root, p, checksums, mtimes)?)))
-                        .collect()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| bail!("a digest thread panicked"))
-            })
+    let digests = crate::threads::map_chunks(paths, threads, "a digest thread", |part| {
+        part.iter()
+            .map(|p| Ok((p.clone(), file_digest(root, p, checksums, mtimes)?)))
             .collect()
-    });
-    let mut out = BTreeMap::new();
-    for part in parts {
-        out.extend(part?);
-    }
-    Ok(out)
+    })?;
+    Ok(digests.into_iter().collect())
 }
 
 /// What a record says; `entry.json` next to the outputs (in `out/`).
