@@ -171,9 +171,9 @@ fcntl.ioctl(r, termios.FIONREAD, n)
 print(n[0])
 print("LD_PRELOAD" in subprocess.run(["env"], capture_output=True, text=True).stdout)
 "#;
-        let out = // Not through a wrapper script (pyenv): the object leaves no preload to
-        // its children, which is what the test checks last.
-        std::process::Command::new("/usr/bin/python3")
+        // Not through a wrapper script (pyenv): the object leaves no preload
+        // to its children, which is what the test checks last.
+        let out = std::process::Command::new("/usr/bin/python3")
             .arg("-c")
             .arg(script)
             .arg(&src)

@@ -178,6 +178,29 @@ pub fn check_relative_inside(path: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// The entries of directory `path` (none if it does not exist) as (name,
+/// is a directory), sorted by name. Symlinks count as not directories.
+pub fn list_names(root: &Dir, path: &str) -> Result<Vec<(String, bool)>> {
+    let Some(d) = root
+        .open_dir_optional(path)
+        .with_context(|| format!("Opening {path}"))?
+    else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for e in d.entries().with_context(|| format!("Reading {path}"))? {
+        let e = e.with_context(|| format!("Reading {path}"))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let is_dir = e
+            .file_type()
+            .with_context(|| format!("Querying {path}/{name}"))?
+            .is_dir();
+        out.push((name, is_dir));
+    }
+    out.sort();
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

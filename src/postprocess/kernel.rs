@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 
 use super::cached_run::{self, DracutRun};
 use super::dracut_fastcopy;
+use super::fsutil::list_names;
 use super::modules_load;
 use super::passwd;
 
@@ -957,27 +958,6 @@ pub fn relativize_hmac(content: &str) -> String {
         out.push('\n');
     }
     out
-}
-
-fn list_names(root: &Dir, path: &str) -> Result<Vec<(String, bool)>> {
-    let Some(d) = root
-        .open_dir_optional(path)
-        .with_context(|| format!("Opening {path}"))?
-    else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for e in d.entries().with_context(|| format!("Reading {path}"))? {
-        let e = e.with_context(|| format!("Reading {path}"))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        let is_dir = e
-            .file_type()
-            .with_context(|| format!("Querying {path}/{name}"))?
-            .is_dir();
-        out.push((name, is_dir));
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// §4.7 step 10 for a bootable tree; see the module docs.

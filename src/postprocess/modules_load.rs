@@ -15,9 +15,10 @@
 
 use std::collections::BTreeSet;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use cap_std_ext::cap_std::fs::Dir;
-use cap_std_ext::dirext::CapStdExtDirExt;
+
+use super::fsutil::list_names;
 
 /// Where the systemd dracut module reads the list.
 pub const MODULES_LOAD_D: &str = "usr/lib/modules-load.d";
@@ -78,30 +79,16 @@ pub fn split_available(
 /// Every module listed in the `*.conf` files of the tree's
 /// `usr/lib/modules-load.d`, in file name order (as bash's glob).
 pub fn read_listed(root: &Dir) -> Result<Vec<String>> {
-    let Some(dir) = root
-        .open_dir_optional(MODULES_LOAD_D)
-        .with_context(|| format!("Opening {MODULES_LOAD_D}"))?
-    else {
-        return Ok(Vec::new());
-    };
-    let mut names = Vec::new();
-    for e in dir
-        .entries()
-        .with_context(|| format!("Reading {MODULES_LOAD_D}"))?
-    {
-        let e = e.with_context(|| format!("Reading {MODULES_LOAD_D}"))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".conf") {
-            names.push(name);
-        }
-    }
-    names.sort();
+    let names = list_names(root, MODULES_LOAD_D)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name.ends_with(".conf"));
     let mut listed = Vec::new();
     for name in names {
         let path = format!("{MODULES_LOAD_D}/{name}");
         // Like the systemd module's `[[ -f ]]`: a dangling or escaping
         // symlink, or a directory, lists nothing.
-        match dir.read_to_string(&name) {
+        match root.read_to_string(&path) {
             Ok(text) => listed.extend(listed_modules(&text)),
             Err(e) => eprintln!("note: not reading /{path}: {e}"),
         }
