@@ -716,20 +716,9 @@ fn run_dracut(
              or set `no-initramfs: true` in the treefile"
         ));
     };
-    let has_ostree_module = match root
-        .open_dir_optional("usr/lib/dracut/modules.d")
-        .context("Opening usr/lib/dracut/modules.d")?
-    {
-        Some(d) => {
-            let mut found = false;
-            for e in d.entries().context("Reading usr/lib/dracut/modules.d")? {
-                let e = e.context("Reading usr/lib/dracut/modules.d")?;
-                found |= e.file_name().to_string_lossy().ends_with("ostree");
-            }
-            found
-        }
-        None => false,
-    };
+    let has_ostree_module = list_names(root, "usr/lib/dracut/modules.d")?
+        .iter()
+        .any(|(name, _)| name.ends_with("ostree"));
     if !has_ostree_module {
         eprintln!(
             "note: the tree has no ostree dracut module (usr/lib/dracut/modules.d/*ostree); \
