@@ -8,6 +8,18 @@
 
 use anyhow::{anyhow, Result};
 
+/// Give the calling thread the scheduling priority `nice` (on Linux,
+/// setpriority on a thread id affects that thread only): background work
+/// that must leave the cores to the compose's own steps.
+pub fn lower_priority(nice: i32) {
+    // SAFETY: plain syscalls without pointers.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        // Failing leaves the normal priority: only fairness is lost.
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, nice);
+    }
+}
+
 /// `f` on `items` split into at most `threads` contiguous chunks, each on a
 /// scoped thread of its own; the chunks' outputs concatenated in item
 /// order, or the error of the first chunk (in item order) that failed. A

@@ -1024,3 +1024,126 @@ fn lock_is_exclusive_and_waits() {
     holder.wait().unwrap();
     drop(waited);
 }
+
+/// Files of a package cache (hardlinked into the rootfs, checksums known)
+/// are copied into the repository while the "compose" goes on; the commit
+/// takes those copies. A file written to after its copy is committed with
+/// its new content, and the stale copy never reaches `objects/`.
+#[test]
+fn objects_staged_ahead_are_used_only_for_untouched_files() {
+    use ostree_composer::commit::checksum::regular_file_checksum;
+    use ostree_composer::commit::known::{wait_until_clock_past, KnownContents, Stamp};
+    use ostree_composer::commit::prestage::{AheadFile, PreStager};
+    use std::os::unix::fs::MetadataExt;
+
+    let tmp = tmpdir();
+    let rootfs = tmp.path().join("rootfs");
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let files = [
+        ("usr/share/a", "alpha\n".repeat(5000), 0o644),
+        ("usr/share/b", "bravo\n".repeat(3000), 0o644),
+        ("usr/bin/c", "#!/bin/sh\necho charlie\n".to_string(), 0o755),
+    ];
+    for (i, (path, content, mode)) in files.iter().enumerate() {
+        let cached = cache.join(format!("f{i}"));
+        write(&cached, content, *mode);
+        std::fs::create_dir_all(rootfs.join(path).parent().unwrap()).unwrap();
+        std::fs::hard_link(&cached, rootfs.join(path)).unwrap();
+    }
+    std::fs::create_dir_all(rootfs.join("usr/lib")).unwrap();
+    let no_xattrs = ostree::glib::Variant::array_from_iter_with_type(
+        ostree::glib::VariantTy::new("(ayay)").unwrap(),
+        std::iter::empty::<ostree::glib::Variant>(),
+    );
+    let mut known = KnownContents::default();
+    let mut ahead = Vec::new();
+    for i in 0..files.len() {
+        let cached = cache.join(format!("f{i}"));
+        let meta = std::fs::metadata(&cached).unwrap();
+        let checksum = regular_file_checksum(
+            &mut std::fs::File::open(&cached).unwrap(),
+            (meta.uid(), meta.gid(), meta.mode()),
+            &no_xattrs,
+        )
+        .unwrap();
+        known.insert(&meta, checksum.clone());
+        ahead.push(AheadFile {
+            path: cached,
+            checksum,
+            stamp: Stamp::of(&meta),
+        });
+    }
+    let stale_b = ahead[1].checksum.clone();
+
+    let repo_path = tmp.path().join("repo");
+    let repo = init_repo(&repo_path, "bare-user");
+    let stager = PreStager::start(&repo, &repo_path, &rootfs, ahead.clone())
+        .unwrap()
+        .expect("a bare-user repository on the rootfs' filesystem");
+    stager.wait_until_done().unwrap();
+    let staged: Vec<PathBuf> = std::fs::read_dir(repo_path.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("ostree-composer-adopt-"))
+        .collect();
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    let count = walkdir_files(&staged[0]);
+    assert_eq!(count, 3, "three objects staged in {}", staged[0].display());
+
+    // A post-processing step appends to b through the rootfs (one inode).
+    wait_until_clock_past(ahead[1].stamp.ctime);
+    let mut b = std::fs::OpenOptions::new()
+        .append(true)
+        .open(rootfs.join("usr/share/b"))
+        .unwrap();
+    std::io::Write::write_all(&mut b, b"edited\n").unwrap();
+    drop(b);
+
+    // What libostree's own walk commits for the same final tree.
+    let reference_root = tmp.path().join("reference");
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&rootfs)
+            .arg(&reference_root),
+    );
+    let reference_path = tmp.path().join("reference-repo");
+    let reference = init_repo(&reference_path, "bare-user");
+    let mut ropts = options(&reference_root);
+    ropts.writer = commit::TreeWriter::Libostree;
+    let expected = commit_rootfs(&reference, &ropts).unwrap();
+
+    let mut opts = options(&rootfs);
+    opts.writer = commit::TreeWriter::Parallel(2);
+    opts.consume = true;
+    opts.known_contents = Some(std::sync::Arc::new(known));
+    opts.pre_stager = Some(stager);
+    let got = commit_rootfs(&repo, &opts).unwrap();
+    assert_eq!(got.checksum, expected.checksum);
+    ostree(&repo_path, &["fsck"]);
+    assert_eq!(
+        ostree(&repo_path, &["cat", REF, "/usr/share/b"]),
+        format!("{}edited\n", "bravo\n".repeat(3000))
+    );
+    let stale = repo_path
+        .join("objects")
+        .join(&stale_b[..2])
+        .join(format!("{}.file", &stale_b[2..]));
+    assert!(!stale.exists(), "the stale copy of b was published");
+    assert!(!staged[0].exists(), "the staging directory is left");
+}
+
+/// Regular files below `dir`, recursively.
+fn walkdir_files(dir: &Path) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            n += walkdir_files(&entry.path());
+        } else {
+            n += 1;
+        }
+    }
+    n
+}

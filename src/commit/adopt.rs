@@ -23,9 +23,11 @@
 //! Not for: archive repositories (objects are compressed), checksumming (the
 //! caller passes the checksum libostree computed for the file).
 
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use ostree::glib::{ToVariant, Variant};
@@ -46,43 +48,67 @@ pub(super) struct Adopter {
     gid: rustix::fs::Gid,
     /// Names the temporary files of [`Adopter::copy_in`].
     copies: std::sync::atomic::AtomicU64,
+    /// Objects already in `staging`, copied there ahead of the commit
+    /// ([`super::prestage`]), with their sizes.
+    pre_staged: HashMap<String, u64>,
+    /// The pre-staged objects the commit used; the others are removed
+    /// before publishing.
+    pre_staged_used: Mutex<HashSet<String>>,
+}
+
+/// How [`Adopter::take_pre_staged`] found an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PreStagedUse {
+    /// Staged ahead, used for the first time: it counts as written.
+    First { size: u64 },
+    /// Staged ahead and already used by another file.
+    Again,
 }
 
 impl Adopter {
     /// An adopter for `repo_path` when the commit consumes `rootfs`, the
     /// repository is bare-user and both are on one filesystem; else `None`.
+    /// `pre_staged`: objects copied ahead into a staging directory of this
+    /// repository ([`super::prestage`]); the adopter publishes from it.
     pub(super) fn new(
         repo: &ostree::Repo,
         repo_path: &Path,
         rootfs: &Path,
+        pre_staged: Option<PreStaged>,
     ) -> Result<Option<Adopter>> {
-        if repo.mode() != ostree::RepoMode::BareUser {
+        let Some(dev) = adoption_device(repo, repo_path, rootfs)? else {
             return Ok(None);
-        }
-        let objects = repo_path.join("objects");
-        let dev = std::fs::metadata(&objects)
-            .with_context(|| format!("Reading {}", objects.display()))?
-            .dev();
-        let root_dev = std::fs::metadata(rootfs)
-            .with_context(|| format!("Reading {}", rootfs.display()))?
-            .dev();
-        if dev != root_dev {
-            return Ok(None);
-        }
-        let tmp = repo_path.join("tmp");
-        staging::remove_stale(&tmp, STAGING_PREFIX)?;
-        let staging = tempfile::Builder::new()
-            .prefix(STAGING_PREFIX)
-            .tempdir_in(&tmp)
-            .with_context(|| format!("Creating a staging directory in {}", tmp.display()))?;
+        };
+        let (staging, pre_staged) = match pre_staged {
+            Some(p) => (p.staging, p.objects),
+            None => (new_staging(repo_path)?, HashMap::new()),
+        };
         Ok(Some(Adopter {
-            objects,
+            objects: repo_path.join("objects"),
             staging,
             fsync: !repo.is_disable_fsync(),
             dev,
             uid: rustix::process::geteuid(),
             gid: rustix::process::getegid(),
             copies: Default::default(),
+            pre_staged,
+            pre_staged_used: Default::default(),
+        }))
+    }
+
+    /// The object `checksum` if it was staged ahead of the commit.
+    pub(super) fn take_pre_staged(&self, checksum: &str) -> Result<Option<PreStagedUse>> {
+        let Some(&size) = self.pre_staged.get(checksum) else {
+            return Ok(None);
+        };
+        let mut used = self
+            .pre_staged_used
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a commit worker thread panicked"))?;
+        Ok(Some(if used.insert(checksum.to_string()) {
+            PreStagedUse::First { size }
+        } else {
+            PreStagedUse::Again
         }))
     }
 
@@ -151,51 +177,32 @@ impl Adopter {
         Ok(size)
     }
 
-    /// Give `file` (open on `path`, owned by the repository's user) the
-    /// bare-user object form and move it to its staged object name.
+    /// [`stage_object`] into this adopter's staging directory.
     fn stage(
         &self,
         file: &File,
         path: &Path,
-        (uid, gid, mode): (u32, u32, u32),
+        owner: (u32, u32, u32),
         xattrs: &Variant,
         checksum: &str,
     ) -> Result<()> {
-        rustix::fs::fsetxattr(
-            file,
-            "user.ostreemeta",
-            bareuser_meta(uid, gid, mode, xattrs).data(),
-            rustix::fs::XattrFlags::empty(),
-        )
-        .with_context(|| format!("Setting user.ostreemeta on {}", path.display()))?;
-        let content_mode = (mode & 0o775) | 0o400;
-        rustix::fs::fchmod(file, rustix::fs::Mode::from_raw_mode(content_mode))
-            .with_context(|| format!("Changing the mode of {}", path.display()))?;
-        let times = rustix::fs::Timestamps {
-            last_access: rustix::fs::Timespec {
-                tv_sec: 0,
-                tv_nsec: rustix::fs::UTIME_OMIT,
-            },
-            last_modification: rustix::fs::Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-        };
-        rustix::fs::futimens(file, &times)
-            .with_context(|| format!("Setting the mtime of {}", path.display()))?;
-        staging::create_subdir(self.staging.path(), checksum)?;
-        let dest = staging::loose_path(self.staging.path(), checksum, "file");
-        // A concurrent worker may have staged the same content under this
-        // name a moment ago: replacing it with identical bytes is harmless.
-        std::fs::rename(path, &dest)
-            .with_context(|| format!("Moving {} to {}", path.display(), dest.display()))?;
-        Ok(())
+        stage_object(self.staging.path(), file, path, owner, xattrs, checksum)
     }
 
     /// Give the staged files their object names (after a filesystem sync when
-    /// the repository syncs); returns how many were published.
+    /// the repository syncs); returns how many were published. Objects staged
+    /// ahead that the commit did not use are removed first.
     pub(super) fn publish(self) -> Result<u64> {
         let staging = self.staging.path();
+        let used = self
+            .pre_staged_used
+            .into_inner()
+            .map_err(|_| anyhow::anyhow!("a commit worker thread panicked"))?;
+        for checksum in self.pre_staged.keys().filter(|c| !used.contains(*c)) {
+            let path = staging::loose_path(staging, checksum, "file");
+            std::fs::remove_file(&path)
+                .with_context(|| format!("Removing the unused {}", path.display()))?;
+        }
         if self.fsync {
             staging::syncfs(staging)?;
         }
@@ -204,6 +211,9 @@ impl Adopter {
             std::fs::read_dir(staging).with_context(|| format!("Reading {}", staging.display()))?
         {
             let sub = sub.with_context(|| format!("Reading {}", staging.display()))?;
+            if !sub.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
             let prefix = sub.file_name().to_string_lossy().into_owned();
             staging::create_subdir(&self.objects, &prefix)?;
             for entry in std::fs::read_dir(sub.path())
@@ -219,6 +229,87 @@ impl Adopter {
         }
         Ok(published)
     }
+}
+
+/// What the commit's adopter starts from when objects were copied ahead
+/// ([`super::prestage`]): its staging directory and the objects in it.
+#[derive(Debug)]
+pub(super) struct PreStaged {
+    pub staging: tempfile::TempDir,
+    /// Checksum -> content size.
+    pub objects: HashMap<String, u64>,
+}
+
+/// The device of `repo_path`'s objects when files under `rootfs` can become
+/// its objects by renaming: a bare-user repository on the same filesystem.
+pub(super) fn adoption_device(
+    repo: &ostree::Repo,
+    repo_path: &Path,
+    rootfs: &Path,
+) -> Result<Option<u64>> {
+    if repo.mode() != ostree::RepoMode::BareUser {
+        return Ok(None);
+    }
+    let objects = repo_path.join("objects");
+    let dev = std::fs::metadata(&objects)
+        .with_context(|| format!("Reading {}", objects.display()))?
+        .dev();
+    let root_dev = std::fs::metadata(rootfs)
+        .with_context(|| format!("Reading {}", rootfs.display()))?
+        .dev();
+    Ok((dev == root_dev).then_some(dev))
+}
+
+/// A new staging directory in `repo_path/tmp`, after removing the ones
+/// killed runs left (the caller holds the repository's lock).
+pub(super) fn new_staging(repo_path: &Path) -> Result<tempfile::TempDir> {
+    let tmp = repo_path.join("tmp");
+    staging::remove_stale(&tmp, STAGING_PREFIX)?;
+    tempfile::Builder::new()
+        .prefix(STAGING_PREFIX)
+        .tempdir_in(&tmp)
+        .with_context(|| format!("Creating a staging directory in {}", tmp.display()))
+}
+
+/// Give `file` (open on `path`, owned by the repository's user) the
+/// bare-user object form and move it to its object name in `staging`.
+pub(super) fn stage_object(
+    staging: &Path,
+    file: &File,
+    path: &Path,
+    (uid, gid, mode): (u32, u32, u32),
+    xattrs: &Variant,
+    checksum: &str,
+) -> Result<()> {
+    rustix::fs::fsetxattr(
+        file,
+        "user.ostreemeta",
+        bareuser_meta(uid, gid, mode, xattrs).data(),
+        rustix::fs::XattrFlags::empty(),
+    )
+    .with_context(|| format!("Setting user.ostreemeta on {}", path.display()))?;
+    let content_mode = (mode & 0o775) | 0o400;
+    rustix::fs::fchmod(file, rustix::fs::Mode::from_raw_mode(content_mode))
+        .with_context(|| format!("Changing the mode of {}", path.display()))?;
+    let times = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+    };
+    rustix::fs::futimens(file, &times)
+        .with_context(|| format!("Setting the mtime of {}", path.display()))?;
+    staging::create_subdir(staging, checksum)?;
+    let dest = staging::loose_path(staging, checksum, "file");
+    // A concurrent worker may have staged the same content under this
+    // name a moment ago: replacing it with identical bytes is harmless.
+    std::fs::rename(path, &dest)
+        .with_context(|| format!("Moving {} to {}", path.display(), dest.display()))?;
+    Ok(())
 }
 
 const STAGING_PREFIX: &str = "ostree-composer-adopt-";

@@ -9,7 +9,8 @@
 //!   fifos/sockets/devices out of the way; `parallel` writes the files on
 //!   one thread per core (same objects, same checksum as libostree's walk).
 //! - [`known`]: checksums the cached installer already knows, trusted while
-//!   the file is untouched.
+//!   the file is untouched; [`prestage`] copies those files into the
+//!   repository's staging directory while the compose post-processes.
 //! - [`read`]: [`CommitInfo`], a previous commit's metadata and files.
 //! - [`pkgdiff`]: the compose JSON package diff (pure).
 //! - [`pull`]: copying commits between local repositories.
@@ -26,6 +27,7 @@ pub mod lock;
 pub mod metadata;
 mod parallel;
 pub mod pkgdiff;
+pub mod prestage;
 pub mod pull;
 pub mod read;
 pub mod repo;

@@ -34,10 +34,11 @@ use ostree::gio;
 use ostree::prelude::*;
 use ostree::{MutableTree, Repo};
 
-use super::adopt::Adopter;
+use super::adopt::{Adopter, PreStagedUse};
 use super::checksum::regular_file_checksum;
 use super::dirtree::{self, MetadataObjects};
 use super::known::KnownContents;
+use super::prestage::PreStager;
 use super::xattrs::{kept_xattrs, read_ostreemeta, xattrs_to_variant};
 
 /// Content-object counts of the workers' transactions.
@@ -119,6 +120,7 @@ pub(super) fn write_tree(
     threads: usize,
     consume: bool,
     known: Option<&KnownContents>,
+    pre_stager: Option<&PreStager>,
     sepolicy: Option<&ostree::SePolicy>,
 ) -> Result<std::result::Result<Written, Declined>> {
     let started = std::time::Instant::now();
@@ -152,7 +154,12 @@ pub(super) fn write_tree(
         .ok_or_else(|| anyhow!("The repository has no local path"))?;
     let walked = started.elapsed().as_secs_f64();
     let adopter = if consume {
-        Adopter::new(repo, &repo_path, rootfs)?
+        // The copying stops here: what it did not reach, the workers copy.
+        let pre_staged = match pre_stager {
+            Some(p) => p.finish()?,
+            None => None,
+        };
+        Adopter::new(repo, &repo_path, rootfs, pre_staged)?
     } else {
         None
     };
@@ -538,6 +545,9 @@ fn write_one(repo: &Repo, job: &Job, adopter: Option<&Adopter>) -> Result<(Strin
                 {
                     return Ok((checksum.clone(), Stored::AlreadyPresent));
                 }
+                if let Some(stored) = pre_staged(adopter, checksum)? {
+                    return Ok((checksum.clone(), stored));
+                }
             }
             let mut file = std::fs::File::open(&job.path).context("Opening")?;
             // The size of what is read, not of the earlier stat.
@@ -560,6 +570,9 @@ fn write_one(repo: &Repo, job: &Job, adopter: Option<&Adopter>) -> Result<(Strin
                         .context("Looking up a content object")?
                     {
                         return Ok((c, Stored::AlreadyPresent));
+                    }
+                    if let Some(stored) = pre_staged(adopter, &c)? {
+                        return Ok((c, stored));
                     }
                     c
                 }
@@ -587,6 +600,19 @@ fn write_one(repo: &Repo, job: &Job, adopter: Option<&Adopter>) -> Result<(Strin
             Ok((csum.to_hex(), Stored::ByLibostree))
         }
     }
+}
+
+/// How the object `checksum` is stored if it was staged ahead of the commit
+/// (see [`super::prestage`]): the first file with that content counts it as
+/// written, like an adopted file.
+fn pre_staged(adopter: Option<&Adopter>, checksum: &str) -> Result<Option<Stored>> {
+    let Some(adopter) = adopter else {
+        return Ok(None);
+    };
+    Ok(adopter.take_pre_staged(checksum)?.map(|found| match found {
+        PreStagedUse::First { size } => Stored::Adopted { size },
+        PreStagedUse::Again => Stored::AlreadyPresent,
+    }))
 }
 
 /// The dirmeta and dirtree objects of `dir` and everything below it (added

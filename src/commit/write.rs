@@ -68,6 +68,9 @@ pub struct CommitOptions {
     /// Content checksums known without reading the files (the cached
     /// installer's); used by the parallel writer.
     pub known_contents: Option<std::sync::Arc<super::known::KnownContents>>,
+    /// Content objects being copied into the repository ahead of the
+    /// commit; used by the parallel writer when it consumes the rootfs.
+    pub pre_stager: Option<super::prestage::PreStager>,
     /// Delete rootfs files as they are committed (saves disk space).
     pub consume: bool,
     /// Sign the commit with this GPG key id.
@@ -107,6 +110,7 @@ impl CommitOptions {
             selinux: false,
             devino_cache: None,
             known_contents: None,
+            pre_stager: None,
             consume: false,
             gpg_key: None,
             gpg_homedir: None,
@@ -347,6 +351,7 @@ fn write_tree(
             threads,
             opts.consume,
             known,
+            opts.pre_stager.as_ref(),
             sepolicy,
         )? {
             Ok((mtree, skipped, content)) => {

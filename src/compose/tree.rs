@@ -298,10 +298,20 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     } else {
         None
     };
+    // Files of the package cache can be copied into the repository while
+    // the root is post-processed. The one-shot's spare core deflates the
+    // archive's objects instead: there, rpm installs a first compose.
+    let stage_ahead = ostree_commit::prestage::applies(&repo, &req.repo, &rootfs_tmp)?;
+    let import_first = stage_ahead && req.installed_files.is_none();
     let installed = match (&pkgcache, &req.installed_files) {
-        (Some(cache), sink) => {
-            dnf.install_cached(&install_req, &resolution, &rootfs_tmp, cache, sink.as_ref())?
-        }
+        (Some(cache), sink) => dnf.install_cached(
+            &install_req,
+            &resolution,
+            &rootfs_tmp,
+            cache,
+            sink.as_ref(),
+            import_first,
+        )?,
         (None, Some(sink)) => {
             dnf.install_reporting(&install_req, &resolution, &rootfs_tmp, sink)?;
             install::Installed::ByRpm { filling: None }
@@ -316,6 +326,15 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
         install::Installed::ByRpm { filling } => (None, filling),
     };
     drop(dnf);
+    let pre_stager = match &assembled {
+        Some(a) if stage_ahead => ostree_commit::prestage::PreStager::start(
+            &repo,
+            &req.repo,
+            &rootfs_tmp,
+            a.ahead_files(),
+        )?,
+        _ => None,
+    };
     progress::done("install", "done", t.elapsed().as_secs_f64());
 
     // Post-process: treefile steps, root preparation, final steps, checks.
@@ -383,6 +402,7 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
         assembled.as_ref().map(|a| a.known.as_ref()),
         learned.as_deref(),
     );
+    commit_opts.pre_stager = pre_stager;
     let result = ostree_commit::commit_rootfs(&repo, &commit_opts)?;
     if let Some(assembled) = assembled {
         assembled.release()?;

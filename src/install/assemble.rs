@@ -55,6 +55,7 @@ use serde::Deserialize;
 use super::pkgcache::{CachedPackage, PackageCache};
 use super::InstalledFilesSink;
 use crate::commit::known::{KnownContents, Stamp};
+use crate::commit::prestage::AheadFile;
 
 /// How long package cache entries no compose used are kept.
 const UNUSED_ENTRIES_KEPT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
@@ -206,6 +207,24 @@ impl Assembled<'_> {
         }
         self.cache.retain(&self.keys, UNUSED_ENTRIES_KEPT)?;
         Ok(changed)
+    }
+
+    /// The cache files linked into the root, each with the checksum and
+    /// status the commit trusts ([`KnownContents`]), biggest first: what may
+    /// be copied into the repository ahead of the commit
+    /// ([`crate::commit::prestage`]).
+    pub fn ahead_files(&self) -> Vec<AheadFile> {
+        let mut files: Vec<AheadFile> = self
+            .linked
+            .iter()
+            .map(|l| AheadFile {
+                path: l.cache_path.clone(),
+                checksum: l.checksum.clone(),
+                stamp: l.stamp,
+            })
+            .collect();
+        files.sort_by_key(|f| std::cmp::Reverse(f.stamp.size));
+        files
     }
 
     /// The cache entries whose linked files changed since the checkout,

@@ -119,7 +119,7 @@ impl FileFeed {
             std::thread::Builder::new()
                 .name(name.into())
                 .spawn(move || {
-                    lower_priority(nice);
+                    crate::threads::lower_priority(nice);
                     run(&receiver, &stop, &control, handle);
                     control.lock().finished = true;
                     control.changed.notify_all();
@@ -377,17 +377,6 @@ pub fn open_regular(dir: &OwnedFd, path: &Path) -> Result<(std::fs::File, std::f
         anyhow::bail!("not a regular file");
     }
     Ok((file, meta))
-}
-
-/// `nice` for the calling thread (on Linux, setpriority on a thread id
-/// affects that thread only).
-fn lower_priority(nice: i32) {
-    // SAFETY: plain syscalls without pointers.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        // Failing leaves the normal priority: only fairness is lost.
-        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, nice);
-    }
 }
 
 #[cfg(test)]

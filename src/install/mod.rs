@@ -209,11 +209,18 @@ impl Session {
     /// that is exact for this transaction (see [`assemble`]), else with
     /// rpm as [`Session::install`] does.
     ///
-    /// When the cache lacks most of the packages (a first compose), rpm
-    /// installs them, which writes each file once and lets the commit adopt
-    /// it; assembling would write every file twice (cache and repository)
-    /// on this run. The cache is then filled in the background, after
-    /// rpm's transaction (creating files beside it slowed it by half).
+    /// When the cache lacks most of the packages (a first compose):
+    /// - with `import_first`, the packages are imported first, on every
+    ///   core, and the root is assembled from the cache. For a caller that
+    ///   copies the cache's files into its repository while it
+    ///   post-processes ([`crate::commit::prestage`]): each payload is then
+    ///   decompressed and checksummed once.
+    /// - otherwise rpm installs them, which writes each file once and lets
+    ///   the commit adopt it, and the cache is filled in the background
+    ///   after rpm's transaction (creating files beside it slowed it by
+    ///   half). That decompresses every payload twice, but leaves a core
+    ///   free during rpm's transaction for a caller that uses it (the
+    ///   one-shot deflates the archive's objects there).
     pub fn install_cached<'a>(
         &mut self,
         req: &InstallRequest,
@@ -221,6 +228,7 @@ impl Session {
         root: &Path,
         cache: &'a pkgcache::PackageCache,
         files: Option<&InstalledFilesSink>,
+        import_first: bool,
     ) -> Result<Installed<'a>> {
         let located = self.0.locate(req, res)?;
         if let Some(blocked) = &located.blocked {
@@ -240,7 +248,7 @@ impl Session {
                 None => missing.push((key, p.rpm.clone())),
             }
         }
-        if missing.len() * 2 > located.packages.len() {
+        if missing.len() * 2 > located.packages.len() && !import_first {
             self.0.install(req, res, root, files)?;
             eprintln!(
                 "Package cache: {} of {} packages missing; filling it in the background",
@@ -346,9 +354,7 @@ impl CacheFill {
         let thread = std::thread::spawn(move || {
             // Lowest priority: the compose (and the one-shot's deflate-ahead
             // thread) comes first. A failure only leaves the normal priority.
-            // SAFETY: setpriority on this thread's own id; no memory is touched.
-            let _ =
-                unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+            crate::threads::lower_priority(19);
             let imported = cache.import_all(&missing, 1).map(|imported| imported.len());
             imported.map(|n| (n, thread_cpu_time()))
         });
