@@ -351,6 +351,7 @@ impl Helper {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         super::die_with_parent(&mut cmd);
+        super::nosyncfs::skip_syncfs(&mut cmd);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("Running {} (dnf's Python)", python.display()))?;

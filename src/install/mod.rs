@@ -15,6 +15,7 @@ mod dnf;
 pub mod fastpath;
 pub mod filefeed;
 pub mod lockfile;
+mod nosyncfs;
 pub mod pkgcache;
 pub mod rpmdb;
 pub mod rpmpayload;
