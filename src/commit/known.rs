@@ -93,8 +93,15 @@ pub fn wait_until_clock_past(ctime: (i64, i64)) {
 /// Whether the coarse filesystem clock is already past `ctime`: then a
 /// file with that ctime cannot be changed again without its ctime changing.
 pub fn clock_is_past(ctime: (i64, i64)) -> bool {
+    coarse_clock() > ctime
+}
+
+/// The coarse clock file timestamps come from. A file whose status, read
+/// after this, has an older ctime cannot change after that read without its
+/// ctime changing.
+pub fn coarse_clock() -> (i64, i64) {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-    (now.tv_sec, now.tv_nsec) > ctime
+    (now.tv_sec, now.tv_nsec)
 }
 
 #[cfg(test)]

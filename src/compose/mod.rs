@@ -113,6 +113,7 @@ pub fn run_compose_tree(args: TreeArgs) -> Result<()> {
         source_date_epoch: source_date_epoch()?,
         fallback_previous: None,
         installed_files: None,
+        installed_known: None,
     };
     tree::compose_tree(&req).map(|_| ())
 }

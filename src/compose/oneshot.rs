@@ -280,6 +280,7 @@ pub fn run(args: OneShotArgs) -> Result<()> {
         source_date_epoch: super::source_date_epoch()?,
         fallback_previous,
         installed_files: ahead_worker.as_ref().map(AheadWorker::sink),
+        installed_known: ahead_worker.as_ref().map(AheadWorker::known),
         ..Default::default()
     };
     let mut json = composejson::ComposeJson {

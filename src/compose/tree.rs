@@ -62,6 +62,9 @@ pub struct TreeRequest {
     pub fallback_previous: Option<FallbackPrevious>,
     /// Told each package's files as they are installed.
     pub installed_files: Option<install::InstalledFilesSink>,
+    /// Content checksums whatever reads `installed_files` computed, for the
+    /// commit (see [`KnownContents`]).
+    pub installed_known: Option<std::sync::Arc<std::sync::Mutex<KnownContents>>>,
     /// Assemble the root from the package cache in `cachedir` when that is
     /// exact (see [`install::assemble`]); false: rpm installs every package.
     /// Only worth it when the cache directory outlives the run.
@@ -400,7 +403,7 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     commit_opts.gpg_key = treefile.config.gpg_key.clone();
     commit_opts.known_contents = known_for_commit(
         assembled.as_ref().map(|a| a.known.as_ref()),
-        learned.as_deref(),
+        [learned.as_deref(), req.installed_known.as_deref()],
     );
     commit_opts.pre_stager = pre_stager;
     let result = ostree_commit::commit_rootfs(&repo, &commit_opts)?;
@@ -519,19 +522,21 @@ fn previous_passwd(previous: &Previous) -> Result<crate::postprocess::passwd::Pr
 /// run cache computed while fingerprinting depmod's and dracut's inputs.
 fn known_for_commit(
     assembled: Option<&KnownContents>,
-    learned: Option<&std::sync::Mutex<KnownContents>>,
+    gathered: [Option<&std::sync::Mutex<KnownContents>>; 2],
 ) -> Option<std::sync::Arc<KnownContents>> {
-    let learned = learned.map(|l| l.lock().unwrap_or_else(|e| e.into_inner()));
-    match (assembled, learned.as_deref()) {
-        (None, None) => None,
-        (a, l) => {
-            let mut all = KnownContents::default();
-            for k in [a, l].into_iter().flatten() {
-                all.extend_from(k);
-            }
-            Some(std::sync::Arc::new(all))
-        }
+    let gathered: Vec<_> = gathered
+        .into_iter()
+        .flatten()
+        .map(|k| k.lock().unwrap_or_else(|e| e.into_inner()))
+        .collect();
+    if assembled.is_none() && gathered.is_empty() {
+        return None;
     }
+    let mut all = KnownContents::default();
+    for k in assembled.into_iter().chain(gathered.iter().map(|g| &**g)) {
+        all.extend_from(k);
+    }
+    Some(std::sync::Arc::new(all))
 }
 
 fn install_request(treefile: &Treefile, req: &TreeRequest, cachedir: &Path) -> InstallRequest {

@@ -28,11 +28,21 @@
 //! deflated the way the export streams them (zlib-ng), so that reusing
 //! their stream gives the same bytes.
 //!
+//! The same read gives the commit each file's OSTree content checksum
+//! ([`AheadWorker::known`]): without it the commit reads every file rpm
+//! installed again to checksum it, on the critical path. A checksum is
+//! recorded with the file's status read before the content ([`KnownContents`]
+//! trusts it while the status is unchanged), only when the status is the
+//! same after the read and its ctime is older than the clock read before
+//! it: then no write during or after the read can leave the status as it
+//! was.
+//!
 //! Not for: files over [`BIG_MAX`] (the export streams those), symlinks and
 //! metadata (cheap), non-archive destinations.
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,6 +51,8 @@ use anyhow::Result;
 use sha2::{Digest, Sha256};
 
 use super::filez::{deflate_big_to_vec, deflate_to_vec, WHOLE_BUFFER_MAX};
+use crate::commit::checksum::ContentHasher;
+use crate::commit::known::{coarse_clock, KnownContents, Stamp};
 use crate::install::filefeed::{FileFeed, Next};
 use crate::install::InstalledFilesSink;
 
@@ -191,6 +203,7 @@ impl DeflatedAhead {
 pub struct AheadWorker {
     feed: FileFeed,
     ahead: Arc<DeflatedAhead>,
+    known: Arc<Mutex<KnownContents>>,
 }
 
 impl AheadWorker {
@@ -213,21 +226,29 @@ impl AheadWorker {
             }
         });
         let ahead = Arc::new(DeflatedAhead::new(level, spill));
+        let known = Arc::new(Mutex::new(KnownContents::default()));
         let budget = memory_budget();
         let feed = {
             let ahead = ahead.clone();
+            let known = known.clone();
             let mut buf = Vec::new();
             // nice 10: the thread takes CPU from nobody but the idle core.
             FileFeed::start(
                 "deflate-ahead",
                 10,
-                move |file, meta, _path| match deflate_one(&ahead, file, meta, &mut buf, budget) {
+                move |file, _meta, _path| match deflate_one(&ahead, &known, file, &mut buf, budget)
+                {
                     true => Next::Continue,
                     false => Next::Stop,
                 },
             )?
         };
-        Ok(AheadWorker { feed, ahead })
+        Ok(AheadWorker { feed, ahead, known })
+    }
+
+    /// The content checksums of the files read so far, for the commit.
+    pub fn known(&self) -> Arc<Mutex<KnownContents>> {
+        self.known.clone()
     }
 
     /// Where the installer sends the files it put in place.
@@ -251,13 +272,33 @@ impl AheadWorker {
 /// compresses it (or whatever replaced it) itself.
 fn deflate_one(
     ahead: &DeflatedAhead,
+    known: &Mutex<KnownContents>,
     file: std::fs::File,
-    meta: &std::fs::Metadata,
     buf: &mut Vec<u8>,
     budget: u64,
 ) -> bool {
-    if read_candidate(file, meta, buf).is_err() {
+    let clock = coarse_clock();
+    let Ok(before) = file.metadata() else {
         return true;
+    };
+    if read_candidate(&file, &before, buf).is_err() {
+        return true;
+    }
+    let unchanged = file
+        .metadata()
+        .is_ok_and(|after| Stamp::of(&after) == Stamp::of(&before));
+    if unchanged && (before.ctime(), before.ctime_nsec()) < clock {
+        // As committed with its own owner and mode and no xattrs (the
+        // commit takes it only for such a file).
+        if let Ok(mut hasher) =
+            ContentHasher::without_xattrs((before.uid(), before.gid(), before.mode()))
+        {
+            hasher.update(buf);
+            known
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(&before, hasher.finish());
+        }
     }
     let key: [u8; 32] = Sha256::digest(&buf[..]).into();
     if ahead.contains(&key) {
@@ -322,7 +363,7 @@ fn meminfo_available(meminfo: &str) -> Option<u64> {
 
 /// Read the opened regular `file` into `buf` if it has at most [`BIG_MAX`]
 /// bytes.
-fn read_candidate(file: std::fs::File, meta: &std::fs::Metadata, buf: &mut Vec<u8>) -> Result<()> {
+fn read_candidate(file: &std::fs::File, meta: &std::fs::Metadata, buf: &mut Vec<u8>) -> Result<()> {
     if meta.len() == 0 || meta.len() > BIG_MAX {
         anyhow::bail!("not a candidate");
     }
@@ -344,6 +385,7 @@ const BIG_MAX: u64 = crate::install::REPORTED_FILE_MAX;
 mod tests {
     use super::*;
     use crate::export::filez::{write_filez, FileHeader};
+    use std::os::unix::fs::PermissionsExt;
     use std::path::{Path, PathBuf};
 
     fn header(size: usize) -> FileHeader {
@@ -368,6 +410,49 @@ mod tests {
         )
         .unwrap();
         out
+    }
+
+    /// The commit gets each file's content checksum (the one libostree's
+    /// commit computes for it), trusted until the file changes.
+    #[test]
+    fn checksums_of_the_files_read_hold_until_they_change() {
+        use crate::commit::checksum::regular_file_checksum;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        let a = dir.path().join("d/a");
+        let b = dir.path().join("d/b");
+        std::fs::write(&a, b"alpha\n".repeat(1000)).unwrap();
+        std::fs::write(&b, b"bravo").unwrap();
+        std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o750)).unwrap();
+        // Written a tick ago: the thread's clock is past their ctimes.
+        for p in [&a, &b] {
+            let meta = std::fs::metadata(p).unwrap();
+            crate::commit::known::wait_until_clock_past((meta.ctime(), meta.ctime_nsec()));
+        }
+        let worker = AheadWorker::start(6, None).unwrap();
+        let known = worker.known();
+        worker
+            .sink()
+            .send(dir.path(), vec![PathBuf::from("d/a"), PathBuf::from("d/b")]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while known.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        worker.finish();
+        let known = known.lock().unwrap();
+        for p in [&a, &b] {
+            let meta = std::fs::metadata(p).unwrap();
+            let expected = regular_file_checksum(
+                &mut std::fs::File::open(p).unwrap(),
+                (meta.uid(), meta.gid(), meta.mode()),
+                &crate::commit::xattrs::xattrs_to_variant(&[]),
+            )
+            .unwrap();
+            assert_eq!(known.checksum_for(&meta), Some(expected.as_str()));
+        }
+        // Rewritten in place (same size): no longer trusted.
+        std::fs::write(&b, b"BRAVO").unwrap();
+        assert_eq!(known.checksum_for(&std::fs::metadata(&b).unwrap()), None);
     }
 
     #[test]
