@@ -783,18 +783,7 @@ fn consume_into_bare_user_adopts_files_and_matches_libostree() {
     )
     .unwrap();
     // A copy of the same tree for libostree's own walk.
-    let reference_root = tmp.path().join("reference");
-    run_ok(
-        Command::new("cp")
-            .arg("-a")
-            .arg(&rootfs)
-            .arg(&reference_root),
-    );
-    let reference_path = tmp.path().join("reference-repo");
-    let reference = init_repo(&reference_path, "bare-user");
-    let mut ropts = options(&reference_root);
-    ropts.writer = commit::TreeWriter::Libostree;
-    let expected = commit_rootfs(&reference, &ropts).unwrap();
+    let (reference_path, expected) = commit_copy_with_libostree(tmp.path(), &rootfs);
 
     let ino = |p: &str| std::fs::metadata(rootfs.join(p)).unwrap().ino();
     let (big_ino, ping_ino, linked_ino) = (
@@ -1101,18 +1090,7 @@ fn objects_staged_ahead_are_used_only_for_untouched_files() {
     drop(b);
 
     // What libostree's own walk commits for the same final tree.
-    let reference_root = tmp.path().join("reference");
-    run_ok(
-        Command::new("cp")
-            .arg("-a")
-            .arg(&rootfs)
-            .arg(&reference_root),
-    );
-    let reference_path = tmp.path().join("reference-repo");
-    let reference = init_repo(&reference_path, "bare-user");
-    let mut ropts = options(&reference_root);
-    ropts.writer = commit::TreeWriter::Libostree;
-    let expected = commit_rootfs(&reference, &ropts).unwrap();
+    let (_, expected) = commit_copy_with_libostree(tmp.path(), &rootfs);
 
     let mut opts = options(&rootfs);
     opts.writer = commit::TreeWriter::Parallel(2);
@@ -1146,4 +1124,23 @@ fn walkdir_files(dir: &Path) -> usize {
         }
     }
     n
+}
+
+/// A copy of `rootfs` (in `tmp/reference`) committed by libostree's own walk
+/// into a new bare-user repository `tmp/reference-repo`: what the parallel
+/// writer must reproduce.
+fn commit_copy_with_libostree(tmp: &Path, rootfs: &Path) -> (PathBuf, commit::CommitResult) {
+    let reference_root = tmp.join("reference");
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(rootfs)
+            .arg(&reference_root),
+    );
+    let reference_path = tmp.join("reference-repo");
+    let reference = init_repo(&reference_path, "bare-user");
+    let mut opts = options(&reference_root);
+    opts.writer = commit::TreeWriter::Libostree;
+    let expected = commit_rootfs(&reference, &opts).unwrap();
+    (reference_path, expected)
 }
