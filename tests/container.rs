@@ -594,7 +594,8 @@ fn readme_own_manifest_command_uses_the_mounted_repo() {
     // chrooted by the dnf helper), to the same tree.
     let first_log = String::from_utf8_lossy(&first.stderr);
     assert!(
-        first_log.contains("filling it in the background"),
+        first_log.contains("importing them after the post-processing")
+            && first_log.contains("packages imported for the next compose"),
         "{first_log}"
     );
     let third = runner.sh(work.path(), &format!("{cmd} --force-nocache"));

@@ -115,7 +115,12 @@ pub fn run_compose_tree(args: TreeArgs) -> Result<()> {
         installed_files: None,
         installed_known: None,
     };
-    tree::compose_tree(&req).map(|_| ())
+    if let tree::TreeOutcome::Committed(mut c) = tree::compose_tree(&req)? {
+        if let Some(fill) = c.cache_fill.take() {
+            fill.run();
+        }
+    }
+    Ok(())
 }
 
 /// `compose container-encapsulate`.

@@ -287,9 +287,9 @@ pub fn run(args: OneShotArgs) -> Result<()> {
         r#ref: Some(treeref.clone()),
         ..Default::default()
     };
-    // The package cache may still be filling for the next run: it goes on
-    // during the export and encapsulation (dropped, i.e. waited for, at the end).
-    let mut _cache_fill = None;
+    // Packages to import into the package cache for the next run, once the
+    // export and encapsulation are done.
+    let mut cache_fill = None;
     let commit = match tree::compose_tree(&req)? {
         TreeOutcome::DryRun { .. } | TreeOutcome::DownloadOnly => return Ok(()),
         TreeOutcome::Unchanged { previous } => {
@@ -318,7 +318,7 @@ pub fn run(args: OneShotArgs) -> Result<()> {
             previous
         }
         TreeOutcome::Committed(mut c) => {
-            _cache_fill = c.cache_fill.take();
+            cache_fill = c.cache_fill.take();
             json = c.composejson.clone();
             c.checksum.clone()
         }
@@ -407,6 +407,9 @@ pub fn run(args: OneShotArgs) -> Result<()> {
             .with_context(|| format!("Writing --write-composejson-to {}", path.display()))?;
     }
     progress::note(&format!("Done in {:.1}s", t0.elapsed().as_secs_f64()));
+    if let Some(fill) = cache_fill {
+        fill.run();
+    }
     Ok(())
 }
 

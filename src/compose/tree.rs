@@ -115,8 +115,8 @@ pub struct Committed {
     pub composejson: ComposeJson,
     /// Directory of the manifest (for rpmdb lookups of the installed root by outputs).
     pub basearch: String,
-    /// The package cache still being filled for the next compose: keep it
-    /// while other work goes on; dropping it waits.
+    /// Packages to import into the package cache for the next compose:
+    /// run it once this run's outputs are written (see [`install::CacheFill`]).
     pub cache_fill: Option<install::CacheFill>,
 }
 
@@ -324,7 +324,7 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
             install::Installed::ByRpm { filling: None }
         }
     };
-    let (assembled, filling) = match installed {
+    let (assembled, mut filling) = match installed {
         install::Installed::Assembled(a) => (Some(a), None),
         install::Installed::ByRpm { filling } => (None, filling),
     };
@@ -367,7 +367,10 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
     )?;
     progress::done("postprocess", "done", t.elapsed().as_secs_f64());
 
-    // Commit.
+    // Commit; the package cache may now be filled beside it.
+    if let Some(fill) = filling.as_mut() {
+        fill.start_in_background();
+    }
     let t = Instant::now();
     progress::phase("commit", &format!("Committing to {}", req.repo.display()));
     let installed = install::installed_packages(&rootfs)?;

@@ -217,11 +217,11 @@ impl Session {
     ///   post-processes ([`crate::commit::prestage`]): each payload is then
     ///   decompressed and checksummed once.
     /// - otherwise rpm installs them, which writes each file once and lets
-    ///   the commit adopt it, and the cache is filled in the background
-    ///   after rpm's transaction (creating files beside it slowed it by
-    ///   half). That decompresses every payload twice, but leaves a core
-    ///   free during rpm's transaction for a caller that uses it (the
-    ///   one-shot deflates the archive's objects there).
+    ///   the commit adopt it, and the caller fills the cache once its
+    ///   outputs are written ([`CacheFill`]). That decompresses every
+    ///   payload twice, but leaves a core free during rpm's transaction for
+    ///   a caller that uses it (the one-shot deflates the archive's objects
+    ///   there).
     pub fn install_cached<'a>(
         &mut self,
         req: &InstallRequest,
@@ -252,12 +252,12 @@ impl Session {
         if missing.len() * 2 > located.packages.len() && !import_first {
             self.0.install(req, res, root, files)?;
             eprintln!(
-                "Package cache: {} of {} packages missing; filling it in the background",
+                "Package cache: {} of {} packages missing; importing them after the post-processing",
                 missing.len(),
                 located.packages.len()
             );
             return Ok(Installed::ByRpm {
-                filling: Some(CacheFill::start(cache.reopen()?, missing)),
+                filling: Some(CacheFill::new(cache.reopen()?, missing)),
             });
         }
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -327,70 +327,124 @@ impl Session {
 
 /// How [`Session::install_cached`] installed the root.
 pub enum Installed<'a> {
-    /// rpm installed it; `filling`: the package cache is being filled for
-    /// the next compose (dropping it waits).
+    /// rpm installed it; `filling`: what to import into the package cache
+    /// for the next compose once the outputs are written.
     ByRpm { filling: Option<CacheFill> },
     /// Assembled from the cache: hand its known checksums to the commit and
     /// call [`assemble::Assembled::release`] afterwards.
     Assembled(assemble::Assembled<'a>),
 }
 
-/// Packages being imported into the package cache on a thread of their own,
-/// at a low priority (the compose goes on meanwhile). Dropping it waits for
-/// the import and reports how it went.
+/// Packages to import into the package cache for the next compose. Not
+/// while the root is post-processed: importing beside dracut (corpus-large's
+/// one-shot, on 2 cores) made dracut take 7.2 s instead of 3.1 s, and beside
+/// rpm's transaction it slowed rpm by half. The caller starts it in the
+/// background once post-processing is done ([`CacheFill::start_in_background`]:
+/// one package at a time, at the lowest priority, so the commit and the
+/// export come first) and finishes it on every core once its outputs are
+/// written ([`CacheFill::run`]). Dropped without `run` (the compose failed),
+/// it stops after the package being imported: the next compose imports the
+/// rest.
 pub struct CacheFill {
-    /// Packages imported, and the CPU time the import took.
-    thread: Option<std::thread::JoinHandle<Result<(usize, std::time::Duration)>>>,
-    started: std::time::Instant,
+    cache: Arc<pkgcache::PackageCache>,
+    missing: Arc<Vec<(String, PathBuf)>>,
+    background: Option<BackgroundFill>,
+}
+
+/// The thread of [`CacheFill::start_in_background`] and its stop flag.
+struct BackgroundFill {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Result<()>>,
+}
+
+impl BackgroundFill {
+    /// Stop after the package being imported; its error, if it failed.
+    fn stop(self) -> Result<()> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the package cache import thread panicked")))
+    }
 }
 
 impl std::fmt::Debug for CacheFill {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CacheFill")
+        write!(f, "CacheFill({} packages)", self.missing.len())
     }
 }
 
 impl CacheFill {
-    fn start(cache: pkgcache::PackageCache, missing: Vec<(String, PathBuf)>) -> CacheFill {
-        let thread = std::thread::spawn(move || {
-            // Lowest priority: the compose (and the one-shot's deflate-ahead
-            // thread) comes first. A failure only leaves the normal priority.
-            crate::threads::lower_priority(19);
-            let imported = cache.import_all(&missing, 1).map(|imported| imported.len());
-            imported.map(|n| (n, thread_cpu_time()))
+    fn new(cache: pkgcache::PackageCache, mut missing: Vec<(String, PathBuf)>) -> CacheFill {
+        // Largest first, as `import_all` orders them: the last ones, which
+        // `run` may import on every core, are then the small ones.
+        missing.sort_by_cached_key(|(_, rpm)| {
+            std::cmp::Reverse(std::fs::metadata(rpm).map_or(0, |m| m.len()))
         });
         CacheFill {
-            thread: Some(thread),
-            started: std::time::Instant::now(),
+            cache: Arc::new(cache),
+            missing: Arc::new(missing),
+            background: None,
         }
     }
-}
 
-impl Drop for CacheFill {
-    /// Wait for the import. A failure only makes the next compose slower:
-    /// it is reported as a warning.
-    fn drop(&mut self) {
-        let Some(thread) = self.thread.take() else {
+    /// Start importing on a thread of its own, one package at a time, at the
+    /// lowest priority; [`CacheFill::run`] finishes the rest.
+    pub fn start_in_background(&mut self) {
+        if self.background.is_some() {
             return;
-        };
-        let outcome = thread
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the import thread panicked")));
-        match outcome {
-            Ok((n, cpu)) => eprintln!(
-                "Package cache: {n} packages imported in {:.1}s, {:.1}s of CPU (for the next compose)",
-                self.started.elapsed().as_secs_f64(),
-                cpu.as_secs_f64()
+        }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, cache, missing) = (stop.clone(), self.cache.clone(), self.missing.clone());
+        let spawned = std::thread::Builder::new()
+            .name("pkgcache-fill".into())
+            .spawn(move || -> Result<()> {
+                crate::threads::lower_priority(19);
+                for (key, rpm) in missing.iter() {
+                    if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    cache.import(key, rpm)?;
+                }
+                Ok(())
+            });
+        match spawned {
+            Ok(thread) => self.background = Some(BackgroundFill { stop, thread }),
+            // `run` imports everything then.
+            Err(e) => eprintln!("note: no thread to fill the package cache in the background: {e}"),
+        }
+    }
+
+    /// Import what is still missing, on every core. A failure only makes the
+    /// next compose slower: it is reported as a warning.
+    pub fn run(mut self) {
+        let t = std::time::Instant::now();
+        if let Some(background) = self.background.take() {
+            if let Err(e) = background.stop() {
+                eprintln!("warning: filling the package cache in the background failed: {e:#}");
+            }
+        }
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        match self.cache.import_all(&self.missing, threads) {
+            Ok(imported) => eprintln!(
+                "Package cache: {} packages imported for the next compose (the last ones in {:.1}s)",
+                imported.len(),
+                t.elapsed().as_secs_f64()
             ),
             Err(e) => eprintln!("warning: filling the package cache failed: {e:#}"),
         }
     }
 }
 
-/// The CPU time (user and system) the calling thread has used.
-fn thread_cpu_time() -> std::time::Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+impl Drop for CacheFill {
+    /// Without [`CacheFill::run`]: stop the background import (its error
+    /// only means the next compose imports more).
+    fn drop(&mut self) {
+        if let Some(background) = self.background.take() {
+            if let Err(e) = background.stop() {
+                eprintln!("note: filling the package cache stopped: {e:#}");
+            }
+        }
+    }
 }
 
 /// Scriptlets run by the session's dnf helper.
