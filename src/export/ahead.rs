@@ -72,6 +72,10 @@ enum Stored {
 pub struct DeflatedAhead {
     level: u32,
     streams: Mutex<HashMap<[u8; 32], Stored>>,
+    /// OSTree content checksum (as the file was read: its own owner and
+    /// mode, no xattrs) -> key of its stream in `streams`: the export finds
+    /// an object's stream without reading and hashing its content.
+    by_object: Mutex<HashMap<String, [u8; 32]>>,
     /// Sum of the lengths of the streams kept in memory.
     stored_bytes: AtomicU64,
     /// Streams past the memory budget: appended to one unlinked file (the
@@ -93,6 +97,7 @@ impl DeflatedAhead {
         DeflatedAhead {
             level,
             streams: Mutex::new(HashMap::new()),
+            by_object: Mutex::new(HashMap::new()),
             stored_bytes: AtomicU64::new(0),
             spill,
             spilled_bytes: AtomicU64::new(0),
@@ -107,8 +112,35 @@ impl DeflatedAhead {
         if level != self.level {
             return None;
         }
-        let key: [u8; 32] = Sha256::digest(content).into();
-        let found = match self.lock().get(&key).cloned()? {
+        self.stream(&Sha256::digest(content).into())
+    }
+
+    /// The deflate stream at `level` of the content of the object
+    /// `checksum`, if a file with that object checksum was deflated ahead.
+    /// Its content is the object's: the checksum covers it.
+    pub(crate) fn lookup_object(&self, checksum: &str, level: u32) -> Option<Arc<[u8]>> {
+        if level != self.level {
+            return None;
+        }
+        let key = *self
+            .by_object
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(checksum)?;
+        self.stream(&key)
+    }
+
+    /// Whether a stream is known for the object `checksum`.
+    pub(crate) fn has_object(&self, checksum: &str) -> bool {
+        self.by_object
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(checksum)
+    }
+
+    /// The stream stored under `key` (counted as reused).
+    fn stream(&self, key: &[u8; 32]) -> Option<Arc<[u8]>> {
+        let found = match self.lock().get(key).cloned()? {
             Stored::Memory(stream) => stream,
             Stored::Spilled { offset, len } => {
                 // Unreadable: compressed again by the caller.
@@ -284,24 +316,38 @@ fn deflate_one(
     if read_candidate(&file, &before, buf).is_err() {
         return true;
     }
+    // The object checksum of what was read, as committed with the file's
+    // own owner and mode and no xattrs (the commit takes it only for such a
+    // file; the export finds the stream by it).
+    let checksum = ContentHasher::without_xattrs((before.uid(), before.gid(), before.mode()))
+        .map(|mut hasher| {
+            hasher.update(buf);
+            hasher.finish()
+        })
+        .ok();
     let unchanged = file
         .metadata()
         .is_ok_and(|after| Stamp::of(&after) == Stamp::of(&before));
-    if unchanged && (before.ctime(), before.ctime_nsec()) < clock {
-        // As committed with its own owner and mode and no xattrs (the
-        // commit takes it only for such a file).
-        if let Ok(mut hasher) =
-            ContentHasher::without_xattrs((before.uid(), before.gid(), before.mode()))
-        {
-            hasher.update(buf);
+    if let Some(checksum) = &checksum {
+        if unchanged && (before.ctime(), before.ctime_nsec()) < clock {
             known
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(&before, hasher.finish());
+                .insert(&before, checksum.clone());
         }
     }
     let key: [u8; 32] = Sha256::digest(&buf[..]).into();
+    let map_object = |ahead: &DeflatedAhead| {
+        if let Some(checksum) = checksum.clone() {
+            ahead
+                .by_object
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(checksum, key);
+        }
+    };
     if ahead.contains(&key) {
+        map_object(ahead);
         return true;
     }
     let big = buf.len() as u64 > WHOLE_BUFFER_MAX;
@@ -314,6 +360,9 @@ fn deflate_one(
     match stream {
         Ok(stream) => {
             let stored = ahead.insert(key, stream, budget);
+            if stored {
+                map_object(ahead);
+            }
             if stored && big {
                 ahead
                     .big_sizes
@@ -384,7 +433,7 @@ const BIG_MAX: u64 = crate::install::REPORTED_FILE_MAX;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::filez::{write_filez, FileHeader};
+    use crate::export::filez::{write_filez, write_filez_deflated, FileHeader};
     use std::os::unix::fs::PermissionsExt;
     use std::path::{Path, PathBuf};
 
@@ -438,7 +487,7 @@ mod tests {
         while known.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        worker.finish();
+        let ahead = worker.finish();
         let known = known.lock().unwrap();
         for p in [&a, &b] {
             let meta = std::fs::metadata(p).unwrap();
@@ -449,7 +498,16 @@ mod tests {
             )
             .unwrap();
             assert_eq!(known.checksum_for(&meta), Some(expected.as_str()));
+            // The export finds the stream by the object checksum, and the
+            // object written from it is the one written from the content.
+            let content = std::fs::read(p).unwrap();
+            let stream = ahead.lookup_object(&expected, 6).expect("found by checksum");
+            assert!(ahead.lookup_object(&expected, 9).is_none(), "another level");
+            let mut from_stream = Vec::new();
+            write_filez_deflated(&header(content.len()), &stream, &mut from_stream).unwrap();
+            assert_eq!(from_stream, filez(&content, 6, None));
         }
+        assert!(!ahead.has_object(&"0".repeat(64)));
         // Rewritten in place (same size): no longer trusted.
         std::fs::write(&b, b"BRAVO").unwrap();
         assert_eq!(known.checksum_for(&std::fs::metadata(&b).unwrap()), None);

@@ -90,6 +90,30 @@ impl FileHeader {
     }
 }
 
+/// [`write_filez`] for a regular file whose content was deflated ahead at
+/// the level asked for (found by its object checksum, see
+/// [`DeflatedAhead::lookup_object`]): the header, then that stream, the same
+/// bytes `write_filez` writes. Returns the number of bytes written.
+pub(crate) fn write_filez_deflated<W: Write>(
+    header: &FileHeader,
+    deflated: &[u8],
+    out: W,
+) -> Result<u64> {
+    if header.is_symlink() {
+        bail!("a symlink object has no content to deflate");
+    }
+    let mut out = CountingWriter {
+        inner: out,
+        count: 0,
+    };
+    out.write_all(&header.to_bytes()?)
+        .context("Writing the file header")?;
+    out.write_all(deflated)
+        .context("Writing the compressed content")?;
+    out.flush().context("Flushing the object")?;
+    Ok(out.count)
+}
+
 /// Write a whole `.filez` object to `out`: the header, then (regular files
 /// only) `content` deflated at `level`. Fails if `content` does not hold
 /// exactly `header.size` bytes. Returns the number of bytes written to `out`.

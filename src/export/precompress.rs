@@ -42,7 +42,7 @@ use ostree::prelude::*;
 use ostree::{ObjectType, Repo};
 
 use super::ahead::DeflatedAhead;
-use super::filez::{write_filez, FileHeader};
+use super::filez::{write_filez, write_filez_deflated, FileHeader};
 use crate::commit::read::has_commit;
 use crate::commit::repo::open_repo;
 use crate::commit::staging::{create_subdir, loose_path, remove_stale, syncfs};
@@ -172,8 +172,12 @@ pub(crate) fn precompress(
     // in read() of small source files (perf sched, corpus-medium): ask the
     // kernel to read the next files while the current ones are compressed.
     let src_objects = src_path.join("objects");
-    let read_ahead =
-        |(_, csum): &(u64, String)| read_ahead(&loose_path(&src_objects, csum, "file"));
+    let read_ahead = |(_, csum): &(u64, String)| {
+        // An object deflated ahead is not read at all.
+        if !ahead.is_some_and(|a| a.has_object(csum)) {
+            read_ahead(&loose_path(&src_objects, csum, "file"))
+        }
+    };
     let bytes = for_each_parallel(
         threads,
         &todo,
@@ -432,14 +436,26 @@ impl Job<'_> {
         file.set_permissions(std::fs::Permissions::from_mode(0o644))
             .with_context(|| format!("chmod {}", path.display()))?;
         let mut out = BufWriter::with_capacity(256 * 1024, &file);
-        let mut reader = stream.map(|s| s.into_read());
-        let n = write_filez(
-            &header,
-            reader.as_mut().map(|r| r as &mut dyn Read),
-            self.settings.level,
-            self.ahead,
-            &mut out,
-        )?;
+        // Deflated ahead under this object's checksum: its content is not read.
+        let deflated = match is_link {
+            true => None,
+            false => self
+                .ahead
+                .and_then(|a| a.lookup_object(csum, self.settings.level)),
+        };
+        let n = match deflated {
+            Some(deflated) => write_filez_deflated(&header, &deflated, &mut out)?,
+            None => {
+                let mut reader = stream.map(|s| s.into_read());
+                write_filez(
+                    &header,
+                    reader.as_mut().map(|r| r as &mut dyn Read),
+                    self.settings.level,
+                    self.ahead,
+                    &mut out,
+                )?
+            }
+        };
         out.flush()
             .with_context(|| format!("Writing {}", path.display()))?;
         drop(out);
