@@ -501,7 +501,9 @@ mod tests {
             // The export finds the stream by the object checksum, and the
             // object written from it is the one written from the content.
             let content = std::fs::read(p).unwrap();
-            let stream = ahead.lookup_object(&expected, 6).expect("found by checksum");
+            let stream = ahead
+                .lookup_object(&expected, 6)
+                .expect("found by checksum");
             assert!(ahead.lookup_object(&expected, 9).is_none(), "another level");
             let mut from_stream = Vec::new();
             write_filez_deflated(&header(content.len()), &stream, &mut from_stream).unwrap();
