@@ -140,11 +140,13 @@ impl PreStager {
             return Ok(None);
         };
         let staged = running.join()?;
-        eprintln!(
-            "Staged ahead of the commit: {} objects ({:.1} MiB)",
-            staged.objects.len(),
-            staged.bytes as f64 / (1024.0 * 1024.0)
-        );
+        if !staged.objects.is_empty() {
+            eprintln!(
+                "Staged ahead of the commit: {} objects ({:.1} MiB)",
+                staged.objects.len(),
+                staged.bytes as f64 / (1024.0 * 1024.0)
+            );
+        }
         if let Some(e) = &staged.failure {
             eprintln!("warning: staging objects ahead of the commit stopped: {e:#}");
         }
@@ -231,8 +233,9 @@ fn copy_all(
             }
         }
     }
-    // Start writing the copies back now rather than in the commit's sync.
-    if sync_after {
+    // Start writing the copies back now rather than in the commit's sync
+    // (which would wait for this one: nothing to sync for nothing copied).
+    if sync_after && !staged.objects.is_empty() {
         if let Err(e) = staging::syncfs(staged.staging.path()) {
             staged.failure = Some(e);
         }
