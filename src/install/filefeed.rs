@@ -490,21 +490,34 @@ mod tests {
         }
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (gate_tx, gate_rx) = mpsc::channel::<()>();
+        let (entered_tx, entered_rx) = mpsc::channel::<()>();
         let feed = {
             let seen = seen.clone();
             let gate_rx = Mutex::new(gate_rx);
+            let entered_tx = Mutex::new(entered_tx);
             FileFeed::start("test-feed", 0, move |_, _, path| {
                 if seen.lock().unwrap().is_empty() {
-                    gate_rx.lock().unwrap().recv().unwrap();
+                    let _ = entered_tx.lock().unwrap().send(());
+                    // A failing test drops the gate: the thread ends too.
+                    if gate_rx.lock().unwrap().recv().is_err() {
+                        return Next::Stop;
+                    }
                 }
                 seen.lock().unwrap().push(path.to_path_buf());
                 Next::Continue
             })
             .unwrap()
         };
+        // Dropped before `feed` (declared after it), so that a failing
+        // assertion releases the thread instead of joining it forever.
+        let gate_tx = gate_tx;
         let sink = feed.sink();
         sink.send(root, files.clone());
-        // The thread is in the handler for the first file; ask for quiet.
+        // Once the thread is in the handler for the first file (not before:
+        // it would answer the request at once), ask for quiet.
+        entered_rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the feed reached the first file");
         let asking = {
             let sink = sink.clone();
             std::thread::spawn(move || sink.quiet_opens(3).unwrap())
