@@ -102,16 +102,10 @@ pub(crate) fn write_filez_deflated<W: Write>(
     if header.is_symlink() {
         bail!("a symlink object has no content to deflate");
     }
-    let mut out = CountingWriter {
-        inner: out,
-        count: 0,
-    };
-    out.write_all(&header.to_bytes()?)
-        .context("Writing the file header")?;
-    out.write_all(deflated)
-        .context("Writing the compressed content")?;
-    out.flush().context("Flushing the object")?;
-    Ok(out.count)
+    write_object(header, out, |out| {
+        out.write_all(deflated)
+            .context("Writing the compressed content")
+    })
 }
 
 /// Write a whole `.filez` object to `out`: the header, then (regular files
@@ -127,17 +121,13 @@ pub(crate) fn write_filez<W: Write>(
     ahead: Option<&DeflatedAhead>,
     out: W,
 ) -> Result<u64> {
-    let header_bytes = header.to_bytes()?;
-    let mut out = CountingWriter {
-        inner: out,
-        count: 0,
-    };
-    out.write_all(&header_bytes)
-        .context("Writing the file header")?;
-    if !header.is_symlink() {
+    write_object(header, out, |out| {
+        if header.is_symlink() {
+            return Ok(());
+        }
         let content = content.context("a regular file object needs its content")?;
         if header.size <= WHOLE_BUFFER_MAX {
-            deflate_whole(content, header.size, level, ahead, &mut out)?;
+            deflate_whole(content, header.size, level, ahead, out)?;
         } else if let Some(ahead) = ahead.filter(|a| a.has_big_of_size(header.size)) {
             // A big file of this size was deflated ahead: read it whole to
             // find out whether it is the same content.
@@ -147,12 +137,30 @@ pub(crate) fn write_filez<W: Write>(
                 Some(deflated) => out
                     .write_all(&deflated)
                     .context("Writing the compressed content")?,
-                None => deflate_streaming(&mut &input[..], header.size, level, &mut out)?,
+                None => deflate_streaming(&mut &input[..], header.size, level, out)?,
             }
         } else {
-            deflate_streaming(content, header.size, level, &mut out)?;
+            deflate_streaming(content, header.size, level, out)?;
         }
-    }
+        Ok(())
+    })
+}
+
+/// `header`'s bytes, then what `payload` writes, to `out`, flushed; returns
+/// the number of bytes written.
+fn write_object<W: Write>(
+    header: &FileHeader,
+    out: W,
+    payload: impl FnOnce(&mut CountingWriter<W>) -> Result<()>,
+) -> Result<u64> {
+    let header_bytes = header.to_bytes()?;
+    let mut out = CountingWriter {
+        inner: out,
+        count: 0,
+    };
+    out.write_all(&header_bytes)
+        .context("Writing the file header")?;
+    payload(&mut out)?;
     out.flush().context("Flushing the object")?;
     Ok(out.count)
 }
