@@ -117,14 +117,10 @@ impl PreStager {
             .0
             .lock()
             .map_err(|_| anyhow!("the object staging handle was poisoned"))?;
-        if let Some(running) = running.as_mut() {
-            if let Some(thread) = running.thread.take() {
-                running.done = Some(thread.join().map_err(|_| {
-                    anyhow!("the thread staging objects ahead of the commit panicked")
-                })?);
-            }
+        match running.as_mut() {
+            Some(running) => running.collect(),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Stop copying (the file being copied is finished) and hand over what
@@ -158,15 +154,21 @@ impl PreStager {
 }
 
 impl Running {
+    /// Wait for the thread (if not done already) and keep what it staged.
+    fn collect(&mut self) -> Result<()> {
+        if let Some(thread) = self.thread.take() {
+            let staged = thread
+                .join()
+                .map_err(|_| anyhow!("the thread staging objects ahead of the commit panicked"))?;
+            self.done = Some(staged);
+        }
+        Ok(())
+    }
+
     /// Stop the thread and take what it staged.
     fn join(&mut self) -> Result<Staged> {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            self.done =
-                Some(thread.join().map_err(|_| {
-                    anyhow!("the thread staging objects ahead of the commit panicked")
-                })?);
-        }
+        self.collect()?;
         self.done
             .take()
             .ok_or_else(|| anyhow!("the objects staged ahead were already taken"))
