@@ -257,29 +257,24 @@ impl PackageCache {
         let failed = AtomicBool::new(false);
         let done: Mutex<Vec<CachedPackage>> = Mutex::new(Vec::new());
         let errors: Mutex<Vec<anyhow::Error>> = Mutex::new(Vec::new());
-        let worker = || loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= todo.len() || failed.load(Ordering::Relaxed) {
-                break;
+        std::thread::scope(|s| {
+            for _ in 0..threads.clamp(1, todo.len().max(1)) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= todo.len() || failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let (_, key, rpm) = todo[i];
+                    match self.import(key, rpm) {
+                        Ok(p) => done.lock().unwrap_or_else(|e| e.into_inner()).push(p),
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            errors.lock().unwrap_or_else(|e| e.into_inner()).push(e);
+                        }
+                    }
+                });
             }
-            let (_, key, rpm) = todo[i];
-            match self.import(key, rpm) {
-                Ok(p) => done.lock().unwrap_or_else(|e| e.into_inner()).push(p),
-                Err(e) => {
-                    failed.store(true, Ordering::Relaxed);
-                    errors.lock().unwrap_or_else(|e| e.into_inner()).push(e);
-                }
-            }
-        };
-        match threads.clamp(1, todo.len().max(1)) {
-            // On the caller's thread (which may have set its own priority).
-            1 => worker(),
-            n => std::thread::scope(|s| {
-                for _ in 0..n {
-                    s.spawn(worker);
-                }
-            }),
-        }
+        });
         let mut errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
         if !errors.is_empty() {
             let more = errors.len() - 1;
