@@ -407,6 +407,49 @@ fn gpgcheck_rejects_unsigned_packages() {
     assert!(!s.path("root/usr/share/rpm").exists(), "nothing installed");
 }
 
+/// The offset of an RPM's payload: the lead, the signature header (padded
+/// to 8 bytes) and the main header come first.
+fn payload_offset(rpm: &[u8]) -> usize {
+    let mut off = 96;
+    for header in 0..2 {
+        assert_eq!(&rpm[off..off + 3], b"\x8e\xad\xe8", "header {header} magic");
+        let word = |at: usize| u32::from_be_bytes(rpm[at..at + 4].try_into().unwrap()) as usize;
+        off += 16 + 16 * word(off + 8) + word(off + 12);
+        if header == 0 {
+            off = off.div_ceil(8) * 8;
+        }
+    }
+    off
+}
+
+#[test]
+fn a_payload_that_is_not_the_headers_is_refused() {
+    // rpm installs without hashing each file (--nofiledigest): the payload
+    // digest must still stop a payload that decompresses fine but is not
+    // the one the header describes (here: another build's, same sizes).
+    let s = Setup::new();
+    let pkg = |c: &str| Pkg::new("spliced", "1.0").entry(Entry::file("/usr/share/spliced", c));
+    let good = build_rpm(&pkg(&"A".repeat(64)), &s.path("a"));
+    let other = build_rpm(&pkg(&"B".repeat(64)), &s.path("b"));
+    let (good, other) = (std::fs::read(good).unwrap(), std::fs::read(other).unwrap());
+    let mut spliced = good[..payload_offset(&good)].to_vec();
+    spliced.extend_from_slice(&other[payload_offset(&other)..]);
+    assert_ne!(spliced, good);
+    let repo = s.path("spliced-repo");
+    std::fs::create_dir_all(repo.join("Packages")).unwrap();
+    std::fs::write(repo.join("Packages").join(pkg("").filename()), &spliced).unwrap();
+    refresh_repo(&repo);
+    write_repo_file(&s.manifest_dir(), "spliced", &repo, false);
+    let req = InstallRequest {
+        repos: Some(vec!["spliced".into()]),
+        ..s.request(&["spliced"])
+    };
+    let res = install::resolve(&req).unwrap();
+    let (msg, _) = err_text(install::install(&req, &res, &s.path("root")));
+    assert!(msg.contains("spliced"), "{msg}");
+    assert!(msg.to_lowercase().contains("digest"), "{msg}");
+    assert!(!s.path("root/usr/share/spliced").exists(), "{msg}");
+}
 #[test]
 fn releasever_and_repovars_in_baseurl() {
     let s = Setup::new();
