@@ -192,11 +192,11 @@ impl Adopter {
     /// Give the staged files their object names (after a filesystem sync when
     /// the repository syncs); returns how many were published. Objects staged
     /// ahead that the commit did not use are removed first.
-    pub(super) fn publish(self) -> Result<u64> {
+    pub(super) fn publish(&self) -> Result<u64> {
         let staging = self.staging.path();
         let used = self
             .pre_staged_used
-            .into_inner()
+            .lock()
             .map_err(|_| anyhow::anyhow!("a commit worker thread panicked"))?;
         for checksum in self.pre_staged.keys().filter(|c| !used.contains(*c)) {
             let path = staging::loose_path(staging, checksum, "file");
@@ -206,28 +206,7 @@ impl Adopter {
         if self.fsync {
             staging::syncfs(staging)?;
         }
-        let mut published = 0;
-        for sub in
-            std::fs::read_dir(staging).with_context(|| format!("Reading {}", staging.display()))?
-        {
-            let sub = sub.with_context(|| format!("Reading {}", staging.display()))?;
-            if !sub.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                continue;
-            }
-            let prefix = sub.file_name().to_string_lossy().into_owned();
-            staging::create_subdir(&self.objects, &prefix)?;
-            for entry in std::fs::read_dir(sub.path())
-                .with_context(|| format!("Reading {}", sub.path().display()))?
-            {
-                let entry = entry.with_context(|| format!("Reading {}", sub.path().display()))?;
-                let dest = self.objects.join(&prefix).join(entry.file_name());
-                std::fs::rename(entry.path(), &dest).with_context(|| {
-                    format!("Moving {} to {}", entry.path().display(), dest.display())
-                })?;
-                published += 1;
-            }
-        }
-        Ok(published)
+        staging::publish_staged(staging, &self.objects, super::parallel::default_threads())
     }
 }
 

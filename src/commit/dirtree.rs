@@ -139,6 +139,7 @@ pub(super) fn write_parallel(
             }
             Ok(())
         },
+        || Ok(()),
     )
     .map(drop)
 }

@@ -164,9 +164,7 @@ pub(super) fn write_tree(
         None
     };
     let (checksums, stats) = write_contents(&repo_path, &jobs, threads, consume, adopter.as_ref())?;
-    if let Some(adopter) = adopter {
-        adopter.publish()?;
-    }
+    drop(adopter);
     let written = started.elapsed().as_secs_f64();
 
     let mut objects = MetadataObjects::default();
@@ -334,6 +332,12 @@ impl Walker<'_> {
 
 /// Write every job's content object on `threads` workers; returns the
 /// checksums by job index.
+///
+/// Regular files first, then the adopter's objects are published (see
+/// [`in_transactions`]), then symlinks: libostree writes the symlinks'
+/// objects straight into `objects/xx` (its transactions here do not sync),
+/// and in a new repository the adopter can move its staged `xx`
+/// directories whole only while those do not exist yet.
 fn write_contents(
     repo_path: &Path,
     jobs: &[Job],
@@ -341,34 +345,41 @@ fn write_contents(
     consume: bool,
     adopter: Option<&Adopter>,
 ) -> Result<(Vec<String>, ContentStats)> {
+    let (mut regular, symlinks): (Vec<usize>, Vec<usize>) =
+        (0..jobs.len()).partition(|&i| matches!(jobs[i].kind, Kind::Regular { .. }));
     // Big files first, so the workers finish together.
-    let mut order: Vec<usize> = (0..jobs.len()).collect();
-    order.sort_by_key(|&i| match jobs[i].kind {
+    regular.sort_by_key(|&i| match jobs[i].kind {
         Kind::Regular { size, .. } => std::cmp::Reverse(size),
         Kind::Symlink { .. } => std::cmp::Reverse(0),
     });
-    let queue = WorkQueue {
-        jobs,
-        order: &order,
-        next: AtomicUsize::new(0),
-        results: Mutex::new(vec![None; jobs.len()]),
-        consume,
-        adopter,
-    };
-    let outcomes = in_transactions(
-        repo_path,
-        threads.clamp(1, jobs.len().max(1)),
-        "a commit worker",
-        |repo, failed| worker(&queue, repo, failed),
-    )?;
+    let results = Mutex::new(vec![None; jobs.len()]);
     let mut stats = ContentStats::default();
-    for (bypassed, txn) in outcomes.into_iter().flatten() {
-        stats.total += txn.total + bypassed.total;
-        stats.written += txn.written + bypassed.written;
-        stats.bytes_written += txn.bytes_written + bypassed.bytes_written;
+    for (order, adopter) in [(regular, adopter), (symlinks, None)] {
+        if order.is_empty() && adopter.is_none() {
+            continue;
+        }
+        let queue = WorkQueue {
+            jobs,
+            order: &order,
+            next: AtomicUsize::new(0),
+            results: &results,
+            consume,
+            adopter,
+        };
+        let outcomes = in_transactions(
+            repo_path,
+            threads.clamp(1, order.len().max(1)),
+            "a commit worker",
+            |repo, failed| worker(&queue, repo, failed),
+            || adopter.map_or(Ok(()), |a| a.publish().map(drop)),
+        )?;
+        for (bypassed, txn) in outcomes.into_iter().flatten() {
+            stats.total += txn.total + bypassed.total;
+            stats.written += txn.written + bypassed.written;
+            stats.bytes_written += txn.bytes_written + bypassed.bytes_written;
+        }
     }
-    let results = queue
-        .results
+    let results = results
         .into_inner()
         .map_err(|_| anyhow!("a commit worker thread panicked"))?;
     let checksums = results
@@ -385,7 +396,7 @@ struct WorkQueue<'a> {
     /// Job indices in the order they are handed out.
     order: &'a [usize],
     next: AtomicUsize,
-    results: Mutex<Vec<Option<String>>>,
+    results: &'a Mutex<Vec<Option<String>>>,
     consume: bool,
     /// Set when files may be renamed into the repository instead of copied.
     adopter: Option<&'a Adopter>,
@@ -406,12 +417,14 @@ fn worker(q: &WorkQueue<'_>, repo: &Repo, failed: &AtomicBool) -> Result<Content
         match stored {
             Stored::ByLibostree => {}
             Stored::AlreadyPresent => bypassed.total += 1,
-            Stored::Adopted { size } => {
+            Stored::Adopted { size } | Stored::Staged { size } => {
                 bypassed.total += 1;
                 bypassed.written += 1;
                 bypassed.bytes_written += size;
             }
         }
+        // Removed here, on every worker, not by the one thread that removes
+        // the directories afterwards (corpus-large: 18377 files staged ahead).
         if q.consume && !matches!(stored, Stored::Adopted { .. }) {
             std::fs::remove_file(&job.path)
                 .with_context(|| format!("Removing committed {}", job.path.display()))?;
@@ -426,8 +439,9 @@ fn worker(q: &WorkQueue<'_>, repo: &Repo, failed: &AtomicBool) -> Result<Content
 }
 
 /// Run `work` on `threads` threads, each with its own handle on the
-/// repository at `repo_path` and its own transaction, and commit those
-/// transactions one at a time. `who` names a thread in errors.
+/// repository at `repo_path` and its own transaction, then run
+/// `before_commit` once, and commit those transactions one at a time. `who`
+/// names a thread in errors.
 ///
 /// - No syncfs per worker: the caller's transaction syncs the filesystem
 ///   (when the repository fsyncs at all) before any ref moves.
@@ -435,9 +449,13 @@ fn worker(q: &WorkQueue<'_>, repo: &Repo, failed: &AtomicBool) -> Result<Content
 ///   they commit one after another: libostree's transaction setup scans
 ///   `tmp/` for reusable staging directories and fails on one that a
 ///   finishing transaction is deleting.
-/// - Once one worker fails, `failed` is set: the others should stop, and
-///   their transactions are aborted (dropped) instead of committed; the
-///   first error is returned.
+/// - `before_commit` runs when every worker is done and before the first
+///   transaction commits (the commit publishes its adopted objects there,
+///   while a new repository still lacks the `objects/xx` directories the
+///   transactions would create, see [`super::staging::publish_staged`]).
+/// - Once one worker (or `before_commit`) fails, `failed` is set: the others
+///   should stop, and their transactions are aborted (dropped) instead of
+///   committed; the first error is returned.
 ///
 /// Returns, per worker, what `work` returned and the content objects its
 /// transaction counted (`None` for an aborted one).
@@ -446,11 +464,14 @@ pub(super) fn in_transactions<R: Send>(
     threads: usize,
     who: &str,
     work: impl Fn(&Repo, &AtomicBool) -> Result<R> + Sync,
+    before_commit: impl FnOnce() -> Result<()> + Send,
 ) -> Result<Vec<Option<(R, ContentStats)>>> {
     let threads = threads.max(1);
     let failed = AtomicBool::new(false);
     let prepared = Barrier::new(threads);
+    let finished = Barrier::new(threads);
     let committing = Mutex::new(());
+    let before_commit = Mutex::new(Some(before_commit));
     let one = || -> Result<Option<(R, ContentStats)>> {
         let repo = Repo::new_for_path(repo_path);
         let txn = repo
@@ -462,14 +483,26 @@ pub(super) fn in_transactions<R: Send>(
                     .with_context(|| format!("Starting a repository transaction in {who}"))
             });
         prepared.wait();
-        let txn = txn?;
-        let result = work(&repo, &failed)?;
+        let worked = txn.and_then(|txn| Ok((txn, work(&repo, &failed)?)));
+        if worked.is_err() {
+            failed.store(true, Ordering::SeqCst);
+        }
+        // Every worker gets here, failed or not: none is left waiting.
+        finished.wait();
+        let (txn, result) = worked?;
         let _one_at_a_time = committing
             .lock()
             .map_err(|_| anyhow!("{who} thread panicked"))?;
         if failed.load(Ordering::SeqCst) {
             // Dropping `txn` aborts it.
             return Ok(None);
+        }
+        let hook = before_commit
+            .lock()
+            .map_err(|_| anyhow!("{who} thread panicked"))?
+            .take();
+        if let Some(hook) = hook {
+            hook()?;
         }
         let stats = txn
             .commit(gio::Cancellable::NONE)
@@ -512,6 +545,9 @@ enum Stored {
     AlreadyPresent,
     /// The rootfs file itself became the object (see [`Adopter`]).
     Adopted { size: u64 },
+    /// A copy became the object, made now or ahead of the commit (see
+    /// [`Adopter`]); the rootfs file stays where it was.
+    Staged { size: u64 },
 }
 
 /// One content object, exactly as libostree's walk writes it. A regular
@@ -582,7 +618,7 @@ fn write_one(repo: &Repo, job: &Job, adopter: Option<&Adopter>) -> Result<(Strin
                     return Ok((checksum, Stored::Adopted { size }));
                 }
                 let size = adopter.copy_in(&file, &job.path, owner, &xattrs, &checksum)?;
-                return Ok((checksum, Stored::Adopted { size }));
+                return Ok((checksum, Stored::Staged { size }));
             }
             std::io::Seek::rewind(&mut file).context("Rewinding")?;
             // SAFETY: `take_fd` takes ownership of the descriptor the File owned.
@@ -610,7 +646,7 @@ fn pre_staged(adopter: Option<&Adopter>, checksum: &str) -> Result<Option<Stored
         return Ok(None);
     };
     Ok(adopter.take_pre_staged(checksum)?.map(|found| match found {
-        PreStagedUse::First { size } => Stored::Adopted { size },
+        PreStagedUse::First { size } => Stored::Staged { size },
         PreStagedUse::Again => Stored::AlreadyPresent,
     }))
 }

@@ -45,7 +45,7 @@ use super::ahead::DeflatedAhead;
 use super::filez::{write_filez, write_filez_deflated, FileHeader};
 use crate::commit::read::has_commit;
 use crate::commit::repo::open_repo;
-use crate::commit::staging::{create_subdir, loose_path, remove_stale, syncfs};
+use crate::commit::staging::{create_subdir, loose_path, publish_staged, remove_stale, syncfs};
 use crate::oci::chunking::{root_dirtree, walk_tree, IO_THREADS};
 
 /// How many objects ahead of the workers the source files are read ahead.
@@ -189,15 +189,7 @@ pub(crate) fn precompress(
     if !settings.publish_at_once() {
         // Everything staged is on disk before anything gets its final name.
         syncfs(&staging.path)?;
-        for_each_parallel(
-            threads,
-            &todo,
-            || Ok(HashSet::new()),
-            |dirs_made, (_, csum)| {
-                publish(&staging.path, &objects_dir, csum, dirs_made).map(|()| 0)
-            },
-            None,
-        )?;
+        publish_staged(&staging.path, &objects_dir, threads)?;
     }
     if settings.fsync {
         // The new names are durable too: where libostree fsyncs every
