@@ -612,3 +612,43 @@ fn file_conflicts_fail_the_cached_install_as_they_fail_rpms() {
         }
     }
 }
+
+#[test]
+fn a_payload_that_is_not_the_headers_fails_both_installs() {
+    // Neither rpm's install (--nofiledigest) nor the cached install's
+    // rpmdb-only transaction (no payload check of its own) hashes the files:
+    // the payload digest must stop another build's payload either way.
+    let pkg = |c: &str| Pkg::new("spliced", "1.0").entry(Entry::file("/usr/share/spliced", c));
+    let f = fixture_with(vec![pkg(&"A".repeat(64))], |_| false, MANIFEST);
+    // A first compose without it fills the cache with the others.
+    let out = compose(&f, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let before = rev(&f.repo, REF);
+    let rpms = f.dir.parent().unwrap().join("rpms");
+    let packaged = rpms.join("Packages").join(pkg("").filename());
+    let good = std::fs::read(&packaged).unwrap();
+    let other = std::fs::read(build_rpm(&pkg(&"B".repeat(64)), &f.dir.join("b"))).unwrap();
+    std::fs::write(&packaged, splice_payload(&good, &other)).unwrap();
+    refresh_repo(&rpms);
+    let manifest = std::fs::read_to_string(&f.manifest).unwrap();
+    std::fs::write(
+        &f.manifest,
+        manifest.replace("  - kernel-core\n", "  - kernel-core\n  - spliced\n"),
+    )
+    .unwrap();
+    // rpm's own message; the package cache's, when it imports the package.
+    for (extra, refusal) in [
+        (
+            &["--no-package-cache"][..],
+            "Payload SHA256 ALT digest: BAD",
+        ),
+        (&[], "payload digest mismatch"),
+    ] {
+        let out = compose(&f, extra);
+        let log = text(&out);
+        assert!(!out.status.success(), "{extra:?}: {log}");
+        assert!(log.contains(refusal), "{extra:?}: {log}");
+        assert!(log.contains("spliced"), "{extra:?}: {log}");
+        assert_eq!(rev(&f.repo, REF), before, "{extra:?}: the ref moved");
+    }
+}

@@ -345,6 +345,29 @@ pub fn build_rpm(pkg: &Pkg, out_dir: &Path) -> PathBuf {
     out_dir.join(pkg.filename())
 }
 
+/// The offset of an RPM's payload: the lead, the signature header (padded
+/// to 8 bytes) and the main header come first.
+fn payload_offset(rpm: &[u8]) -> usize {
+    let mut off = 96;
+    for header in 0..2 {
+        assert_eq!(&rpm[off..off + 3], b"\x8e\xad\xe8", "header {header} magic");
+        let word = |at: usize| u32::from_be_bytes(rpm[at..at + 4].try_into().unwrap()) as usize;
+        off += 16 + 16 * word(off + 8) + word(off + 12);
+        if header == 0 {
+            off = off.div_ceil(8) * 8;
+        }
+    }
+    off
+}
+
+/// `rpm` with its payload replaced by `other`'s: a package whose payload
+/// decompresses fine but is not the one its header describes.
+pub fn splice_payload(rpm: &[u8], other: &[u8]) -> Vec<u8> {
+    let mut spliced = rpm[..payload_offset(rpm)].to_vec();
+    spliced.extend_from_slice(&other[payload_offset(other)..]);
+    spliced
+}
+
 /// Build every package into `dir/Packages` and run `createrepo_c` on `dir`.
 pub fn build_repo(dir: &Path, pkgs: &[Pkg]) -> PathBuf {
     let packages = dir.join("Packages");
