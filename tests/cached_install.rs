@@ -636,11 +636,12 @@ fn a_payload_that_is_not_the_headers_fails_both_installs() {
         manifest.replace("  - kernel-core\n", "  - kernel-core\n  - spliced\n"),
     )
     .unwrap();
-    // rpm's own message; the package cache's, when it imports the package.
+    // The dnf helper's check before rpm's transaction; the package
+    // cache's, when it imports the package.
     for (extra, refusal) in [
         (
             &["--no-package-cache"][..],
-            "Payload SHA256 ALT digest: BAD",
+            "spliced-1.0-1.noarch.rpm: payload digest mismatch",
         ),
         (&[], "payload digest mismatch"),
     ] {
