@@ -16,7 +16,9 @@
 //! libostree uses GLib's zlib converter for step 4. We use libdeflate for files
 //! up to [`WHOLE_BUFFER_MAX`] (it compresses a whole buffer at once: on the
 //! benchmark tree a third less CPU than zlib-ng at the same level, and 4%
-//! smaller) and flate2 on zlib-ng, streaming, for bigger ones. The compressed
+//! smaller) and flate2 on zlib-ng, streaming, for bigger ones; content that is
+//! already compressed (gzip, zstd, xz, ...) is stored, see
+//! [`effective_level`]. The compressed
 //! bytes differ from libostree's while the header and the inflated content are
 //! identical (`ostree fsck` inflates and re-checksums). Written by hand because
 //! no crate produces this format; the GVariant itself is built by glib.
@@ -173,8 +175,21 @@ fn deflate_streaming(
     level: u32,
     out: &mut dyn Write,
 ) -> Result<()> {
+    let mut prefix = [0u8; MAGIC_MAX];
+    let mut got = 0;
+    while got < prefix.len() {
+        match content.read(&mut prefix[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("Reading the file content"),
+        }
+    }
+    let level = effective_level(&prefix[..got], level);
     let mut enc = DeflateEncoder::new(out, Compression::new(level));
-    let n = copy(content, &mut enc)?;
+    enc.write_all(&prefix[..got])
+        .context("Compressing the file content")?;
+    let n = got as u64 + copy(content, &mut enc)?;
     if n != size {
         bail!("the file content has {n} bytes, its metadata says {size}");
     }
@@ -203,6 +218,36 @@ fn read_exactly(content: &mut dyn Read, size: u64, buf: &mut Vec<u8>) -> Result<
     }
     Ok(())
 }
+
+/// How content starting with `prefix` is deflated when `level` is asked for:
+/// at level 0 (stored blocks) when it is already compressed (gzip, zstd, xz,
+/// bzip2, lz4: man pages, changelogs, a zstd initramfs), at `level`
+/// otherwise. Deflate cannot shrink such data, and trying costs the most CPU
+/// per byte of anything exported (corpus-large: 66 MB of it, the 39 MB
+/// initramfs through zlib-ng's level 6); stored, the object has the same
+/// size. Pure; the ahead thread and the export both go through it, so an
+/// object's bytes never depend on which of them compressed it.
+pub(crate) fn effective_level(prefix: &[u8], level: u32) -> u32 {
+    const MAGICS: &[&[u8]] = &[
+        b"\x1f\x8b",         // gzip
+        b"\x28\xb5\x2f\xfd", // zstd
+        b"\xfd7zXZ\x00",     // xz
+        b"\x04\x22\x4d\x18", // lz4 frame
+    ];
+    // bzip2: "BZh", the block size digit, then the first block's magic.
+    let bzip2 = prefix.len() >= 10
+        && prefix.starts_with(b"BZh")
+        && (b'1'..=b'9').contains(&prefix[3])
+        && &prefix[4..10] == b"1AY&SY";
+    if bzip2 || MAGICS.iter().any(|m| prefix.starts_with(m)) {
+        0
+    } else {
+        level
+    }
+}
+
+/// The longest prefix [`effective_level`] looks at.
+const MAGIC_MAX: usize = 10;
 
 /// Files up to this size are read whole and compressed by libdeflate (two
 /// buffers of this size per compressing thread at most).
@@ -259,7 +304,7 @@ fn compress(
     output: &mut Vec<u8>,
     level: u32,
 ) -> Result<usize> {
-    let level = level.min(12);
+    let level = effective_level(input, level).min(12);
     if slot.as_ref().map(|(l, _)| *l) != Some(level) {
         let lvl = libdeflater::CompressionLvl::new(level as i32)
             .map_err(|e| anyhow::anyhow!("compression level {level}: {e:?}"))?;
@@ -397,6 +442,60 @@ mod tests {
         let mut out = Vec::new();
         write_filez(&link, None, 6, None, &mut out).unwrap();
         assert_eq!(out, link.to_bytes().unwrap());
+    }
+
+    #[test]
+    fn compressed_formats_are_stored_and_others_compressed() {
+        for (prefix, stored) in [
+            (&b"\x1f\x8b\x08\x00"[..], true),
+            (b"\x28\xb5\x2f\xfd\x00", true),
+            (b"\xfd7zXZ\x00\x00", true),
+            (b"\x04\x22\x4d\x18", true),
+            (b"BZh91AY&SY", true),
+            (b"BZh is just text", false),
+            (b"\x7fELF\x02\x01", false),
+            (b"\x1f", false),
+            (b"", false),
+        ] {
+            assert_eq!(effective_level(prefix, 6) == 0, stored, "{prefix:?}");
+        }
+        assert_eq!(effective_level(b"plain", 9), 9);
+
+        // A "gzip" file of repetitive bytes: stored, so it does not shrink,
+        // and it inflates back; the same bytes whole (libdeflate) and
+        // streamed (zlib-ng, for big files) as the export writes them, and
+        // as deflated ahead.
+        let mut content = b"\x1f\x8b".to_vec();
+        content.extend(b"abc".repeat(50_000));
+        let h = FileHeader {
+            size: content.len() as u64,
+            uid: 0,
+            gid: 0,
+            mode: 0o100644,
+            symlink_target: String::new(),
+            xattrs: None,
+        };
+        let mut out = Vec::new();
+        write_filez(&h, Some(&mut &content[..]), 6, None, &mut out).unwrap();
+        let payload = &out[h.to_bytes().unwrap().len()..];
+        assert!(payload.len() > content.len(), "{} bytes", payload.len());
+        let mut inflated = Vec::new();
+        DeflateDecoder::new(payload)
+            .read_to_end(&mut inflated)
+            .unwrap();
+        assert_eq!(inflated, content);
+        assert_eq!(deflate_to_vec(&content, 6).unwrap(), payload);
+        let streamed = deflate_big_to_vec(&content, 6).unwrap();
+        assert!(streamed.len() > content.len());
+        let mut inflated = Vec::new();
+        DeflateDecoder::new(&streamed[..])
+            .read_to_end(&mut inflated)
+            .unwrap();
+        assert_eq!(inflated, content);
+        // Without the magic the same bytes compress.
+        let plain = &content[2..];
+        assert!(deflate_to_vec(plain, 6).unwrap().len() < plain.len() / 10);
+        assert!(deflate_big_to_vec(plain, 6).unwrap().len() < plain.len() / 10);
     }
 
     #[test]
