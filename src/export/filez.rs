@@ -385,16 +385,21 @@ mod tests {
         Variant::array_from_iter_with_type(VariantTy::new("(ayay)").unwrap(), children)
     }
 
-    #[test]
-    fn header_layout_matches_the_format() {
-        let h = FileHeader {
-            size: 5,
+    /// The header of a regular file of `size` bytes, root's, mode 0644.
+    fn plain_file(size: u64) -> FileHeader {
+        FileHeader {
+            size,
             uid: 0,
             gid: 0,
             mode: 0o100644,
             symlink_target: String::new(),
             xattrs: None,
-        };
+        }
+    }
+
+    #[test]
+    fn header_layout_matches_the_format() {
+        let h = plain_file(5);
         let b = h.to_bytes().unwrap();
         let n = u32::from_be_bytes(b[0..4].try_into().unwrap()) as usize;
         assert_eq!(&b[4..8], &[0, 0, 0, 0]);
@@ -467,14 +472,7 @@ mod tests {
         // as deflated ahead.
         let mut content = b"\x1f\x8b".to_vec();
         content.extend(b"abc".repeat(50_000));
-        let h = FileHeader {
-            size: content.len() as u64,
-            uid: 0,
-            gid: 0,
-            mode: 0o100644,
-            symlink_target: String::new(),
-            xattrs: None,
-        };
+        let h = plain_file(content.len() as u64);
         let mut out = Vec::new();
         write_filez(&h, Some(&mut &content[..]), 6, None, &mut out).unwrap();
         let payload = &out[h.to_bytes().unwrap().len()..];
@@ -500,14 +498,7 @@ mod tests {
 
     #[test]
     fn size_mismatch_and_bad_mode_are_errors() {
-        let h = FileHeader {
-            size: 3,
-            uid: 0,
-            gid: 0,
-            mode: 0o100644,
-            symlink_target: String::new(),
-            xattrs: None,
-        };
+        let h = plain_file(3);
         assert!(write_filez(&h, Some(&mut &b"four"[..]), 6, None, Vec::new()).is_err());
         let dir = FileHeader {
             mode: 0o040755,
