@@ -55,50 +55,7 @@ pub(super) struct Declined(pub String);
 
 /// What [`write_tree`] made: the filled tree, the skipped special files and
 /// the workers' statistics.
-pub(super) type Written = (MutableTree, Vec<String>, ContentStats, Removal);
-
-/// What is left of a consumed rootfs (its directories), being removed on a
-/// thread of its own while the caller writes the commit object and commits
-/// its transaction (corpus-large: 2831 directories, 0.4 s on one thread,
-/// half of it after the directory objects were written); [`Removal::finish`]
-/// waits for it.
-#[derive(Default)]
-pub(super) struct Removal(Option<std::thread::JoinHandle<Result<()>>>);
-
-impl Removal {
-    fn start(rootfs: &Path) -> Result<Removal> {
-        let rootfs = rootfs.to_path_buf();
-        std::thread::Builder::new()
-            .name("rootfs-removal".into())
-            .spawn(move || remove_contents(&rootfs))
-            .map(|h| Removal(Some(h)))
-            .context("Starting the removal of the committed rootfs")
-    }
-
-    /// Wait for the removal; its error, if any.
-    pub(super) fn finish(mut self) -> Result<()> {
-        match self.0.take() {
-            Some(h) => h
-                .join()
-                .unwrap_or_else(|_| Err(anyhow!("removing the committed rootfs panicked"))),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Removal {
-    /// A commit that failed after the removal started still waits for it;
-    /// the commit's own error is the one reported.
-    fn drop(&mut self) {
-        if let Some(h) = self.0.take() {
-            match h.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => eprintln!("warning: removing the committed rootfs: {e:#}"),
-                Err(_) => eprintln!("warning: removing the committed rootfs panicked"),
-            }
-        }
-    }
-}
+pub(super) type Written = (MutableTree, Vec<String>, ContentStats);
 
 /// Ownership and mode as they go into the commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,13 +170,19 @@ pub(super) fn write_tree(
     let mut objects = MetadataObjects::default();
     let (root_contents, root_meta) = dir_objects(&root, &checksums, &mut objects)?;
     // The rootfs' directories were read above: what is left of them is
-    // removed while the directory objects, the commit object and the
-    // transaction are written.
-    let removal = match consume {
-        true => Removal::start(rootfs)?,
-        false => Removal::default(),
-    };
-    dirtree::write_parallel(&repo_path, &objects.objects, threads)?;
+    // removed while the directory objects are written.
+    std::thread::scope(|s| -> Result<()> {
+        let removal = consume.then(|| s.spawn(|| remove_contents(rootfs)));
+        let written = dirtree::write_parallel(&repo_path, &objects.objects, threads);
+        let removed = match removal {
+            Some(r) => r
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("removing the committed rootfs panicked"))),
+            None => Ok(()),
+        };
+        // A failed write says more than a failed removal.
+        written.and(removed)
+    })?;
     // A tree made from its checksums: libostree's write_mtree returns its
     // root without serializing anything again.
     let mtree = MutableTree::from_checksum(repo, &root_contents, &root_meta);
@@ -234,7 +197,7 @@ pub(super) fn write_tree(
         written - walked,
         started.elapsed().as_secs_f64() - written
     );
-    Ok(Ok((mtree, skipped, stats, removal)))
+    Ok(Ok((mtree, skipped, stats)))
 }
 
 /// The xattrs committed for `path`: the kept ones (never a label of its

@@ -27,7 +27,7 @@ use ostree::{
 };
 
 use super::metadata::{CommitMetadata, KEY_VERSION};
-use super::parallel::{ContentStats, Removal};
+use super::parallel::ContentStats;
 use super::read::{format_timestamp, CommitInfo};
 use super::special::{find_special_files, SpecialFilesAside};
 use super::xattrs::{kept_xattrs, read_ostreemeta, xattrs_to_variant};
@@ -254,7 +254,7 @@ pub fn commit_rootfs(repo: &Repo, opts: &CommitOptions) -> Result<CommitResult> 
     let txn = repo
         .auto_transaction(gio::Cancellable::NONE)
         .context("Starting a repository transaction")?;
-    let (root, skipped, content, removal) = write_tree(repo, opts, rootfs_str, sepolicy.as_ref())?;
+    let (root, skipped, content) = write_tree(repo, opts, rootfs_str, sepolicy.as_ref())?;
     drop(sepolicy);
     drop(rootfs_dir);
     let metadata = opts.metadata.to_variant();
@@ -301,7 +301,6 @@ pub fn commit_rootfs(repo: &Repo, opts: &CommitOptions) -> Result<CommitResult> 
         .context("Committing the repository transaction")?;
     repo.mark_commit_partial(&checksum, false)
         .with_context(|| format!("Unmarking commit {checksum} partial"))?;
-    removal.finish()?;
 
     let info = CommitInfo::load(repo, &checksum)?;
     // A `version` that is not a string (e.g. a JSON number) is not a version.
@@ -337,7 +336,7 @@ fn write_tree(
     opts: &CommitOptions,
     rootfs_str: &str,
     sepolicy: Option<&SePolicy>,
-) -> Result<(RepoFile, Vec<String>, ContentStats, Removal)> {
+) -> Result<(RepoFile, Vec<String>, ContentStats)> {
     let threads = match opts.writer {
         TreeWriter::Libostree => None,
         _ if opts.devino_cache.is_some() => None,
@@ -355,8 +354,8 @@ fn write_tree(
             opts.pre_stager.as_ref(),
             sepolicy,
         )? {
-            Ok((mtree, skipped, content, removal)) => {
-                return Ok((write_root(repo, &mtree)?, skipped, content, removal));
+            Ok((mtree, skipped, content)) => {
+                return Ok((write_root(repo, &mtree)?, skipped, content));
             }
             Err(declined) => {
                 eprintln!(
@@ -367,7 +366,7 @@ fn write_tree(
         }
     }
     let (root, skipped) = write_tree_libostree(repo, opts, rootfs_str, sepolicy)?;
-    Ok((root, skipped, ContentStats::default(), Removal::default()))
+    Ok((root, skipped, ContentStats::default()))
 }
 
 fn write_root(repo: &Repo, mtree: &MutableTree) -> Result<RepoFile> {
