@@ -134,8 +134,9 @@ pub struct TreeArgs {
     /// earlier compose with --cachedir made from the same inputs.
     #[arg(long)]
     pub no_initramfs_cache: bool,
-    /// Let dracut-install fork `cp` for every file it puts into the initramfs, as it does on
-    /// filesystems that cannot clone, instead of copying in the kernel (same image, slower).
+    /// Let dracut run as it comes: dracut-install forks `cp` for every file it puts into the
+    /// initramfs (as it does on filesystems that cannot clone) instead of copying in the kernel,
+    /// and `ldd` is the tree's shell script (same image, slower).
     #[arg(long)]
     pub no_dracut_fast_copy: bool,
     /// Root filesystem used to configure dnf (not supported yet).
@@ -289,8 +290,9 @@ pub struct OneShotArgs {
     /// earlier compose made from the same inputs (kept in the cache directory).
     #[arg(long)]
     pub no_initramfs_cache: bool,
-    /// Let dracut-install fork `cp` for every file it puts into the initramfs, as it does on
-    /// filesystems that cannot clone, instead of copying in the kernel (same image, slower).
+    /// Let dracut run as it comes: dracut-install forks `cp` for every file it puts into the
+    /// initramfs (as it does on filesystems that cannot clone) instead of copying in the kernel,
+    /// and `ldd` is the tree's shell script (same image, slower).
     #[arg(long)]
     pub no_dracut_fast_copy: bool,
     /// Also write/push an OCI image: oci:DIR[:TAG], oci-archive:FILE, docker://REGISTRY/NAME:TAG (repeatable).

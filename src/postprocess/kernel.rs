@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 
 use super::cached_run::{self, DracutRun};
 use super::dracut_fastcopy;
+use super::dracut_ldd;
 use super::fsutil::list_names;
 use super::modules_load;
 use super::passwd;
@@ -761,20 +762,30 @@ fn run_dracut(
     cmd.env("DRACUT_NO_XATTR", "1");
     cmd.env("DRACUT_NO_MKNOD", "1");
     cmd.env("TMPDIR", &tmp_in_root);
-    let fast_copy = match opts.dracut_plain_copy {
-        true => None,
-        false => dracut_fastcopy::set_up(root, DRACUT_TMPDIR)?,
+    let (fast_copy, fast_ldd) = match opts.dracut_plain_copy {
+        true => (None, None),
+        false => (
+            dracut_fastcopy::set_up(root, DRACUT_TMPDIR)?,
+            dracut_ldd::set_up(root, DRACUT_TMPDIR)?,
+        ),
     };
     if let Some(f) = &fast_copy {
         cmd.env("DRACUT_INSTALL", &f.dracut_install);
+    }
+    if let Some(l) = &fast_ldd {
+        cmd.envs(l.env.iter().map(|(k, v)| (k, v)));
     }
     let out = format!("{DRACUT_TMPDIR}/initramfs.img");
     let running = format!(
         "Running dracut {}{}",
         args.join(" "),
-        match fast_copy {
-            Some(_) => " (dracut-install copies in the kernel, not with cp)",
-            None => "",
+        match (&fast_copy, &fast_ldd) {
+            (Some(_), Some(_)) => {
+                " (dracut-install copies in the kernel, not with cp; ldd runs without a shell)"
+            }
+            (Some(_), None) => " (dracut-install copies in the kernel, not with cp)",
+            (None, Some(_)) => " (ldd runs without a shell)",
+            (None, None) => "",
         }
     );
     let before = snapshot_scratch_dirs(root)?;
@@ -783,6 +794,9 @@ fn run_dracut(
             let mut extra = compression_inputs(compress_here.as_ref())?;
             if let Some(f) = &fast_copy {
                 extra.extend(format!(" fast copy {}", hex::encode(f.object_sha256)).bytes());
+            }
+            if let Some(l) = &fast_ldd {
+                extra.extend(format!(" fast ldd {}", hex::encode(l.inputs_sha256)).bytes());
             }
             let ignored = [DRACUT_TMPDIR.into(), DEV_NULL.into()];
             let out_dir = root_path.join(DRACUT_TMPDIR);
