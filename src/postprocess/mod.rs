@@ -4,6 +4,7 @@ pub mod cached_run;
 pub mod common;
 pub mod dracut_fastcopy;
 pub mod dracut_ldd;
+pub mod dracut_zstd;
 pub mod final_steps;
 pub mod fsutil;
 pub mod kernel;
