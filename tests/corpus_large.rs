@@ -2,7 +2,7 @@
 //! a real kernel and the real dracut (repackaged as RPMs by
 //! `../shared/bench/make-rpm-corpus`), so the kernel step runs as it does
 //! for users: depmod, dracut chrooted into the tree, the initramfs
-//! compressed here, and the initramfs cache across composes.
+//! compressed in dracut's pipeline, and the initramfs cache across composes.
 //!
 //! Slow: the corpus build downloads ~300 MiB of .debs the first time (kept
 //! under /var/tmp/ostree-composer-corpus and reused), and each bootable
@@ -52,10 +52,11 @@ fn compose(repo: &Path, cache: &Path, manifest: &Path, extra: &[&str]) -> (Outpu
     (out, wall)
 }
 
-/// The paths in the commit's initramfs: a zstd frame (the kernel's config
-/// has CONFIG_RD_ZSTD) holding dracut's cpio, then the device-node cpio.
-fn initramfs_names(repo: &Path, kver: &str, scratch: &Path) -> String {
-    let img = Command::new("ostree")
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// The commit's initramfs image.
+fn initramfs_image(repo: &Path, kver: &str) -> Vec<u8> {
+    Command::new("ostree")
         .arg(format!("--repo={}", repo.display()))
         .args([
             "cat",
@@ -64,16 +65,13 @@ fn initramfs_names(repo: &Path, kver: &str, scratch: &Path) -> String {
         ])
         .output()
         .unwrap()
-        .stdout;
-    assert_eq!(&img[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
-    let mut cpio = Vec::new();
-    zstd::stream::read::Decoder::new(&img[..])
-        .unwrap()
-        .single_frame()
-        .read_to_end(&mut cpio)
-        .unwrap();
+        .stdout
+}
+
+/// The paths in the first cpio archive of `bytes`, with `cpio -it`.
+fn cpio_names(bytes: &[u8], scratch: &Path) -> String {
     let cpio_file = scratch.join("initramfs.cpio");
-    std::fs::write(&cpio_file, &cpio).unwrap();
+    std::fs::write(&cpio_file, bytes).unwrap();
     let list = Command::new("cpio")
         .args(["-it", "--quiet", "-F"])
         .arg(&cpio_file)
@@ -81,6 +79,45 @@ fn initramfs_names(repo: &Path, kver: &str, scratch: &Path) -> String {
         .unwrap();
     assert!(list.status.success(), "{}", text(&list));
     String::from_utf8(list.stdout).unwrap()
+}
+
+/// The paths of the zstd frame at the start of `img` (the kernel's config
+/// has CONFIG_RD_ZSTD) holding dracut's cpio.
+fn zstd_cpio_names(img: &[u8], scratch: &Path) -> String {
+    assert_eq!(&img[..4], &ZSTD_MAGIC, "zstd magic");
+    let mut cpio = Vec::new();
+    zstd::stream::read::Decoder::new(img)
+        .unwrap()
+        .single_frame()
+        .read_to_end(&mut cpio)
+        .unwrap();
+    cpio_names(&cpio, scratch)
+}
+
+/// Where the newc cpio archive at the start of `bytes` ends, its zero
+/// padding included.
+fn after_cpio(bytes: &[u8]) -> usize {
+    let hex = |at: usize| {
+        usize::from_str_radix(std::str::from_utf8(&bytes[at..at + 8]).unwrap(), 16).unwrap()
+    };
+    let align = |n: usize| n.div_ceil(4) * 4;
+    let mut at = 0;
+    loop {
+        assert_eq!(&bytes[at..at + 6], b"070701", "a newc header at {at}");
+        let (size, name_len) = (hex(at + 54), hex(at + 94));
+        let name = &bytes[at + 110..at + 110 + name_len - 1];
+        at = align(align(at + 110 + name_len) + size);
+        if name == b"TRAILER!!!" {
+            break;
+        }
+    }
+    at + bytes[at..].iter().take_while(|b| **b == 0).count()
+}
+
+/// The paths in the commit's initramfs: a zstd frame holding dracut's
+/// cpio, then the device-node cpio.
+fn initramfs_names(repo: &Path, kver: &str, scratch: &Path) -> String {
+    zstd_cpio_names(&initramfs_image(repo, kver), scratch)
 }
 
 /// The kernel version and the initramfs content checksum of the commit.
@@ -261,4 +298,34 @@ fn bootable_compose_of_corpus_large_and_initramfs_reuse() {
         ))),
         "br_netfilter not in the initramfs"
     );
+
+    // 6. Microcode in the tree: dracut puts it into an early cpio, which
+    // must stay uncompressed in front of the compressed image (where the
+    // kernel looks for it); the compression is dracut's own pipeline.
+    let ucode = manifest(
+        &corpus,
+        &w.join("m6"),
+        "postprocess:\n  - |\n    #!/bin/sh\n    mkdir -p /usr/lib/firmware/intel-ucode\n    \
+         printf 'not really microcode' > /usr/lib/firmware/intel-ucode/06-0f-01\n",
+    );
+    let (out, _) = compose(&repo, &cache, &ucode, &[]);
+    let log = text(&out);
+    assert!(log.contains("Constructing GenuineIntel.bin"), "{log}");
+    assert!(
+        log.contains("Initramfs: compressed with zstd in dracut's pipeline"),
+        "{log}"
+    );
+    let img = initramfs_image(&repo, &kver);
+    assert_eq!(&img[..6], b"070701", "an uncompressed cpio first");
+    let early = cpio_names(&img, w);
+    assert!(
+        early
+            .lines()
+            .any(|l| l == "kernel/x86/microcode/GenuineIntel.bin"),
+        "{early}"
+    );
+    assert!(!early.lines().any(|l| l == "init"), "{early}");
+    let names = zstd_cpio_names(&img[after_cpio(&img)..], w);
+    assert!(names.lines().any(|l| l == "init"), "{names}");
+    assert!(ostree_ok(&repo, &["fsck"]));
 }
