@@ -28,6 +28,7 @@ use super::cached_run::{self, DracutRun};
 use super::dracut_fastcopy;
 use super::dracut_ldd;
 use super::dracut_zstd;
+use super::early_cpio;
 use super::fsutil::list_names;
 use super::modules_load;
 use super::passwd;
@@ -399,20 +400,29 @@ pub fn choose_compression(
 }
 
 /// Compress `file` in place with the host's pigz (gzip format, no name or
-/// timestamp, so the output is reproducible).
+/// timestamp, so the output is reproducible); dracut's early cpio, when
+/// there is one, stays uncompressed in front (see [`super::early_cpio`]).
 fn compress_with_host_pigz(pigz: &Path, file: &Path) -> Result<()> {
+    let open = || File::open(file).with_context(|| format!("Opening {}", file.display()));
+    let early = early_cpio::early_cpio_len(&mut std::io::BufReader::new(open()?))
+        .with_context(|| format!("Reading {}", file.display()))?
+        .unwrap_or(0);
     let out_path = file.with_extension("img.gz");
-    let out = std::fs::File::create(&out_path)
+    let mut out = std::fs::File::create(&out_path)
         .with_context(|| format!("Creating {}", out_path.display()))?;
+    let mut input = open()?;
+    std::io::copy(&mut (&mut input).take(early), &mut out)
+        .with_context(|| format!("Writing {}", out_path.display()))?;
+    // pigz reads the rest from where the copy stopped and writes after it.
     let status = Command::new(pigz)
         .args(["-6", "-n", "-c"])
-        .arg(file)
+        .stdin(input)
         .stdout(out)
         .status()
         .with_context(|| format!("Running {}", pigz.display()))?;
     if !status.success() {
         bail!(
-            "{} -6 -n -c {} failed: {status}",
+            "{} -6 -n -c < {} failed: {status}",
             pigz.display(),
             file.display()
         );
@@ -1288,6 +1298,45 @@ mod tests {
             DracutDefault
         );
         assert!(!kernel_reads_zstd("CONFIG_RD_ZSTD=m\n"));
+    }
+
+    /// With the host's pigz, dracut's early cpio stays uncompressed in
+    /// front and the rest becomes one gzip stream.
+    #[test]
+    fn host_pigz_leaves_the_early_cpio_in_front() {
+        let Some(pigz) = host_pigz() else {
+            panic!("pigz is one of the test host's packages (ci/setup-host)");
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut early = Vec::new();
+        cpio_entry(&mut early, 1, 0o100644, 1, (0, 0), "early_cpio");
+        cpio_entry(&mut early, 0, 0, 1, (0, 0), "TRAILER!!!");
+        early.resize(512, 0);
+        let main: Vec<u8> = [
+            urandom_cpio(),
+            (0..200_000u32).map(|i| (i % 7) as u8).collect(),
+        ]
+        .concat();
+        let img = dir.path().join("initramfs.img");
+        for (image, kept) in [
+            ([early.clone(), main.clone()].concat(), early.len()),
+            (main.clone(), 0),
+        ] {
+            std::fs::write(&img, &image).unwrap();
+            compress_with_host_pigz(&pigz, &img).unwrap();
+            let packed = std::fs::read(&img).unwrap();
+            assert_eq!(&packed[..kept], &image[..kept]);
+            assert_eq!(
+                &packed[kept..kept + 2],
+                &[0x1f, 0x8b],
+                "gzip after {kept} bytes"
+            );
+            let mut unpacked = Vec::new();
+            flate2::read::GzDecoder::new(&packed[kept..])
+                .read_to_end(&mut unpacked)
+                .unwrap();
+            assert!(unpacked == main, "gzip -d does not give the rest back");
+        }
     }
 
     #[test]

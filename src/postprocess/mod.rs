@@ -5,6 +5,7 @@ pub mod common;
 pub mod dracut_fastcopy;
 pub mod dracut_ldd;
 pub mod dracut_zstd;
+pub mod early_cpio;
 pub mod final_steps;
 pub mod fsutil;
 pub mod kernel;
