@@ -273,6 +273,39 @@ fn cached_install_gives_rpms_tree_first_and_after_a_change() {
     assert!(ostree_ok(&cached_repo, &["fsck"]), "fsck failed");
 }
 
+/// A tree without a kernel step: rpm installs a first compose (its files are
+/// then renamed into the repository) and the package cache is filled beside
+/// rpm's transaction, on the core rpm leaves idle; a forced rerun assembles
+/// the same tree from that cache.
+#[test]
+fn a_container_tree_fills_the_cache_beside_rpms_transaction() {
+    let f = fixture_with(
+        tricky("1.0"),
+        |_| false,
+        &format!("{}container: true\n", manifest()),
+    );
+    let cached_repo = f.dir.join("../repo-cached");
+    init_repo(&cached_repo, "bare-user");
+    let rpm_cache = f.dir.join("../cache-rpm");
+    for (extra, expected) in [
+        (
+            &[][..],
+            "Package cache: 10 of 10 packages missing; importing them beside rpm's transaction",
+        ),
+        (&["--force-nocache"][..], "Root assembled"),
+    ] {
+        let rpm_args = [extra, &["--no-package-cache"]].concat();
+        let out = compose_into(&f, &f.repo, &rpm_cache, &rpm_args);
+        assert!(out.status.success(), "{}", text(&out));
+        let out = compose_into(&f, &cached_repo, &f.cache, extra);
+        let log = text(&out);
+        assert!(out.status.success(), "{log}");
+        assert!(log.contains(expected), "{log}");
+        assert_same_trees(&f.repo, &cached_repo);
+    }
+    assert!(ostree_ok(&cached_repo, &["fsck"]), "fsck failed");
+}
+
 #[test]
 fn lua_scriptlets_and_pretrans_run_as_rpm_runs_them() {
     let lua = Pkg::new("luapkg", "1.0")

@@ -319,7 +319,15 @@ pub fn compose_tree(req: &TreeRequest) -> Result<TreeOutcome> {
             &rootfs_tmp,
             cache,
             sink.as_ref(),
-            import_first,
+            match import_first {
+                true => install::ColdCache::ImportFirst,
+                // No dracut to slow down, and nobody reading rpm's files:
+                // the cache fill takes the core rpm leaves idle.
+                false if treefile.config.container() && sink.is_none() => {
+                    install::ColdCache::FillBeside
+                }
+                false => install::ColdCache::FillAfter,
+            },
         )?,
         (None, Some(sink)) => {
             dnf.install_reporting(&install_req, &resolution, &rootfs_tmp, sink)?;
