@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::rpmfixture::*;
+use ostree_composer::commit::tree_walk;
 use ostree_composer::exit::{class_of, ErrorClass};
 use ostree_composer::oci::{self, OciOptions};
 use ostree_ext::container::OstreeImageReference;
@@ -1191,7 +1192,7 @@ fn walk_and_sizes_match_ostree_ext() {
         let repo = ostree::Repo::new_for_path(&path);
         repo.open(ostree::gio::Cancellable::NONE).unwrap();
         let commit = repo.resolve_rev(rev, false).unwrap().unwrap().to_string();
-        let tree = chunking::walk_commit(&repo, &commit).unwrap();
+        let tree = tree_walk::walk_commit(&repo, &commit).unwrap();
         // Every file path once, under its object.
         let listed: usize = tree.object_paths.values().map(Vec::len).sum();
         assert_eq!(listed, tree.files.len());
@@ -1229,7 +1230,7 @@ fn walk_and_sizes_match_ostree_ext() {
         .unwrap()
         .unwrap()
         .to_string();
-    let tree = chunking::walk_commit(&repo, &commit).unwrap();
+    let tree = tree_walk::walk_commit(&repo, &commit).unwrap();
     let tool = &tree.files["/usr/bin/tool"];
     assert_eq!(
         tree.object_paths[tool],
@@ -1245,7 +1246,7 @@ fn lazy_tree_agrees_with_the_walk() {
     let f = fixture();
     let repo = ostree::Repo::new_for_path(&f.repo);
     repo.open(ostree::gio::Cancellable::NONE).unwrap();
-    let tree = chunking::walk_commit(&repo, &f.commit).unwrap();
+    let tree = tree_walk::walk_commit(&repo, &f.commit).unwrap();
     let mut lazy = chunking::LazyTree::new(&repo, &f.commit).unwrap();
     for d in &tree.dirs {
         assert_eq!(lazy.kind(d).unwrap(), PathKind::Dir, "{d}");
@@ -1302,7 +1303,7 @@ fn commit_layer_written_ahead_only_when_right() {
     let d = tmpdir();
     let repo = ostree::Repo::new_for_path(&f.repo);
     repo.open(ostree::gio::Cancellable::NONE).unwrap();
-    let tree = chunking::walk_commit(&repo, &f.commit).unwrap();
+    let tree = tree_walk::walk_commit(&repo, &f.commit).unwrap();
     let sizes = chunking::object_sizes(&f.repo, &tree).unwrap();
     let mut commit_layers = Vec::new();
     for total in [true, false] {
@@ -1356,7 +1357,6 @@ fn commit_layer_written_ahead_only_when_right() {
 /// stop instead of waiting for it).
 #[test]
 fn walk_reports_an_unreadable_dirtree() {
-    use ostree_composer::oci::chunking;
     let d = tmpdir();
     let (repo_path, commit) = corner_case_commit(d.path());
     let ls = run(Command::new("ostree")
@@ -1371,7 +1371,7 @@ fn walk_reports_an_unreadable_dirtree() {
     std::fs::remove_file(&obj).unwrap();
     let repo = ostree::Repo::new_for_path(&repo_path);
     repo.open(ostree::gio::Cancellable::NONE).unwrap();
-    let e = chunking::walk_commit(&repo, &commit).unwrap_err();
+    let e = tree_walk::walk_commit(&repo, &commit).unwrap_err();
     assert!(format!("{e:#}").contains(&dirtree), "{e:#}");
 }
 

@@ -33,6 +33,7 @@ pub mod read;
 pub mod repo;
 mod special;
 pub(crate) mod staging;
+pub mod tree_walk;
 pub mod write;
 pub mod xattrs;
 

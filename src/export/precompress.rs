@@ -46,7 +46,7 @@ use super::filez::{write_filez, write_filez_deflated, FileHeader};
 use crate::commit::read::has_commit;
 use crate::commit::repo::open_repo;
 use crate::commit::staging::{create_subdir, loose_path, publish_staged, remove_stale, syncfs};
-use crate::oci::chunking::{root_dirtree, walk_tree, IO_THREADS};
+use crate::commit::tree_walk::{root_dirtree, walk_tree, IO_THREADS};
 
 /// How many objects ahead of the workers the source files are read ahead.
 const PREFETCH_AHEAD: usize = 64;

@@ -47,9 +47,9 @@ use ostree::gio::prelude::*;
 use ostree::glib;
 use sha2::Digest;
 
-use super::chunking::{self, CommitTree};
 use super::encapsulate::EncapsulateInputs;
 use super::packing;
+use crate::commit::tree_walk::{walk_commit, CommitTree, DirTreeV};
 
 const OSTREEDIR: &str = "sysroot/ostree";
 /// The repo config of an exported tar stream (the mode tells importers the xattrs
@@ -84,7 +84,7 @@ pub fn write_image(
     oci_dir: &Path,
     tag: &str,
 ) -> Result<WriteStats> {
-    let tree = chunking::walk_commit(inputs.repo, inputs.commit)?;
+    let tree = walk_commit(inputs.repo, inputs.commit)?;
     let w = ImageWriter::open(inputs.repo, inputs.commit, oci_dir)?;
     w.finish(inputs, &tree, None::<fn() -> Result<Layer>>, tag)
 }
@@ -155,7 +155,7 @@ impl ImageWriter {
     /// joining the thread writing it; called once the other layers are written); when
     /// it is `None`, or the packing puts content objects into the commit layer, the
     /// commit layer is written here. `tree` is the commit's walk
-    /// ([`chunking::walk_commit`]); `inputs.prior_build` must be `None` (the caller
+    /// ([`walk_commit`]); `inputs.prior_build` must be `None` (the caller
     /// uses ostree-ext for that).
     pub fn finish(
         &self,
@@ -270,9 +270,6 @@ fn parse_dirtree(v: &glib::Variant, csum: &str) -> Result<DirTreeV> {
     v.get::<DirTreeV>()
         .ok_or_else(|| anyhow!("dirtree {csum} has an unexpected type"))
 }
-
-/// A dirtree object, `(a(say)a(sayay))`: files (name, checksum), dirs (name, tree, meta).
-type DirTreeV = (Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>, Vec<u8>)>);
 
 /// CPU time of the calling thread, in seconds (for the log: with the wall time it
 /// shows whether the threads got the cores or waited for them).

@@ -369,7 +369,7 @@ fn build_image(opts: &OciOptions) -> Result<BuiltImage> {
             .path()
             .path()
             .ok_or_else(|| anyhow::anyhow!("The OSTree repository has no local path"))?;
-        let root_dirtree = chunking::root_dirtree(&repo, &commit)?;
+        let root_dirtree = crate::commit::tree_walk::root_dirtree(&repo, &commit)?;
         let oci_dir = tmp.path().join("oci");
         let writer = match (opts.writer, &prior) {
             (encapsulate::Writer::Parallel, None) => Some(
@@ -387,7 +387,7 @@ fn build_image(opts: &OciOptions) -> Result<BuiltImage> {
                 .map(|w| s.spawn(|| catch_panic(|| w.commit_layer())?));
             let walked = s.spawn(|| {
                 catch_panic(|| {
-                    let tree = chunking::walk_tree(&repo_path, &root_dirtree)
+                    let tree = crate::commit::tree_walk::walk_tree(&repo_path, &root_dirtree)
                         .with_context(|| format!("Walking the tree of commit {commit}"))?;
                     let sizes = chunking::object_sizes(&repo_path, &tree)
                         .context("Reading object sizes")?;
@@ -524,7 +524,7 @@ fn check_copymeta(
 fn map_to_packages(
     repo: &ostree::Repo,
     commit: &str,
-    tree: &chunking::CommitTree,
+    tree: &crate::commit::tree_walk::CommitTree,
     rpmdb: &rpmdb::RpmDbContents,
 ) -> Result<chunking::ContentMapping> {
     let mut link_cache: std::collections::HashMap<String, Option<String>> = Default::default();
