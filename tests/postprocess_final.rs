@@ -442,8 +442,7 @@ fn kernel_no_initramfs_with_packaged_image_and_boot_location_new() {
             machineid_compat: true,
             no_initramfs: true,
             initramfs_args: None,
-            run_cache: None,
-            dracut_plain_copy: false,
+            tools: Default::default(),
         },
     )
     .unwrap();
@@ -490,8 +489,7 @@ fn kernel_modules_location_without_initramfs() {
             machineid_compat: false,
             no_initramfs: true,
             initramfs_args: None,
-            run_cache: None,
-            dracut_plain_copy: false,
+            tools: Default::default(),
         },
     )
     .unwrap();
@@ -843,8 +841,7 @@ fn end_to_end_on_a_dnf_installed_root() {
             machineid_compat: true,
             no_initramfs: true,
             initramfs_args: None,
-            run_cache: None,
-            dracut_plain_copy: false,
+            tools: Default::default(),
         },
         ..FinalOptions::default()
     };
@@ -940,8 +937,7 @@ fn real_dracut_on_a_given_tree() {
                 machineid_compat: true,
                 no_initramfs: false,
                 initramfs_args: None,
-                run_cache: None,
-                dracut_plain_copy: false,
+                tools: Default::default(),
             },
             ..FinalOptions::default()
         },

@@ -234,8 +234,7 @@ pub fn run(
                 machineid_compat: c.machineid_compat(),
                 no_initramfs: c.no_initramfs(),
                 initramfs_args: c.initramfs_args.clone(),
-                run_cache: tools.run_cache,
-                dracut_plain_copy: tools.dracut_plain_copy,
+                tools,
             },
             finalize_d: treefile
                 .externals

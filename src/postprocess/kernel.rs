@@ -46,23 +46,23 @@ pub struct KernelOptions {
     pub no_initramfs: bool,
     /// `initramfs-args`; `None` means `--no-hostonly`.
     pub initramfs_args: Option<Vec<String>>,
-    /// Reuse what depmod and dracut made in an earlier compose from the
-    /// same inputs (see [`super::runcache`]).
-    pub run_cache: Option<RunCacheOptions>,
-    /// Let dracut-install copy files with `cp` as it does where the
-    /// filesystem cannot clone, instead of in the kernel (see
-    /// [`super::dracut_fastcopy`]).
-    pub dracut_plain_copy: bool,
+    /// How depmod and dracut run (from the command line).
+    pub tools: ToolRuns,
 }
 
 pub use super::cached_run::RunCacheOptions;
 
 /// How the kernel step runs the tree's depmod and dracut, from the command
-/// line rather than the treefile (the fields of [`KernelOptions`] of the
-/// same names).
+/// line rather than the treefile.
 #[derive(Debug, Clone, Default)]
 pub struct ToolRuns {
+    /// Reuse what depmod and dracut made in an earlier compose from the
+    /// same inputs (see [`super::runcache`]).
     pub run_cache: Option<RunCacheOptions>,
+    /// Let dracut run as it comes: dracut-install copies files with `cp`
+    /// as it does where the filesystem cannot clone, instead of in the
+    /// kernel (see [`super::dracut_fastcopy`]), and `ldd` is the tree's
+    /// script (see [`super::dracut_ldd`]).
     pub dracut_plain_copy: bool,
 }
 
@@ -759,7 +759,7 @@ fn run_dracut(
     cmd.env("DRACUT_NO_XATTR", "1");
     cmd.env("DRACUT_NO_MKNOD", "1");
     cmd.env("TMPDIR", &tmp_in_root);
-    let (fast_copy, fast_ldd) = match opts.dracut_plain_copy {
+    let (fast_copy, fast_ldd) = match opts.tools.dracut_plain_copy {
         true => (None, None),
         false => (
             dracut_fastcopy::set_up(root, DRACUT_TMPDIR)?,
@@ -786,7 +786,7 @@ fn run_dracut(
         }
     );
     let before = snapshot_scratch_dirs(root)?;
-    let run = with_shims(root, true, true, || match &opts.run_cache {
+    let run = with_shims(root, true, true, || match &opts.tools.run_cache {
         Some(cache) => {
             let mut extra = compression_inputs(compress_here.as_ref())?;
             if let Some(z) = &zstd_program {
@@ -827,7 +827,7 @@ fn run_dracut(
         );
         compress_with_host_pigz(&pigz, &root_path.join(&out))?;
     }
-    if let (Some(cache), Some(fingerprint)) = (&opts.run_cache, fingerprint) {
+    if let (Some(cache), Some(fingerprint)) = (&opts.tools.run_cache, fingerprint) {
         cached_run::store_initramfs(cache, &fingerprint, &root_path.join(&out));
     }
     Ok((out, InitramfsSource::Dracut))
@@ -1026,7 +1026,7 @@ pub fn process_kernel(root_path: &Path, opts: &KernelOptions) -> Result<KernelRe
             .with_context(|| format!("Removing {}", loc.vmlinuz))?;
     }
 
-    let depmod = run_depmod(root, root_path, &kver, opts.run_cache.as_ref())?;
+    let depmod = run_depmod(root, root_path, &kver, opts.tools.run_cache.as_ref())?;
 
     if opts.machineid_compat {
         root.atomic_write_with_perms("usr/etc/machine-id", "", Permissions::from_mode(0o444))
