@@ -12,6 +12,7 @@ mod common;
 
 use common::compose_fixture::{init_repo, ostree, ostree_ok, text};
 use common::composer_bin;
+use ostree_composer::postprocess::early_cpio::early_cpio_len;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -92,26 +93,6 @@ fn zstd_cpio_names(img: &[u8], scratch: &Path) -> String {
         .read_to_end(&mut cpio)
         .unwrap();
     cpio_names(&cpio, scratch)
-}
-
-/// Where the newc cpio archive at the start of `bytes` ends, its zero
-/// padding included.
-fn after_cpio(bytes: &[u8]) -> usize {
-    let hex = |at: usize| {
-        usize::from_str_radix(std::str::from_utf8(&bytes[at..at + 8]).unwrap(), 16).unwrap()
-    };
-    let align = |n: usize| n.div_ceil(4) * 4;
-    let mut at = 0;
-    loop {
-        assert_eq!(&bytes[at..at + 6], b"070701", "a newc header at {at}");
-        let (size, name_len) = (hex(at + 54), hex(at + 94));
-        let name = &bytes[at + 110..at + 110 + name_len - 1];
-        at = align(align(at + 110 + name_len) + size);
-        if name == b"TRAILER!!!" {
-            break;
-        }
-    }
-    at + bytes[at..].iter().take_while(|b| **b == 0).count()
 }
 
 /// The paths in the commit's initramfs: a zstd frame holding dracut's
@@ -325,7 +306,10 @@ fn bootable_compose_of_corpus_large_and_initramfs_reuse() {
         "{early}"
     );
     assert!(!early.lines().any(|l| l == "init"), "{early}");
-    let names = zstd_cpio_names(&img[after_cpio(&img)..], w);
+    let early_len = early_cpio_len(&mut &img[..])
+        .unwrap()
+        .expect("dracut's early cpio, with its marker, first");
+    let names = zstd_cpio_names(&img[early_len as usize..], w);
     assert!(names.lines().any(|l| l == "init"), "{names}");
     assert!(ostree_ok(&repo, &["fsck"]));
 }

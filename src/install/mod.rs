@@ -368,9 +368,9 @@ pub enum Installed<'a> {
 /// average over 24 interleaved pairs, rpm's transaction 0.1-0.2 s slower)
 /// ([`CacheFill::start_in_background`]: one package at a time, at the
 /// lowest priority, so the commit and the export come first) and finishes
-/// it on every core once its outputs are written ([`CacheFill::run`]). Dropped without `run` (the compose failed),
-/// it stops after the package being imported: the next compose imports the
-/// rest.
+/// it on every core once its outputs are written ([`CacheFill::run`]).
+/// Dropped without `run` (the compose failed), it stops after the package
+/// being imported: the next compose imports the rest.
 pub struct CacheFill {
     cache: Arc<pkgcache::PackageCache>,
     missing: Arc<Vec<(String, PathBuf)>>,

@@ -16,6 +16,8 @@
 //!
 //! Not for: other tools than dracut.
 
+use std::io::Read;
+
 use anyhow::{Context, Result};
 use cap_std_ext::cap_std::fs::{Dir, Permissions, PermissionsExt};
 use cap_std_ext::dirext::CapStdExtDirExt;
@@ -108,8 +110,7 @@ pub fn set_up(root: &Dir, scratch: &str) -> Result<Option<FastLdd>> {
         return Ok(None);
     };
     let mut script = String::new();
-    let read =
-        std::io::Read::read_to_string(&mut std::io::Read::take(&file, MAX_SCRIPT), &mut script);
+    let read = (&file).take(MAX_SCRIPT).read_to_string(&mut script);
     let Some(rtlds) = read.ok().and_then(|_| glibc_rtlds(&script)) else {
         eprintln!(
             "note: /{path} is not the glibc ldd script ostree-composer knows; dracut runs it"

@@ -403,14 +403,14 @@ pub fn choose_compression(
 /// timestamp, so the output is reproducible); dracut's early cpio, when
 /// there is one, stays uncompressed in front (see [`super::early_cpio`]).
 fn compress_with_host_pigz(pigz: &Path, file: &Path) -> Result<()> {
-    let open = || File::open(file).with_context(|| format!("Opening {}", file.display()));
-    let early = early_cpio::early_cpio_len(&mut std::io::BufReader::new(open()?))
+    let mut input = File::open(file).with_context(|| format!("Opening {}", file.display()))?;
+    let early = early_cpio::early_cpio_len(&mut std::io::BufReader::new(&input))
         .with_context(|| format!("Reading {}", file.display()))?
         .unwrap_or(0);
+    std::io::Seek::rewind(&mut input).with_context(|| format!("Reading {}", file.display()))?;
     let out_path = file.with_extension("img.gz");
     let mut out = std::fs::File::create(&out_path)
         .with_context(|| format!("Creating {}", out_path.display()))?;
-    let mut input = open()?;
     std::io::copy(&mut (&mut input).take(early), &mut out)
         .with_context(|| format!("Writing {}", out_path.display()))?;
     // pigz reads the rest from where the copy stopped and writes after it.
@@ -747,7 +747,7 @@ fn run_dracut(
     add_listed_modules(root, kver, &mut args)?;
     // Compressed here: let dracut write a plain cpio.
     let compress_here = match compression {
-        InitramfsCompression::HostPigz(_) if !chooses_compression(&args) => {
+        InitramfsCompression::HostPigz(_) if !user_compression => {
             let at = args.len() - 2; // before `--kver KVER`
             args.insert(at, "--no-compress".into());
             Some(compression)
@@ -773,18 +773,23 @@ fn run_dracut(
         cmd.envs(l.env.iter().map(|(k, v)| (k, v)));
     }
     let out = format!("{DRACUT_TMPDIR}/initramfs.img");
-    let running = format!(
-        "Running dracut {}{}",
-        args.join(" "),
-        match (&fast_copy, &fast_ldd) {
-            (Some(_), Some(_)) => {
-                " (dracut-install copies in the kernel, not with cp; ldd runs without a shell)"
-            }
-            (Some(_), None) => " (dracut-install copies in the kernel, not with cp)",
-            (None, Some(_)) => " (ldd runs without a shell)",
-            (None, None) => "",
-        }
-    );
+    let speed_ups: Vec<&str> = [
+        fast_copy
+            .as_ref()
+            .map(|_| "dracut-install copies in the kernel, not with cp"),
+        fast_ldd.as_ref().map(|_| "ldd runs without a shell"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let running = match speed_ups.is_empty() {
+        true => format!("Running dracut {}", args.join(" ")),
+        false => format!(
+            "Running dracut {} ({})",
+            args.join(" "),
+            speed_ups.join("; ")
+        ),
+    };
     let before = snapshot_scratch_dirs(root)?;
     let run = with_shims(root, true, true, || match &opts.tools.run_cache {
         Some(cache) => {
